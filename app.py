@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""The CDK app: reads the `sluice` context once into frozen configs, builds one Stage per
+requested environment (`-c env=<name>`, or every environment when none is given), and adds the
+cdk-nag rule packs as validation plugins so any unacknowledged finding fails synth."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+from stacks.stage import SluiceStage
+
+from runtime.errors import ConfigError
+from stacks.config import environment_names, load_environment
+
+
+def main() -> None:
+    app = cdk.App()
+    context = app.node.try_get_context("sluice") or {}
+    requested = app.node.try_get_context("env")
+    names = [requested] if requested else environment_names(context)
+    try:
+        configs = [load_environment(context, name) for name in names]
+    except ConfigError as exc:
+        sys.exit(f"cdk synth: {exc}")
+    # Account and region come from the usual CDK variables (the CLI sets them from the
+    # profile); nothing is hard-coded, and synth works without credentials.
+    target = cdk.Environment(
+        account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
+    )
+    for config in configs:
+        SluiceStage(app, config.prefix, config=config, env=target)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(verbose=True), ServerlessChecks(verbose=True))
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

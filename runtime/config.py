@@ -1,0 +1,170 @@
+"""The Lambda environment contract: `SLUICE_*` variables validated into one frozen model.
+
+The stacks build a `Settings` from the environment's config and the resources they created,
+and turn it into environment variables with `to_environ`; a handler validates them with
+`get_settings()` the first time it runs (never at import). Nested sections use `__`:
+`SLUICE_INGEST__SETTLE_S=30`. Complex values (the projection) are JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.errors import ConfigError
+
+ENV_PREFIX = "SLUICE_"
+NESTED_DELIMITER = "__"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisSettings(Section):
+    """Either `url` (local runs) or `host` + TLS + an AUTH token secret (ElastiCache)."""
+
+    url: str | None = None
+    host: str | None = None
+    port: int = 6379
+    tls: bool = True
+    auth_secret_arn: str | None = None
+    socket_timeout_s: float = 5.0
+
+
+class QueueSettings(Section):
+    state_url: str = ""
+    state_dlq_url: str = ""
+    fifo_url: str = ""
+    fifo_dlq_url: str = ""
+    max_message_bytes: int = Field(1_048_576, ge=1024, le=1_048_576)
+    fifo_message_group_id: str = "sluice"
+
+
+class ProjectionRule(Section):
+    path: str
+    missing: Literal["null", "omit", "reject"] = "null"
+
+
+class IngestSettings(Section):
+    root: str = Field(description="the EFS mount path that holds inbox/, claimed/, ...")
+    settle_s: float = Field(30.0, gt=0)
+    lease_s: int = Field(360, ge=1)
+    deadline_margin_s: float = Field(15.0, ge=0)
+    batch_max_files: int = Field(2000, ge=1)
+    read_threads: int = Field(16, ge=1)
+    resend_horizon_s: int = Field(86_400, ge=1)
+    max_crash_runs: int = Field(3, ge=1)
+    archive_after_s: int = Field(420, ge=0)
+    archive_retention_days: int | None = None
+    projection: dict[str, ProjectionRule] = Field(default_factory=dict)
+    target: Literal["standard", "fifo"] = "standard"
+
+
+class PipelineSettings(Section):
+    ledger_table: str = ""
+    results_bucket: str = ""
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_s: float = Field(2.0, ge=0)
+    backoff_cap_s: int = Field(900, ge=0, le=900)
+    max_steps: int = Field(100, ge=1)
+    time_budget_margin_s: float = Field(5.0, ge=0)
+    lease_s: int = Field(90, ge=1)
+    done_marker_ttl_s: int = Field(900, ge=1)
+    dedup_horizon_s: int = Field(86_400, ge=1)
+    history_limit: int = Field(0, ge=0)
+    fifo_items_per_envelope: int = Field(50, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    env: str = "local"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    redis: RedisSettings = RedisSettings()
+    queues: QueueSettings = QueueSettings()
+    ingest: IngestSettings | None = None
+    pipeline: PipelineSettings | None = None
+
+    def require_ingest(self) -> IngestSettings:
+        if self.ingest is None:
+            raise ConfigError(f"{ENV_PREFIX}INGEST__ROOT and the other ingest settings are not set")
+        return self.ingest
+
+    def require_pipeline(self) -> PipelineSettings:
+        if self.pipeline is None:
+            raise ConfigError(f"{ENV_PREFIX}PIPELINE__* settings are not set")
+        return self.pipeline
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping) and not prefix.endswith(f"{NESTED_DELIMITER}PROJECTION"):
+        for key, inner in value.items():
+            _flatten(f"{prefix}{NESTED_DELIMITER}{key.upper()}", inner, out)
+        return
+    if value is None:
+        return
+    if isinstance(value, str):
+        out[prefix] = value
+    else:
+        out[prefix] = orjson.dumps(value).decode()
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The environment variables that make `get_settings()` rebuild `settings` exactly."""
+    out: dict[str, str] = {}
+    for key, value in settings.model_dump(mode="json").items():
+        _flatten(f"{ENV_PREFIX}{key.upper()}", value, out)
+    return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate settings from `environ` (default: the process environment)."""
+    try:
+        if environ is None:
+            return Settings()
+        return _from_mapping(environ)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{NESTED_DELIMITER.join(str(p).upper() for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid sluice settings: {problems}") from None
+
+
+def _from_mapping(environ: Mapping[str, str]) -> Settings:
+    # pydantic-settings reads os.environ; validating a given mapping goes through the same
+    # source by constructing the nested dict the way it would.
+    nested: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split(NESTED_DELIMITER)
+        node = nested
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _maybe_json(raw)
+    return Settings.model_validate(nested)
+
+
+def _maybe_json(raw: str) -> Any:
+    if raw[:1] in ("{", "["):
+        return orjson.loads(raw)
+    return raw
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, validated once on first use."""
+    return load_settings()

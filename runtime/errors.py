@@ -1,0 +1,36 @@
+"""Typed exceptions. Nothing in sluice matches on exception messages."""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    """Base of every error sluice raises on purpose."""
+
+
+class ConfigError(SluiceError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class EnvelopeError(SluiceError):
+    """A message body is not a valid sluice envelope."""
+
+
+class MessageTooLarge(SluiceError):
+    """An envelope (body plus attributes) exceeds the configured maximum message size."""
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class TooManyAttributes(SluiceError):
+    """SQS accepts at most 10 message attributes."""
+
+
+class LeaseLost(SluiceError):
+    """A fenced Redis write found that this worker no longer owns its lease."""
+
+
+class TransientError(SluiceError):
+    """A failure that may clear on retry (I/O error, throttling, timeout)."""

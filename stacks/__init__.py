@@ -1,0 +1,1 @@
+"""CDK stacks and constructs: no boto3, no network at synth time."""

@@ -1,0 +1,288 @@
+"""Typed, validated configuration of one sluice environment.
+
+`cdk.json` holds a `sluice` context block::
+
+    {"environments": {"dev": {...}, "staging": {...}, "prod": {...}}, "local": {...}}
+
+Each environment block overrides the defaults below (deep merge); `local` is overlaid on `dev`
+for the local runtime. The result is a frozen `EnvironmentConfig`: unknown keys and bad values
+fail synth with the dotted name of the offending setting. Nothing here imports CDK or boto3, so
+the local runtime and the tests build exactly the same object the stacks do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.errors import ConfigError
+
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+SQS_MAX_RECEIVE_COUNT = 1000
+LAMBDA_MAX_TIMEOUT_S = 900
+SQS_MAX_VISIBILITY_S = 43_200
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NetworkConfig(Frozen):
+    max_azs: int = Field(2, ge=2, le=3, description="AZs for the VPC (ElastiCache and EFS need 2+)")
+    nat_gateways: int = Field(1, ge=1, le=3)
+    interface_endpoints: tuple[Literal["sqs", "ssm", "secretsmanager", "logs", "monitoring"], ...] = (
+        "sqs",
+        "ssm",
+        "secretsmanager",
+    )
+
+
+class RedisConfig(Frozen):
+    node_type: str = "cache.t4g.micro"
+    replicas: int = Field(0, ge=0, le=5, description="read replicas per shard")
+    multi_az: bool = False
+    engine_version: str = "7.1"
+    memory_alarm_percent: float = Field(80, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _failover_needs_replica(self) -> RedisConfig:
+        if self.multi_az and self.replicas < 1:
+            raise ValueError("redis.multi_az needs redis.replicas >= 1 (failover needs a replica)")
+        return self
+
+
+class LambdaConfig(Frozen):
+    python_version: Literal["3.12", "3.13"] = "3.12"
+    memory_mb: int = Field(1024, ge=128, le=10240)
+    log_retention_days: int = 30
+    tracing: bool = True
+    reserved_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description="function name -> reserved concurrency; unset by default (see README)",
+    )
+
+    @model_validator(mode="after")
+    def _retention_is_a_cloudwatch_value(self) -> LambdaConfig:
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"lambda.log_retention_days must be one of {LOG_RETENTION_DAYS}")
+        return self
+
+
+class QueueConfig(Frozen):
+    retention_s: int = Field(4 * 86_400, ge=60, le=1_209_600)
+    dlq_retention_s: int = Field(14 * 86_400, ge=60, le=1_209_600)
+    max_message_bytes: int = Field(1_048_576, ge=1024, le=1_048_576)
+    fifo_message_group_id: str = Field("sluice", min_length=1, max_length=128)
+
+
+class ProjectionField(Frozen):
+    path: str = Field(min_length=1, description="dotted path into the source record")
+    missing: Literal["null", "omit", "reject"] = "null"
+
+
+class IngestConfig(Frozen):
+    settle_s: float = Field(30.0, gt=0, description="a file is loadable once its mtime is this old")
+    loader_timeout_s: int = Field(300, ge=30, le=LAMBDA_MAX_TIMEOUT_S)
+    checker_timeout_s: int = Field(60, ge=10, le=LAMBDA_MAX_TIMEOUT_S)
+    archiver_timeout_s: int = Field(300, ge=30, le=LAMBDA_MAX_TIMEOUT_S)
+    deadline_margin_s: float = Field(15.0, gt=0)
+    lease_margin_s: int = Field(60, ge=1)
+    batch_max_files: int = Field(2000, ge=1, le=100_000)
+    read_threads: int = Field(16, ge=1, le=256)
+    resend_horizon_s: int = Field(86_400, ge=60)
+    max_crash_runs: int = Field(3, ge=1, le=100)
+    archive_retention_days: int | None = Field(None, ge=1)
+    projection: dict[str, ProjectionField] = Field(
+        default_factory=dict, description="output field -> source path; empty keeps every field"
+    )
+    target: Literal["standard", "fifo"] = "standard"
+    loader_schedule: str = "rate(1 minute)"
+    checker_schedule: str = "rate(1 minute)"
+    archiver_schedule: str = "rate(5 minutes)"
+    efs_throughput_mode: Literal["bursting", "elastic", "provisioned"] = "elastic"
+    efs_provisioned_mibps: int | None = Field(None, ge=1, le=3072)
+
+    @property
+    def lease_s(self) -> int:
+        """A claim's lease outlives the function that holds it, plus a margin."""
+        return self.loader_timeout_s + self.lease_margin_s
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestConfig:
+        if self.deadline_margin_s >= self.loader_timeout_s:
+            raise ValueError("ingest.deadline_margin_s must be below ingest.loader_timeout_s")
+        if (self.efs_throughput_mode == "provisioned") != (self.efs_provisioned_mibps is not None):
+            raise ValueError(
+                "ingest.efs_provisioned_mibps is required with efs_throughput_mode 'provisioned' "
+                "and only allowed with it"
+            )
+        return self
+
+
+class PipelineConfig(Frozen):
+    timeout_s: int = Field(60, ge=3, le=LAMBDA_MAX_TIMEOUT_S)
+    batch_size: int = Field(100, ge=1, le=10_000)
+    batching_window_s: int = Field(1, ge=0, le=300)
+    max_concurrency: int = Field(10, ge=2, le=1000)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_base_s: float = Field(2.0, ge=0)
+    backoff_cap_s: int = Field(900, ge=0, le=900, description="SQS DelaySeconds caps at 900")
+    max_steps: int = Field(100, ge=1)
+    time_budget_margin_s: float = Field(5.0, ge=0)
+    lease_margin_s: int = Field(30, ge=1)
+    done_marker_ttl_s: int = Field(900, ge=1)
+    standard_max_receive_count: int = Field(30, ge=1, le=SQS_MAX_RECEIVE_COUNT)
+    fifo_batch_size: int = Field(10, ge=1, le=10)
+    fifo_items_per_envelope: int = Field(50, ge=1)
+    fifo_bounce_allowance: int = Field(20, ge=0)
+    history_limit: int = Field(0, ge=0, description="transitions kept per item; 0 keeps none")
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """AWS: a queue's visibility timeout should be >= 6 x function timeout + batching window."""
+        return 6 * self.timeout_s + self.batching_window_s
+
+    @property
+    def lease_s(self) -> int:
+        return self.timeout_s + self.lease_margin_s
+
+    @property
+    def fifo_max_receive_count(self) -> int:
+        """Group-mates are reported failed with every failing attempt, so FIFO needs room."""
+        return 10 * self.max_attempts + self.fifo_bounce_allowance
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        if self.fifo_max_receive_count > SQS_MAX_RECEIVE_COUNT:
+            raise ValueError(
+                f"pipeline: 10 x max_attempts + fifo_bounce_allowance = {self.fifo_max_receive_count} "
+                f"exceeds SQS's maxReceiveCount cap of {SQS_MAX_RECEIVE_COUNT}"
+            )
+        if self.visibility_timeout_s > SQS_MAX_VISIBILITY_S:
+            raise ValueError("pipeline.timeout_s makes the queue visibility timeout exceed 12 hours")
+        if self.time_budget_margin_s >= self.timeout_s:
+            raise ValueError("pipeline.time_budget_margin_s must be below pipeline.timeout_s")
+        return self
+
+
+class AlarmConfig(Frozen):
+    dlq_depth: int = Field(1, ge=1)
+    oldest_file_age_s: int = Field(900, ge=60)
+    rejected_files_per_5min: int = Field(1, ge=1)
+    error_rate_percent: float = Field(5.0, gt=0, le=100)
+
+
+class EnvironmentConfig(Frozen):
+    name: str
+    retain_data: bool = False
+    termination_protection: bool = False
+    network: NetworkConfig = NetworkConfig()
+    redis: RedisConfig = RedisConfig()
+    functions: LambdaConfig = LambdaConfig()
+    queues: QueueConfig = QueueConfig()
+    ingest: IngestConfig = IngestConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    alarms: AlarmConfig = AlarmConfig()
+    relay_api_key_parameter: str = Field(
+        "", description="SSM SecureString name; default /sluice/<env>/relay/api-key"
+    )
+
+    @property
+    def prefix(self) -> str:
+        return f"sluice-{self.name}"
+
+    @property
+    def api_key_parameter(self) -> str:
+        return self.relay_api_key_parameter or f"/sluice/{self.name}/relay/api-key"
+
+    @property
+    def dedup_horizon_s(self) -> int:
+        """How long an envelope id must stay recognisable: the source queue's retention, the
+        DLQ's (a redrive must still be recognised) and the ingest re-send horizon."""
+        return self.queues.retention_s + self.queues.dlq_retention_s + self.ingest.resend_horizon_s
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnvironmentConfig:
+        if not _NAME.match(self.name):
+            raise ValueError(f"environment name {self.name!r} must match {_NAME.pattern}")
+        if self.ingest.resend_horizon_s >= self.queues.retention_s + self.queues.dlq_retention_s:
+            raise ValueError("ingest.resend_horizon_s must be shorter than queue + DLQ retention")
+        if self.ingest.loader_timeout_s * 6 > SQS_MAX_VISIBILITY_S:
+            raise ValueError("ingest.loader_timeout_s is too long")
+        if not math.isfinite(self.ingest.settle_s):
+            raise ValueError("ingest.settle_s must be finite")
+        for function in self.functions.reserved_concurrency:
+            if function not in FUNCTION_NAMES:
+                raise ValueError(f"functions.reserved_concurrency names unknown function {function!r}")
+        return self
+
+
+FUNCTION_NAMES = ("loader", "checker", "archiver", "router", "fifo-router", "relay", "drain", "jobs")
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_errors(env: str, error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(environment)"
+        lines.append(f"  {where}: {problem['msg']}")
+    return f"invalid sluice config for environment {env!r}:\n" + "\n".join(lines)
+
+
+def load_environment(context: Mapping[str, Any], env: str, *, local: bool = False) -> EnvironmentConfig:
+    """Build the frozen config of `env` from the `sluice` context block (see module docs)."""
+    environments = context.get("environments")
+    if not isinstance(environments, Mapping) or not environments:
+        raise ConfigError("cdk.json context 'sluice.environments' is missing or empty")
+    if env not in environments:
+        known = ", ".join(sorted(environments))
+        raise ConfigError(f"unknown environment {env!r}; cdk.json defines: {known}")
+    raw = _deep_merge({"name": env}, environments[env] or {})
+    if local:
+        raw = _deep_merge(raw, context.get("local") or {})
+    try:
+        return EnvironmentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(env, exc)) from None
+
+
+def environment_names(context: Mapping[str, Any]) -> list[str]:
+    environments = context.get("environments") or {}
+    return list(environments)

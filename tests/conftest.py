@@ -1,0 +1,70 @@
+"""Shared fixtures: a real redis-server and a moto server, each a plain process on a free
+loopback port (started once per session), and clients pointed at them.
+
+Unit tests may instead use moto's in-process `mock_aws`; anything that exercises Redis talks
+to the real server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+import redis
+
+from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
+from runtime.clients import AWS_CLIENT_CONFIG
+
+# Never let a test reach a real AWS account, whatever the developer's shell has configured.
+for _name, _value in FAKE_AWS_ENVIRONMENT.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_PROFILE", None)
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "sluice-tests")
+os.environ.setdefault("POWERTOOLS_DEV", "false")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client on an empty database (flushed before and after each test)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with running_moto() as server:
+        yield server
+
+
+@pytest.fixture
+def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
+    """The session's moto server, reset to empty for this test."""
+    moto_server.reset()
+    yield moto_server
+
+
+AwsClientFactory = Callable[[str], Any]
+
+
+@pytest.fixture
+def aws(moto: MotoServer) -> AwsClientFactory:
+    """Factory of boto3 clients pointed at the moto server."""
+
+    def make(service: str) -> Any:
+        return boto3.session.Session().client(
+            service, endpoint_url=moto.url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
+        )
+
+    return make
