@@ -8,12 +8,17 @@ from __future__ import annotations
 import os
 import sys
 
+# The jsii kernel (a node child process) prints a banner about this machine's node 20 at start;
+# it is acknowledged here, before the first aws_cdk import starts the kernel, so `cdk synth`
+# output stays clean. Another node version still warns.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
-from stacks.stage import SluiceStage
 
 from runtime.errors import ConfigError
 from stacks.config import environment_names, load_environment
+from stacks.stage import SluiceStage
 
 
 def main() -> None:

@@ -193,6 +193,22 @@ class PipelineConfig(Frozen):
         return self
 
 
+class StorageConfig(Frozen):
+    """Lifecycle of the results bucket and of its server access logs."""
+
+    results_expire_days: int | None = Field(None, ge=1, description="None keeps results forever")
+    results_infrequent_access_days: int = Field(30, ge=30, description="S3 needs >= 30 days")
+    access_log_expire_days: int = Field(90, ge=1)
+
+    @model_validator(mode="after")
+    def _expire_after_transition(self) -> StorageConfig:
+        if self.results_expire_days is not None and (
+            self.results_expire_days <= self.results_infrequent_access_days
+        ):
+            raise ValueError("storage.results_expire_days must exceed storage.results_infrequent_access_days")
+        return self
+
+
 class AlarmConfig(Frozen):
     dlq_depth: int = Field(1, ge=1)
     oldest_file_age_s: int = Field(900, ge=60)
@@ -211,6 +227,7 @@ class EnvironmentConfig(Frozen):
     ingest: IngestConfig = IngestConfig()
     pipeline: PipelineConfig = PipelineConfig()
     alarms: AlarmConfig = AlarmConfig()
+    storage: StorageConfig = StorageConfig()
     relay_api_key_parameter: str = Field(
         "", description="SSM SecureString name; default /sluice/<env>/relay/api-key"
     )
