@@ -1,0 +1,386 @@
+"""`python -m local` (what `make run` calls): run sluice on this machine and prove that every
+record reached the sink exactly once.
+
+Exit status: 0 when every record arrived once and every file met its expected fate; 1 on any
+loss, duplicate, unexpected record, wrong fate, dead letter, halted batch or timeout; 2 on a
+usage or configuration error; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+
+from local.environment import load_local_config, local_environment
+from local.report import file_report, progress_view, render_summary, summary, write_json
+from local.run import LocalRun, RunOptions, Snapshot
+from local.scheduler import parse_interval
+from local.systems import SYSTEMS, FunctionOptions, MissingHandler
+from local.writer import FileShape
+from runtime.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_LOG = Path("build/local/functions.log")
+
+
+def _pairs(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), value.strip()
+
+
+def _schedule(text: str) -> tuple[str, str]:
+    name, rate = _pairs(text)
+    try:
+        parse_interval(rate)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, rate
+
+
+def _concurrency(text: str) -> tuple[str, int]:
+    name, value = _pairs(text)
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"concurrency of {name} must be a positive integer")
+    return name, int(value)
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    path, raw = _pairs(text)
+    try:
+        return path, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return path, raw
+
+
+def _kill_at(text: str) -> tuple[str, str, int]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not FUNCTION:STEP[:INVOCATION]")
+    return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1
+
+
+def _systems(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    return names
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local",
+        description=(
+            "Run sluice on this machine: a real redis-server and a moto server, every queue, "
+            "bucket, table, parameter and secret created from the same config the stacks use "
+            "(cdk.json, the env overlaid with the `local` block), the real handlers driven by a "
+            "scheduler and an SQS event source mapping, fed by a writer simulator (or your own "
+            "files with --inbox). Ends with a summary that checks every record reached the sink "
+            "exactly once; exits 1 on any loss or duplicate."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--duration", type=_positive(float), default=60.0, metavar="S", help="seconds of writing"
+    )
+    run.add_argument(
+        "--rate", type=_positive(float), default=6000.0, metavar="R", help="records written per second"
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=120.0,
+        metavar="S",
+        help="after writing stops (or the inbox is copied), how long every file may take to meet its fate",
+    )
+    run.add_argument(
+        "--systems",
+        type=_systems,
+        default=("ingest", "pipeline"),
+        metavar="LIST",
+        help=f"comma-separated systems to run ({', '.join(SYSTEMS)})",
+    )
+    run.add_argument("--json", type=Path, metavar="PATH", help="write the run summary as JSON")
+    run.add_argument(
+        "--inbox",
+        type=Path,
+        metavar="DIR",
+        help="load your own files: DIR's entries are copied into the share (symlinks as symlinks, "
+        "DIR never modified), the writer is off, and the run ends when every file has a fate",
+    )
+    run.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="write every file's fate (with its delivered item ids) as JSON",
+    )
+    run.add_argument(
+        "--share", type=Path, metavar="DIR", help="the local 'EFS' share (default: a temporary directory)"
+    )
+    run.add_argument("--env", default="dev", help="the cdk.json environment to overlay the `local` block on")
+    run.add_argument(
+        "--set",
+        dest="settings",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a config value for this run, e.g. queues.max_message_bytes=65536 "
+        "(validated like cdk.json)",
+    )
+    run.add_argument("--no-live", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--log",
+        type=Path,
+        default=DEFAULT_LOG,
+        metavar="PATH",
+        help="where the functions' own output (Powertools logs and metrics) goes",
+    )
+
+    servers = parser.add_argument_group("servers (started on free loopback ports unless given)")
+    servers.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting redis-server")
+    servers.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        help="use this moto server instead of starting one (resources get a per-run name suffix)",
+    )
+
+    writer = parser.add_argument_group("writer simulator")
+    writer.add_argument("--records-per-file", type=_positive(int), default=100, metavar="N")
+    writer.add_argument(
+        "--record-bytes",
+        type=_positive(int),
+        default=400,
+        metavar="B",
+        help="approximate JSON size of a record",
+    )
+    writer.add_argument(
+        "--junk-lines", type=int, default=3, metavar="N", help="comment lines at the top of each file"
+    )
+    writer.add_argument(
+        "--pieces", type=_positive(int), default=3, metavar="N", help="writes per file (never atomic)"
+    )
+    writer.add_argument(
+        "--stall",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="longest pause between a file's pieces (must stay below ingest.settle_s)",
+    )
+    writer.add_argument("--ndjson", action="store_true", help="one record per line instead of a JSON array")
+    writer.add_argument(
+        "--bad-share",
+        type=float,
+        default=0.002,
+        metavar="P",
+        help="probability that a bad file (DESIGN's bad-input table) is written beside a good one",
+    )
+    writer.add_argument("--seed", type=int, help="seed for the writer's choices")
+
+    functions = parser.add_argument_group("functions")
+    functions.add_argument(
+        "--schedule",
+        type=_schedule,
+        action="append",
+        default=[],
+        metavar="NAME=RATE",
+        help="tick a scheduled function at RATE (2s, 500ms, rate(1 minute)); local defaults: "
+        "loader=1s checker=5s archiver=10s",
+    )
+    functions.add_argument(
+        "--config-schedules", action="store_true", help="use the config's schedules as they are"
+    )
+    functions.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="maximum concurrent invocations (defaults: loader=2, checker=1, archiver=1, router=the "
+        "mapping's pipeline.max_concurrency)",
+    )
+    functions.add_argument(
+        "--isolate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run every invocation of NAME in a child process (a crash ends only that invocation)",
+    )
+    functions.add_argument(
+        "--kill-at",
+        type=_kill_at,
+        action="append",
+        default=[],
+        metavar="FUNCTION:STEP[:N]",
+        help="set SLUICE_KILL_AT=STEP for invocation N (default 1) of FUNCTION; implies --isolate",
+    )
+    return parser
+
+
+def _overrides(settings: list[tuple[str, Any]]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in settings:
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _kill_environ(kills: list[tuple[str, str, int]]) -> dict[str, Callable[[int], Mapping[str, str]]]:
+    by_function: dict[str, dict[int, str]] = {}
+    for function, step, invocation in kills:
+        by_function.setdefault(function, {})[invocation] = step
+
+    def for_function(steps: dict[int, str]) -> Callable[[int], Mapping[str, str]]:
+        return lambda number: {"SLUICE_KILL_AT": steps[number]} if number in steps else {}
+
+    return {function: for_function(steps) for function, steps in by_function.items()}
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    kills = _kill_environ(args.kill_at)
+    return RunOptions(
+        duration_s=args.duration,
+        rate=args.rate,
+        timeout_s=args.timeout,
+        systems=args.systems,
+        shape=FileShape(
+            records_per_file=args.records_per_file,
+            record_bytes=args.record_bytes,
+            junk_lines=args.junk_lines,
+            pieces=args.pieces,
+            stall_s=args.stall,
+            ndjson=args.ndjson,
+        ),
+        bad_share=args.bad_share,
+        seed=args.seed,
+        inbox=args.inbox,
+        functions=FunctionOptions(
+            schedules=dict(args.schedule),
+            use_config_schedules=args.config_schedules,
+            concurrency=dict(args.concurrency),
+            isolate=frozenset(args.isolate) | frozenset(kills),
+            extra_environ=kills,
+        ),
+    )
+
+
+@contextlib.contextmanager
+def functions_output_to(log: Path) -> Iterator[TextIO]:
+    """Send fd 1 (where handlers and Powertools write) to `log`; yield the real stdout for the
+    console, and put everything back afterwards."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    console_stream = os.fdopen(os.dup(saved), "w", encoding="utf-8", errors="replace")
+    with open(log, "ab") as log_file:
+        os.dup2(log_file.fileno(), 1)
+    try:
+        yield console_stream
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        console_stream.flush()
+        console_stream.close()
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser, settle_s: float) -> None:
+    if args.stall >= settle_s:
+        parser.error(
+            f"--stall {args.stall} must stay below ingest.settle_s ({settle_s}): "
+            "the loader would claim half-written files"
+        )
+    if args.report is not None and args.inbox is None:
+        parser.error("--report needs --inbox (the writer's run is summarised by --json)")
+    if args.inbox is not None and not args.inbox.is_dir():
+        parser.error(f"--inbox {args.inbox} is not a directory")
+    if not 0 <= args.bad_share <= 1:
+        parser.error("--bad-share must be between 0 and 1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_local_config(args.env, _overrides(args.settings))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    _check(args, parser, config.ingest.settle_s)
+    options = options_from(args)
+    with functions_output_to(args.log) as console_stream:
+        console = Console(file=console_stream, force_terminal=None)
+        try:
+            return _run(console, args, options, config)
+        except MissingHandler as exc:
+            console.print(f"[red]cannot run {', '.join(options.systems)}: {exc}[/]")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted; servers and the temporary share were cleaned up[/]")
+            return EXIT_INTERRUPTED
+
+
+def _run(console: Console, args: argparse.Namespace, options: RunOptions, config: Any) -> int:
+    live_wanted = not args.no_live and console.is_terminal
+    with local_environment(
+        config=config, share=args.share, redis_url=args.redis_url, aws_endpoint_url=args.aws_endpoint_url
+    ) as environment:
+        console.print(
+            f"sluice local: redis {environment.redis_url}, moto {environment.aws_endpoint_url}, "
+            f"share {environment.share}; functions' logs in {args.log}"
+        )
+        live = Live(console=console, refresh_per_second=2, transient=False) if live_wanted else None
+        on_snapshot = _snapshot_printer(console, live)
+        with live if live is not None else contextlib.nullcontext():
+            result = LocalRun(environment, options, on_snapshot=on_snapshot).run()
+        document = summary(result, share=environment.share)
+        render_summary(console, document)
+        if args.json is not None:
+            write_json(args.json, document)
+        if args.report is not None:
+            write_json(args.report, file_report(result, share=environment.share))
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _snapshot_printer(console: Console, live: Live | None) -> Callable[[Snapshot], None]:
+    last_line = [0.0]
+
+    def show(snapshot: Snapshot) -> None:
+        if live is not None:
+            live.update(progress_view(snapshot))
+            return
+        if snapshot.elapsed_s - last_line[0] >= 5:
+            last_line[0] = snapshot.elapsed_s
+            console.print(
+                f"{snapshot.phase:>9} {snapshot.elapsed_s:6.1f}s written {snapshot.records_written:,} "
+                f"delivered {snapshot.records_delivered:,} ({snapshot.records_per_s:,.0f}/s) "
+                f"rejected files {snapshot.share.rejected}"
+            )
+
+    return show

@@ -1,0 +1,172 @@
+"""Lambda functions run locally: the real `runtime/handlers/<name>.py` handler, called with a
+Lambda-like context whose remaining time counts down from the configured timeout, so the
+handlers' deadline logic runs exactly as on AWS.
+
+An invocation runs in-process (a thread of the local runtime) or, for crash tests, in a child
+process (`python -m local.invoke`), where a `SLUICE_KILL_AT` kill point or a SIGKILL ends
+only that invocation, the way a crashed Lambda sandbox ends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "us-east-1"
+HANDLER_PACKAGE = "runtime.handlers"
+
+Handler = Callable[[Any, Any], Any]
+
+
+class LambdaContext:
+    """The attributes and method of AWS's Python `LambdaContext` that handlers and Powertools use."""
+
+    def __init__(self, function_name: str, timeout_s: float, memory_mb: int = 1024) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    @property
+    def timed_out(self) -> bool:
+        return time.monotonic() >= self._deadline
+
+
+def handler_module(name: str) -> str:
+    return f"{HANDLER_PACKAGE}.{name.replace('-', '_')}"
+
+
+def handler_available(name: str) -> bool:
+    """True once `runtime/handlers/<name>.py` exists (the handlers land one by one)."""
+    try:
+        return importlib.util.find_spec(handler_module(name)) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def load_handler(name: str) -> Handler:
+    module = importlib.import_module(handler_module(name))
+    handler: Handler = module.handler
+    return handler
+
+
+@dataclass
+class InvocationResult:
+    """What Lambda would report: the response, or the error, and whether it ran out of time."""
+
+    response: Any = None
+    error: str | None = None
+    timed_out: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out
+
+
+@dataclass
+class FunctionStats:
+    invocations: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    throttles: int = 0
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, result: InvocationResult) -> None:
+        with self.lock:
+            self.invocations += 1
+            if result.timed_out:
+                self.timeouts += 1
+            if result.error is not None:
+                self.errors += 1
+                self.last_error = result.error
+
+    def throttled(self) -> None:
+        with self.lock:
+            self.throttles += 1
+
+
+@dataclass
+class LocalFunction:
+    """One function: its handler, timeout, and (for crash tests) per-invocation isolation.
+
+    `isolate` runs every invocation in a child process with the runtime's environment plus
+    `extra_environ(n)` for the n-th invocation (how a test sets `SLUICE_KILL_AT` for one run).
+    """
+
+    name: str
+    timeout_s: float
+    memory_mb: int = 1024
+    isolate: bool = False
+    extra_environ: Callable[[int], Mapping[str, str]] | None = None
+    stats: FunctionStats = field(default_factory=FunctionStats)
+    _handler: Handler | None = field(default=None, repr=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _started: int = 0
+
+    def _next_number(self) -> int:
+        with self._count_lock:
+            self._started += 1
+            return self._started
+
+    def invoke(self, event: Any) -> InvocationResult:
+        number = self._next_number()
+        started = time.monotonic()
+        result = self._invoke_in_child(event, number) if self.isolate else self._invoke_here(event)
+        result.duration_s = time.monotonic() - started
+        # A handler that returns after its timeout would have been stopped by Lambda: its
+        # response never reaches the trigger.
+        result.timed_out = result.timed_out or result.duration_s > self.timeout_s
+        self.stats.record(result)
+        return result
+
+    def _invoke_here(self, event: Any) -> InvocationResult:
+        if self._handler is None:
+            self._handler = load_handler(self.name)
+        context = LambdaContext(self.name, self.timeout_s, self.memory_mb)
+        try:
+            return InvocationResult(response=self._handler(event, context))
+        except Exception as exc:  # noqa: BLE001 - Lambda reports any exception as a function error
+            return InvocationResult(error=f"{type(exc).__name__}: {exc}")
+
+    def _invoke_in_child(self, event: Any, number: int) -> InvocationResult:
+        environ = dict(os.environ)
+        if self.extra_environ is not None:
+            environ.update(self.extra_environ(number))
+        command = [sys.executable, "-m", "local.invoke", self.name, str(self.timeout_s), str(self.memory_mb)]
+        try:
+            finished = subprocess.run(
+                command,
+                input=orjson.dumps(event),
+                capture_output=True,
+                env=environ,
+                timeout=self.timeout_s + 30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return InvocationResult(timed_out=True, error="timed out")
+        if finished.returncode != 0:
+            tail = finished.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            return InvocationResult(error=f"process exited with {finished.returncode}: {tail[0]}")
+        outcome = orjson.loads(finished.stdout)
+        return InvocationResult(response=outcome.get("response"), error=outcome.get("error"))

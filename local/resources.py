@@ -1,0 +1,208 @@
+"""The AWS resources of one local environment, created on the moto server from the same
+`EnvironmentConfig` the stacks synthesize from, and the `Settings` the stacks would hand the
+functions.
+
+Names follow the config's prefix (`sluice-<env>`); every duration, batch size, retention and
+redrive limit comes from the config object, never from a constant here, so a local run exercises
+the values a deploy would use (with the `local` block's short durations overlaid).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.config import (
+    IngestSettings,
+    PipelineSettings,
+    ProjectionRule,
+    QueueSettings,
+    RedisSettings,
+    Settings,
+)
+from stacks.config import EnvironmentConfig
+
+# The tables' key layout and TTL attribute, as `stacks/stateful.py` declares them. Kept here
+# rather than imported, because importing the stacks module loads aws_cdk (and starts jsii's
+# node process) — too heavy for the local runtime; a test checks the two stay equal.
+TABLE_PARTITION_KEY = "pk"
+TABLE_SORT_KEY = "sk"
+LEDGER_TTL_ATTRIBUTE = "expires_at"
+# Never a real key: the relay's drain reads it through Parameter Store like it would on AWS.
+LOCAL_API_KEY = "local-api-key-not-a-secret"
+LOCAL_REDIS_AUTH_TOKEN = "local-redis-token"  # noqa: S105 - a fixed value for a loopback server
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """What the stateful stack would create for `config`, by name."""
+
+    state_queue: str
+    state_dlq: str
+    fifo_queue: str
+    fifo_dlq: str
+    results_bucket: str
+    ledger_table: str
+    relay_source_table: str
+    api_key_parameter: str
+    redis_auth_secret: str
+
+    @classmethod
+    def for_config(cls, config: EnvironmentConfig, instance: str = "") -> ResourceNames:
+        """`instance` (lowercase letters and digits) keeps runs that share one moto server apart."""
+        prefix = f"{config.prefix}-{instance}" if instance else config.prefix
+        return cls(
+            state_queue=f"{prefix}-state",
+            state_dlq=f"{prefix}-state-dlq",
+            fifo_queue=f"{prefix}-state.fifo",
+            fifo_dlq=f"{prefix}-state-dlq.fifo",
+            results_bucket=f"{prefix}-results",
+            ledger_table=f"{prefix}-ledger",
+            relay_source_table=f"{prefix}-relay-source",
+            api_key_parameter=config.api_key_parameter,
+            redis_auth_secret=f"{prefix}/redis-auth",
+        )
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The created resources' addresses (queue URLs and ARNs)."""
+
+    names: ResourceNames
+    queue_urls: dict[str, str]
+    queue_arns: dict[str, str]
+
+    def url(self, queue_name: str) -> str:
+        return self.queue_urls[queue_name]
+
+    def arn(self, queue_name: str) -> str:
+        return self.queue_arns[queue_name]
+
+
+def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+    if name.endswith(".fifo"):
+        attributes = {**attributes, "FifoQueue": "true"}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _create_queues(sqs: Any, config: EnvironmentConfig, names: ResourceNames) -> Provisioned:
+    queues, pipeline = config.queues, config.pipeline
+    common = {
+        "MaximumMessageSize": str(queues.max_message_bytes),
+        "VisibilityTimeout": str(pipeline.visibility_timeout_s),
+    }
+    urls: dict[str, str] = {}
+    arns: dict[str, str] = {}
+    pairs = (
+        (names.state_queue, names.state_dlq, pipeline.standard_max_receive_count),
+        (names.fifo_queue, names.fifo_dlq, pipeline.fifo_max_receive_count),
+    )
+    for source, dlq, max_receive_count in pairs:
+        urls[dlq], arns[dlq] = _create_queue(
+            sqs, dlq, {**common, "MessageRetentionPeriod": str(queues.dlq_retention_s)}
+        )
+        redrive = json.dumps({"deadLetterTargetArn": arns[dlq], "maxReceiveCount": max_receive_count})
+        urls[source], arns[source] = _create_queue(
+            sqs,
+            source,
+            {**common, "MessageRetentionPeriod": str(queues.retention_s), "RedrivePolicy": redrive},
+        )
+    return Provisioned(names=names, queue_urls=urls, queue_arns=arns)
+
+
+def _create_tables(dynamodb: Any, names: ResourceNames) -> None:
+    keys: dict[str, Any] = {
+        "KeySchema": [
+            {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    dynamodb.create_table(TableName=names.ledger_table, **keys)
+    dynamodb.create_table(
+        TableName=names.relay_source_table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        **keys,
+    )
+    dynamodb.update_time_to_live(
+        TableName=names.ledger_table,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": LEDGER_TTL_ATTRIBUTE},
+    )
+
+
+def provision(clients: Any, config: EnvironmentConfig, instance: str = "") -> Provisioned:
+    """Create every queue (with its DLQ and redrive), the bucket, the ledger and relay-source
+    tables, the relay's API-key parameter and the Redis AUTH secret. `clients(service)` returns
+    a boto3 client."""
+    names = ResourceNames.for_config(config, instance)
+    provisioned = _create_queues(clients("sqs"), config, names)
+    clients("s3").create_bucket(Bucket=names.results_bucket)
+    _create_tables(clients("dynamodb"), names)
+    clients("ssm").put_parameter(
+        Name=names.api_key_parameter, Value=LOCAL_API_KEY, Type="SecureString", Overwrite=True
+    )
+    clients("secretsmanager").create_secret(Name=names.redis_auth_secret, SecretString=LOCAL_REDIS_AUTH_TOKEN)
+    return provisioned
+
+
+def function_settings(
+    config: EnvironmentConfig, provisioned: Provisioned, *, redis_url: str, share: Path
+) -> Settings:
+    """The settings the stacks give every function, pointed at the local servers and share."""
+    names = provisioned.names
+    ingest, pipeline = config.ingest, config.pipeline
+    return Settings(
+        env=config.name,
+        redis=RedisSettings(url=redis_url, tls=False),
+        queues=QueueSettings(
+            state_url=provisioned.url(names.state_queue),
+            state_dlq_url=provisioned.url(names.state_dlq),
+            fifo_url=provisioned.url(names.fifo_queue),
+            fifo_dlq_url=provisioned.url(names.fifo_dlq),
+            max_message_bytes=config.queues.max_message_bytes,
+            fifo_message_group_id=config.queues.fifo_message_group_id,
+        ),
+        ingest=IngestSettings(
+            root=str(share),
+            settle_s=ingest.settle_s,
+            lease_s=ingest.lease_s,
+            deadline_margin_s=ingest.deadline_margin_s,
+            batch_max_files=ingest.batch_max_files,
+            read_threads=ingest.read_threads,
+            resend_horizon_s=ingest.resend_horizon_s,
+            max_crash_runs=ingest.max_crash_runs,
+            # DESIGN step 8: committed batches are archived after the lease plus the timeout.
+            archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
+            archive_retention_days=ingest.archive_retention_days,
+            projection={
+                field: ProjectionRule(path=rule.path, missing=rule.missing)
+                for field, rule in ingest.projection.items()
+            },
+            target=ingest.target,
+        ),
+        pipeline=PipelineSettings(
+            ledger_table=names.ledger_table,
+            results_bucket=names.results_bucket,
+            max_attempts=pipeline.max_attempts,
+            backoff_base_s=pipeline.backoff_base_s,
+            backoff_cap_s=pipeline.backoff_cap_s,
+            max_steps=pipeline.max_steps,
+            time_budget_margin_s=pipeline.time_budget_margin_s,
+            lease_s=pipeline.lease_s,
+            done_marker_ttl_s=pipeline.done_marker_ttl_s,
+            dedup_horizon_s=config.dedup_horizon_s,
+            history_limit=pipeline.history_limit,
+            fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
+            router=pipeline.router,
+            io_threads=pipeline.io_threads,
+            fifo_group_field=pipeline.fifo_group_field,
+        ),
+    )

@@ -1,0 +1,282 @@
+"""One local run: start the systems, feed the inbox (the writer simulator, or the user's own
+files), wait until every file has met its fate (or the timeout), let the pipeline fall quiet,
+stop everything, and reconcile what reached the sink against what was expected.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.environment import LocalEnvironment
+from local.fates import Expected, Reconciliation, SinkReader, read_rejections, reconcile
+from local.inbox import expectations_for, import_inbox
+from local.observe import RateMeter, ShareCounts, count_share, queue_depth
+from local.systems import SYSTEMS, FunctionOptions, System
+from local.writer import FileShape, Manifest, WriterSimulator
+
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    duration_s: float = 60.0
+    rate: float = 6000.0
+    timeout_s: float = 120.0
+    systems: tuple[str, ...] = ("ingest", "pipeline")
+    shape: FileShape = field(default_factory=FileShape)
+    bad_share: float = 0.0
+    seed: int | None = None
+    inbox: Path | None = None
+    functions: FunctionOptions = field(default_factory=FunctionOptions)
+    # The pipeline must stay quiet (queues empty, nothing running) this long before the final
+    # count, so a late duplicate would still be seen.
+    quiet_s: float = 2.0
+
+
+@dataclass
+class Snapshot:
+    """The run right now, for the live display."""
+
+    phase: str
+    elapsed_s: float
+    files_written: int
+    records_written: int
+    share: ShareCounts
+    queues: dict[str, dict[str, int]]
+    counters: dict[str, int]
+    records_delivered: int
+    records_per_s: float
+
+
+@dataclass
+class RunResult:
+    reconciliation: Reconciliation
+    records_written: int
+    files_written: int
+    started_at: float
+    writing_s: float
+    last_delivery_at: float | None
+    finished_at: float
+    interrupted: bool
+    timed_out: bool
+    counters: dict[str, int]
+    invocations: dict[str, dict[str, int]]
+    dead_letters: int
+    halted_batches: int
+    stop_clean: bool
+
+    @property
+    def records_per_s(self) -> float:
+        """End to end: records at the sink over the time from the first write to the last
+        delivery."""
+        if self.last_delivery_at is None:
+            return 0.0
+        elapsed = self.last_delivery_at - self.started_at
+        return self.reconciliation.records_delivered / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.reconciliation.ok
+            and not self.reconciliation.pending
+            and not self.interrupted
+            and not self.dead_letters
+            and not self.halted_batches
+        )
+
+
+class LocalRun:
+    def __init__(
+        self,
+        environment: LocalEnvironment,
+        options: RunOptions,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self.environment = environment
+        self.options = options
+        self.on_snapshot = on_snapshot
+        names = environment.provisioned.names
+        self.sink = SinkReader(environment.client("s3"), names.results_bucket)
+        self.queue_urls = {
+            "state": environment.provisioned.url(names.state_queue),
+            "state dlq": environment.provisioned.url(names.state_dlq),
+        }
+        self.manifest = Manifest()
+        self.systems: list[System] = [
+            SYSTEMS[name](environment, options.functions) for name in options.systems
+        ]
+        self.phase = "starting"
+        self._rate = RateMeter()
+        self._stop_source = threading.Event()
+        self._started_at = time.monotonic()
+        self._user_expectations: list[Expected] | None = None
+
+    # -- expectations -----------------------------------------------------------------------
+
+    def expectations(self) -> list[Expected]:
+        if self._user_expectations is not None:
+            return self._user_expectations
+        return [
+            Expected(file=f.name, fate=f.fate, records=f.records, codes=f.codes)
+            for f in self.manifest.snapshot()
+        ]
+
+    def reconcile_now(self) -> Reconciliation:
+        self.sink.refresh()
+        inbox = self.environment.share / "inbox"
+        return reconcile(
+            self.expectations(),
+            self.sink.counts,
+            read_rejections(self.environment.share),
+            {entry.name for entry in inbox.iterdir()},
+        )
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        interrupted = timed_out = False
+        stop_clean = True
+        writer_thread: threading.Thread | None = None
+        writing_s = 0.0
+        try:
+            for system in self.systems:
+                system.start()
+            self._started_at = time.monotonic()
+            writer_thread = self._start_source()
+            self.phase = "writing" if writer_thread else "loading"
+            while writer_thread is not None and writer_thread.is_alive():
+                writer_thread.join(POLL_S)
+                self._report()
+            writing_s = time.monotonic() - self._started_at
+            self.phase = "draining"
+            timed_out = not self._drain(time.monotonic() + self.options.timeout_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self._stop_source.set()
+            if writer_thread is not None:
+                writer_thread.join()
+            self.phase = "stopping"
+            stop_clean = self._stop_systems()
+        return self._result(
+            interrupted=interrupted, timed_out=timed_out, writing_s=writing_s, stop_clean=stop_clean
+        )
+
+    def _start_source(self) -> threading.Thread | None:
+        share = self.environment.share
+        if self.options.inbox is not None:
+            imported = import_inbox(self.options.inbox, share / "inbox")
+            self._user_expectations = expectations_for(imported)
+            return None
+        writer = WriterSimulator(
+            share,
+            shape=self.options.shape,
+            rate=self.options.rate,
+            bad_share=self.options.bad_share,
+            max_message_bytes=self.environment.config.queues.max_message_bytes,
+            seed=self.options.seed,
+            manifest=self.manifest,
+        )
+        thread = threading.Thread(
+            target=writer.run, args=(self.options.duration_s, self._stop_source), name="writer", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _drain(self, deadline: float) -> bool:
+        """Wait for every file's fate, then for the pipeline to fall quiet. False on timeout."""
+        while time.monotonic() < deadline:
+            reconciliation = self.reconcile_now()
+            self._report()
+            if reconciliation.settled:
+                break
+            time.sleep(POLL_S)
+        else:
+            return False
+        self.phase = "settling"
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self._quiet():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= self.options.quiet_s:
+                    return True
+            else:
+                quiet_since = None
+            self._report()
+            time.sleep(min(POLL_S, self.options.quiet_s / 2))
+        return False
+
+    def _quiet(self) -> bool:
+        state = queue_depth(self.environment.client("sqs"), self.queue_urls["state"])
+        return not any(state.values()) and all(system.idle() for system in self.systems)
+
+    def _stop_systems(self) -> bool:
+        longest = max((f.timeout_s for s in self.systems for f in s.functions), default=0)
+        clean = True
+        for system in self.systems:
+            clean = system.stop(longest + 5) and clean
+        return clean
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for system in self.systems:
+            merged.update(system.counters())
+        return merged
+
+    def _report(self) -> None:
+        if self.on_snapshot is None:
+            return
+        self.sink.refresh()
+        sqs = self.environment.client("sqs")
+        delivered = self.sink.records
+        self.on_snapshot(
+            Snapshot(
+                phase=self.phase,
+                elapsed_s=time.monotonic() - self._started_at,
+                files_written=len(self.manifest.files),
+                records_written=self.manifest.records,
+                share=count_share(self.environment.share),
+                queues={name: queue_depth(sqs, url) for name, url in self.queue_urls.items()},
+                counters=self.counters(),
+                records_delivered=delivered,
+                records_per_s=self._rate.observe(delivered),
+            )
+        )
+
+    def _result(self, *, interrupted: bool, timed_out: bool, writing_s: float, stop_clean: bool) -> RunResult:
+        reconciliation = self.reconcile_now()
+        dlq = queue_depth(self.environment.client("sqs"), self.queue_urls["state dlq"])
+        invocations: dict[str, dict[str, Any]] = {}
+        for system in self.systems:
+            for function in system.functions:
+                stats = function.stats
+                invocations[function.name] = {
+                    "invocations": stats.invocations,
+                    "errors": stats.errors,
+                    "timeouts": stats.timeouts,
+                    "throttles": stats.throttles,
+                }
+        expectations = self.expectations()
+        return RunResult(
+            reconciliation=reconciliation,
+            records_written=sum(e.records or 0 for e in expectations),
+            files_written=len(expectations),
+            started_at=self._started_at,
+            writing_s=writing_s,
+            last_delivery_at=self.sink.last_delivery_at,
+            finished_at=time.monotonic(),
+            interrupted=interrupted,
+            timed_out=timed_out,
+            counters=self.counters(),
+            invocations=invocations,
+            dead_letters=sum(dlq.values()),
+            halted_batches=count_share(self.environment.share).halted_batches,
+            stop_clean=stop_clean,
+        )

@@ -1,0 +1,169 @@
+"""The systems a local run drives, each a pluggable piece with the same small interface:
+`start()`, `stop()`, `idle()` and a few counters for the progress display.
+
+- `ingest`: the loader, checker and archiver on their schedules (`local.scheduler`);
+- `pipeline`: the router behind an SQS event source mapping on the state queue (`local.esm`).
+
+The relay (a DynamoDB-stream poller, an external-API stub and the drain's schedule) and the
+gateway/jobs HTTP server register here the same way when their handlers land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from local.environment import LocalEnvironment
+from local.esm import SqsMapping, SqsPoller
+from local.functions import LocalFunction, handler_available, handler_module
+from local.scheduler import Schedule, Scheduler, parse_interval
+
+# Local ticks instead of the config's minutes: a loader exits early when nothing is claimable,
+# so on AWS the next minute's invocation picks up new files; locally that wait would dominate a
+# one-minute run. `--schedule NAME=RATE` overrides these, `--config-schedules` uses the config's.
+LOCAL_SCHEDULES = {"loader": "1s", "checker": "5s", "archiver": "10s"}
+# Scheduled functions' concurrency: two loaders may race (they are built for it); the
+# checker and archiver each run alone. `--concurrency NAME=N` overrides.
+LOCAL_CONCURRENCY = {"loader": 2, "checker": 1, "archiver": 1}
+
+
+class MissingHandler(Exception):
+    """A system needs a handler that is not in runtime/handlers/ yet."""
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    """How the run drives functions: schedules, concurrency, and crash-test isolation."""
+
+    schedules: Mapping[str, str] = field(default_factory=dict)
+    use_config_schedules: bool = False
+    concurrency: Mapping[str, int] = field(default_factory=dict)
+    isolate: frozenset[str] = frozenset()
+    extra_environ: Mapping[str, Callable[[int], Mapping[str, str]]] = field(default_factory=dict)
+
+    def function(self, name: str, timeout_s: float, memory_mb: int) -> LocalFunction:
+        return LocalFunction(
+            name=name,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            isolate=name in self.isolate,
+            extra_environ=self.extra_environ.get(name),
+        )
+
+
+class System(Protocol):
+    name: str
+    functions: list[LocalFunction]
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout_s: float) -> bool: ...
+
+    def idle(self) -> bool: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+def _require(*names: str) -> None:
+    missing = [handler_module(name) for name in names if not handler_available(name)]
+    if missing:
+        raise MissingHandler(f"needs {', '.join(missing)}, which is not in this tree yet")
+
+
+class IngestSystem:
+    """The scheduled ingest functions. The loader is required; the checker and archiver run
+    when their handlers exist (a run without them cannot recover an abandoned batch)."""
+
+    name = "ingest"
+
+    def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
+        _require("loader")
+        ingest = environment.config.ingest
+        memory = environment.config.functions.memory_mb
+        timeouts = {
+            "loader": ingest.loader_timeout_s,
+            "checker": ingest.checker_timeout_s,
+            "archiver": ingest.archiver_timeout_s,
+        }
+        config_rates = {
+            "loader": ingest.loader_schedule,
+            "checker": ingest.checker_schedule,
+            "archiver": ingest.archiver_schedule,
+        }
+        reserved = environment.config.functions.reserved_concurrency
+        schedules = []
+        self.functions = []
+        self.missing = [name for name in timeouts if not handler_available(name)]
+        for name, timeout_s in timeouts.items():
+            if name in self.missing:
+                continue
+            function = options.function(name, timeout_s, memory)
+            rate = options.schedules.get(name) or (
+                config_rates[name] if options.use_config_schedules else LOCAL_SCHEDULES[name]
+            )
+            concurrency = options.concurrency.get(name) or reserved.get(name) or LOCAL_CONCURRENCY[name]
+            schedules.append(Schedule(function, parse_interval(rate), max_concurrency=concurrency))
+            self.functions.append(function)
+        self.scheduler = Scheduler(schedules)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        return self.scheduler.stop(timeout_s)
+
+    def idle(self) -> bool:
+        return not self.scheduler.busy()
+
+    def counters(self) -> dict[str, int]:
+        return {f"{f.name} runs": f.stats.invocations for f in self.functions}
+
+
+class PipelineSystem:
+    """The router on the state queue's event source mapping (settings from the config)."""
+
+    name = "pipeline"
+
+    def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
+        _require("router")
+        pipeline = environment.config.pipeline
+        names = environment.provisioned.names
+        router = options.function("router", pipeline.timeout_s, environment.config.functions.memory_mb)
+        self.functions = [router]
+        concurrency = (
+            options.concurrency.get("router")
+            or environment.config.functions.reserved_concurrency.get("router")
+            or pipeline.max_concurrency
+        )
+        mapping = SqsMapping(
+            queue_url=environment.provisioned.url(names.state_queue),
+            queue_arn=environment.provisioned.arn(names.state_queue),
+            batch_size=pipeline.batch_size,
+            batching_window_s=pipeline.batching_window_s,
+            max_concurrency=concurrency,
+            report_batch_item_failures=True,
+        )
+        self.poller = SqsPoller(environment.client("sqs"), router, mapping)
+
+    def start(self) -> None:
+        self.poller.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        return self.poller.stop(timeout_s)
+
+    def idle(self) -> bool:
+        return self.poller.stats.in_flight == 0
+
+    def counters(self) -> dict[str, int]:
+        stats = self.poller.stats
+        return {
+            "messages received": stats.received,
+            "messages deleted": stats.deleted,
+            "failures reported": stats.reported_failures,
+            "failed batches": stats.failed_batches,
+        }
+
+
+SystemFactory = Callable[[LocalEnvironment, FunctionOptions], System]
+SYSTEMS: dict[str, SystemFactory] = {"ingest": IngestSystem, "pipeline": PipelineSystem}
