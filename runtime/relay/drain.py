@@ -1,0 +1,329 @@
+"""The drain function's core: take the oldest FIFO messages, call the API once per message,
+delete only after a 2xx, keep per-group order, and stay inside the API's rate limit, the
+function's deadline and the circuit breaker.
+
+Per message, in group order:
+
+1. a delivery record exists (ledger) -> delete, no call (a redelivery after a crash);
+2. take one call from the minute's budget and check the deadline, else stop the run;
+3. POST the item's state with the API key and an idempotency key (the stream eventID);
+4. 2xx -> create the delivery record, then delete;
+   429 / 5xx / timeout / 401 / 403 -> leave it, invisible for `Retry-After` or a backoff, and
+   stop its group (every later group-mate in hand gets the same visibility, so FIFO returns
+   them only after it); the breaker counts the failure and, once open, ends the run;
+   any other 4xx -> to the DLQ with the response (status, body excerpt), then delete.
+
+The one window left: a crash after the API's 2xx and before the delivery record is written.
+The message comes back and is sent again, with the same idempotency key, which is what lets the
+API drop the second call.
+
+The breaker turns an outage into one probe per backoff (doubling, capped at 15 minutes) instead
+of a receive per message per tick, so hours of outage never burn the queue's `maxReceiveCount`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime import codec
+from runtime.config import RelaySettings
+from runtime.errors import ConfigError, EnvelopeError
+from runtime.observability import logger
+from runtime.relay.api import ApiClient, ApiResponse, Verdict
+from runtime.relay.breaker import Admission, CallBudget, CircuitBreaker
+from runtime.relay.ledger import DeliveryLedger
+
+RECEIVE_MAX_MESSAGES = 10
+# In-flight messages stay invisible this long past the run's own deadline, so a message is
+# never received by another drain while this one may still be calling the API for it.
+IN_FLIGHT_MARGIN_S = 5
+SQS_MAX_VISIBILITY_S = 43_200
+REASON_REJECTED = "api_rejected"
+REASON_INVALID = "invalid_envelope"
+
+
+class KeySource(Protocol):
+    def get(self) -> str: ...
+
+    def refresh_next_time(self) -> None: ...
+
+
+@dataclass
+class DrainReport:
+    admission: str = Admission.CLOSED.value
+    received: int = 0
+    delivered: int = 0
+    already_delivered: int = 0
+    retried: int = 0
+    rejected: int = 0
+    released: int = 0
+    held: int = 0
+    api_calls: int = 0
+    api_errors: int = 0
+    breaker_opened: bool = False
+    stopped: str = "empty"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Stop(Exception):
+    """Ends the run early; `reason` goes into the report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    receipt_handle: str
+    group_id: str
+    receive_count: int
+    body: str
+
+    @classmethod
+    def from_sqs(cls, raw: Mapping[str, Any]) -> _Message:
+        attributes = raw.get("Attributes", {})
+        return cls(
+            receipt_handle=raw["ReceiptHandle"],
+            group_id=attributes.get("MessageGroupId", ""),
+            receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+            body=raw["Body"],
+        )
+
+
+@dataclass
+class _Batch:
+    """What became of each message of one receive: a group stopped by a retry keeps its
+    later members invisible as long as the failed one."""
+
+    stopped_groups: dict[str, int] = field(default_factory=dict)
+
+
+REQUIRED_SETTINGS = ("fifo_url", "dlq_url", "ledger_table", "api_url", "api_key_parameter")
+
+
+def check_drain_settings(settings: RelaySettings) -> RelaySettings:
+    """Fail loudly, naming the variable, when the drain has nowhere to read, call or record."""
+    missing = [name for name in REQUIRED_SETTINGS if not getattr(settings, name)]
+    if missing:
+        names = ", ".join(f"SLUICE_RELAY__{name.upper()}" for name in missing)
+        raise ConfigError(f"the drain needs {names}")
+    return settings
+
+
+def retry_visibility_s(settings: RelaySettings, response: ApiResponse, receive_count: int) -> int:
+    """How long a retryable message stays invisible: the API's `Retry-After` when it gave one,
+    else exponential backoff by receive count with equal jitter, both capped."""
+    cap = settings.retry_backoff_cap_s
+    if response.retry_after_s is not None:
+        return min(cap, SQS_MAX_VISIBILITY_S, math.ceil(response.retry_after_s))
+    backoff = min(cap, settings.retry_backoff_base_s * 2 ** max(0, receive_count - 1))
+    return min(SQS_MAX_VISIBILITY_S, math.ceil(backoff / 2 + random.uniform(0, backoff / 2)))
+
+
+class Drain:
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        ledger: DeliveryLedger,
+        api: ApiClient,
+        api_key: KeySource,
+        breaker: CircuitBreaker,
+        budget: CallBudget,
+        settings: RelaySettings,
+    ) -> None:
+        self._sqs = sqs
+        self._ledger = ledger
+        self._api = api
+        self._api_key = api_key
+        self._breaker = breaker
+        self._budget = budget
+        self._settings = settings
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self, remaining_s: Callable[[], float]) -> DrainReport:
+        """Drain until the queue is empty, the budget or the deadline is spent, or the breaker
+        opens. `remaining_s` is the invocation's remaining time."""
+        report = DrainReport()
+        admission = self._breaker.admit(probe_lease_s=remaining_s())
+        report.admission = admission.value
+        if admission is Admission.OPEN:
+            report.stopped = "breaker_open"
+            return report
+        probing = admission is Admission.PROBE
+        try:
+            while True:
+                self._require_time(remaining_s)
+                wanted = 1 if probing else min(RECEIVE_MAX_MESSAGES, self._budget.remaining())
+                if wanted == 0:
+                    raise _Stop("budget")
+                messages = self._receive(wanted, remaining_s)
+                if not messages:
+                    break
+                report.received += len(messages)
+                self._process(messages, report, remaining_s)
+                # A probe the API answered closed the breaker: drain normally from here. (One
+                # answered from the ledger tested nothing: the next message is the probe.)
+                probing = probing and self._breaker.is_open()
+        except _Stop as stop:
+            report.stopped = stop.reason
+        return report
+
+    def _require_time(self, remaining_s: Callable[[], float]) -> None:
+        if remaining_s() < self._settings.deadline_margin_s:
+            raise _Stop("deadline")
+
+    def _receive(self, wanted: int, remaining_s: Callable[[], float]) -> list[_Message]:
+        visibility = min(SQS_MAX_VISIBILITY_S, math.ceil(remaining_s()) + IN_FLIGHT_MARGIN_S)
+        response = self._sqs.receive_message(
+            QueueUrl=self._settings.fifo_url,
+            MaxNumberOfMessages=wanted,
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount"],
+        )
+        return [_Message.from_sqs(raw) for raw in response.get("Messages", [])]
+
+    def _process(
+        self, messages: list[_Message], report: DrainReport, remaining_s: Callable[[], float]
+    ) -> None:
+        batch = _Batch()
+        for index, message in enumerate(messages):
+            held_for = batch.stopped_groups.get(message.group_id)
+            if held_for is not None:
+                self._set_visibility(message, held_for)
+                report.held += 1
+                continue
+            try:
+                breaker_opened = self._handle(message, batch, report, remaining_s)
+            except _Stop:
+                self._release(messages[index:], batch, report)
+                raise
+            if breaker_opened:
+                self._release(messages[index + 1 :], batch, report)
+                raise _Stop("breaker_opened")
+
+    def _release(self, messages: list[_Message], batch: _Batch, report: DrainReport) -> None:
+        """Hand back what this run will not handle: visible again at once, unless a group-mate
+        failed (then as long as it)."""
+        for message in messages:
+            self._set_visibility(message, batch.stopped_groups.get(message.group_id, 0))
+            report.released += 1
+
+    # -- one message --------------------------------------------------------------------------
+
+    def _handle(
+        self, message: _Message, batch: _Batch, report: DrainReport, remaining_s: Callable[[], float]
+    ) -> bool:
+        """Resolve one message; True when its failure opened the breaker."""
+        try:
+            event_id, body = self._request_of(message)
+        except EnvelopeError as exc:
+            self._dead_letter(message, REASON_INVALID, detail=str(exc))
+            report.rejected += 1
+            return False
+        if self._ledger.delivered(event_id):
+            self._delete(message)
+            report.already_delivered += 1
+            return False
+        self._require_time(remaining_s)
+        if not self._budget.take():
+            raise _Stop("budget")
+        response = self._api.post(body, api_key=self._api_key.get(), idempotency_key=event_id)
+        report.api_calls += 1
+        verdict = response.verdict
+        if verdict is Verdict.DELIVERED:
+            self._ledger.record_delivery(event_id, response.status or 0)
+            self._delete(message)
+            self._breaker.record_success()
+            report.delivered += 1
+            return False
+        if verdict is Verdict.REJECTED:
+            self._dead_letter(message, REASON_REJECTED, response=response, event_id=event_id)
+            self._breaker.record_success()
+            report.rejected += 1
+            return False
+        return self._retry_later(message, response, batch, report, event_id)
+
+    def _request_of(self, message: _Message) -> tuple[str, bytes]:
+        """The idempotency key and HTTP body of a relay envelope (exactly one item)."""
+        envelope = codec.decode(message.body)
+        if len(envelope.items) != 1:
+            raise EnvelopeError(f"a relay envelope holds one item, this one {len(envelope.items)}")
+        return envelope.id, codec.dumps(envelope.items[0].state)
+
+    def _retry_later(
+        self, message: _Message, response: ApiResponse, batch: _Batch, report: DrainReport, event_id: str
+    ) -> bool:
+        report.api_errors += 1
+        report.retried += 1
+        if response.auth_failed:
+            self._api_key.refresh_next_time()
+        visibility = retry_visibility_s(self._settings, response, message.receive_count)
+        self._set_visibility(message, visibility)
+        batch.stopped_groups[message.group_id] = visibility
+        probe_in = self._breaker.record_failure(response.retry_after_s if response.throttled else None)
+        logger.warning(
+            "relay API call failed; message kept",
+            extra={
+                "event_id": event_id,
+                "status": response.status,
+                "error": response.error,
+                "visible_in_s": visibility,
+                "breaker_probe_in_s": probe_in,
+            },
+        )
+        report.breaker_opened = report.breaker_opened or probe_in is not None
+        return probe_in is not None
+
+    # -- SQS ----------------------------------------------------------------------------------
+
+    def _delete(self, message: _Message) -> None:
+        self._sqs.delete_message(QueueUrl=self._settings.fifo_url, ReceiptHandle=message.receipt_handle)
+
+    def _set_visibility(self, message: _Message, seconds: int) -> None:
+        self._sqs.change_message_visibility(
+            QueueUrl=self._settings.fifo_url,
+            ReceiptHandle=message.receipt_handle,
+            VisibilityTimeout=seconds,
+        )
+
+    def _dead_letter(
+        self,
+        message: _Message,
+        reason: str,
+        *,
+        response: ApiResponse | None = None,
+        event_id: str | None = None,
+        detail: str = "",
+    ) -> None:
+        """Move a message the API will never accept to the DLQ, with why, then delete it. Only
+        the drain does this: the queue's own redrive (maxReceiveCount) is a backstop."""
+        attributes = {"sluice_reason": {"DataType": "String", "StringValue": reason}}
+        if response is not None and response.status is not None:
+            attributes["sluice_status"] = {"DataType": "Number", "StringValue": str(response.status)}
+        excerpt = codec.sqs_safe_text(response.body_excerpt if response is not None else detail)
+        if excerpt:
+            attributes["sluice_response"] = {"DataType": "String", "StringValue": excerpt}
+        request: dict[str, Any] = {
+            "QueueUrl": self._settings.dlq_url,
+            "MessageBody": message.body,
+            "MessageAttributes": attributes,
+        }
+        if self._settings.dlq_url.endswith(".fifo"):
+            request["MessageGroupId"] = message.group_id or "relay"
+            request["MessageDeduplicationId"] = event_id or codec.derived_id("relay-dlq", message.body)
+        self._sqs.send_message(**request)
+        logger.warning(
+            "relay message moved to the DLQ",
+            extra={"reason": reason, "event_id": event_id, "status": response and response.status},
+        )
+        self._delete(message)
