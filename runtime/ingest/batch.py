@@ -1,0 +1,274 @@
+"""One run over one batch: parts, acknowledgments, commit, and the fates of what goes wrong
+(DESIGN "The ingest batch protocol", steps 3 to 7).
+
+A batch's parts are a pure function of its header and the first `size` bytes of each member,
+so a fresh run and a resumed one compute the same bodies; every part is checked against (or
+published as) its write-once record before it is sent, and acknowledged in Redis only after
+SQS accepted it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from runtime import codec
+from runtime.errors import TransientError
+from runtime.ingest.claim import parallel_map, return_strays
+from runtime.ingest.errors import BatchMustHalt, RejectedFile
+from runtime.ingest.kill import kill_point
+from runtime.ingest.layout import REASON_SUFFIX
+from runtime.ingest.model import Header, Ingest, Member, PartRecord
+from runtime.ingest.moves import finish_unlink, quarantine, rename_checked
+from runtime.ingest.parse import CRASH, Projector, compile_projection, file_items
+from runtime.ingest.sender import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+
+# How many members may be read ahead of the one being parsed (bounds memory).
+READ_AHEAD_FILES = 512
+
+
+class OutOfTime(Exception):  # a signal from a run to its loop, not an error
+    """The run reached its deadline margin with the batch unfinished."""
+
+
+@dataclass
+class _Read:
+    """One member as read for this run: its bytes, or why it takes no part."""
+
+    index: int
+    member: Member
+    data: bytes | None = None
+    skipped: bool = False
+
+
+@dataclass
+class BatchRun:
+    """A loader's run over one batch it holds the lease on (`token`)."""
+
+    ingest: Ingest
+    header: Header
+    token: str
+    pool: Executor | None
+    remaining_s: Callable[[], float]
+    recorded: dict[int, PartRecord] = field(default_factory=dict)
+    acked: set[int] = field(default_factory=set)
+    crash_isolation: bool = False
+
+    def __post_init__(self) -> None:
+        self._pending: list[codec.PackedPart] = []
+        self._pending_bytes = 0
+        self._file_starts: list[int] = []  # global record number where each loaded file starts
+        self._file_indexes: list[int] = []  # header index of each loaded file
+        self._records_seen = 0
+        self._last_renewal = time.monotonic()
+        self._rejected_names: set[str] | None = None
+        self._computed_parts = 0
+
+    @property
+    def batch(self) -> str:
+        return self.header.batch
+
+    # --- the run -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Send every part not yet acknowledged, then commit. Raises LeaseLost, OutOfTime,
+        TransientError or BatchMustHalt (the loop decides what each means)."""
+        packing = self.header.packing
+        packer = codec.EnvelopePacker(max_bytes=packing.max_message_bytes, make_id=self._part_id)
+        project = compile_projection(packing.projection)
+        encoder = codec.ItemEncoder()
+        for read in self._reads():
+            self._keep_lease()
+            items = self._items(read, project, encoder, packer)
+            if items is None:
+                continue
+            self._file_starts.append(self._records_seen)
+            self._file_indexes.append(read.index)
+            add = packer.add
+            for offset, item in enumerate(items, self._records_seen):
+                closed = add(item, offset)
+                if closed is not None:
+                    self._on_part(closed)
+            self._records_seen += len(items)
+            self.ingest.counters.add("files")
+        final = packer.flush()
+        if final is not None:
+            self._on_part(final)
+        self._send_pending()
+        self._check_no_extra_parts()
+        self.commit()
+
+    def _part_id(self, k: int) -> str:
+        return f"{self.batch}/{k}"
+
+    def _keep_lease(self) -> None:
+        if self.remaining_s() <= self.ingest.settings.deadline_margin_s:
+            raise OutOfTime
+        if time.monotonic() - self._last_renewal > self.ingest.settings.lease_s / 4:
+            self.ingest.coord.renew(self.batch, self.token, self.ingest.settings.lease_s)
+            self._last_renewal = time.monotonic()
+
+    def _items(
+        self,
+        read: _Read,
+        project: Projector | None,
+        encoder: codec.ItemEncoder,
+        packer: codec.EnvelopePacker,
+    ) -> list[bytes] | None:
+        if read.skipped or read.data is None:
+            return None
+        if self.crash_isolation:
+            self.ingest.coord.set_cursor(self.batch, self.token, self.ingest.settings.lease_s, read.index)
+        kill_point("parse.file", read.member.name)
+        try:
+            return file_items(read.member.name, read.data, project, encoder, packer.fits_alone)
+        except RejectedFile as rejected:
+            self.reject(read.index, rejected.code, rejected.detail)
+            return None
+
+    # --- reading members -----------------------------------------------------------------------
+    def _reads(self) -> Iterator[_Read]:
+        members = list(enumerate(self.header.members))
+        pool = None if self.crash_isolation else self.pool
+        for start in range(0, len(members), READ_AHEAD_FILES):
+            window = members[start : start + READ_AHEAD_FILES]
+            yield from parallel_map(pool, self._read_member, window)
+
+    def _read_member(self, indexed: tuple[int, Member]) -> _Read:
+        index, member = indexed
+        path = self.ingest.layout.claimed_file(self.batch, member.name)
+        try:
+            data, st = self.ingest.fs.read_prefix(path, member.size)
+        except FileNotFoundError:
+            if self._was_rejected(member.name):
+                return _Read(index, member, skipped=True)
+            raise BatchMustHalt("member_missing", f"{member.name} is in the header but gone") from None
+        except OSError as exc:
+            raise TransientError(f"reading {member.name}: {exc}") from exc
+        if st.nlink > 1:
+            # A quarantine that died between link and unlink: finish it; the file is rejected.
+            finish_unlink(self.ingest.fs, path)
+            return _Read(index, member, skipped=True)
+        if len(data) < member.size:
+            raise BatchMustHalt("member_shrank", f"{member.name} has {len(data)} of {member.size} bytes")
+        return _Read(index, member, data=data)
+
+    def _was_rejected(self, name: str) -> bool:
+        if self._rejected_names is None:
+            try:
+                self._rejected_names = set(self.ingest.fs.listdir(self.ingest.layout.rejected(self.batch)))
+            except FileNotFoundError:
+                self._rejected_names = set()
+        reason = name + REASON_SUFFIX
+        return reason in self._rejected_names or any(
+            n.startswith(name + "~") and n.endswith(REASON_SUFFIX) for n in self._rejected_names
+        )
+
+    # --- parts -----------------------------------------------------------------------------------
+    def _locate(self, record_number: int) -> tuple[int, str, int]:
+        slot = bisect.bisect_right(self._file_starts, record_number) - 1
+        header_index = self._file_indexes[slot]
+        name = self.header.members[header_index].name
+        return header_index, name, record_number - self._file_starts[slot]
+
+    def _record_of(self, part: codec.PackedPart) -> PartRecord:
+        return PartRecord(
+            k=part.index,
+            id=part.id,
+            first=self._locate(part.first),
+            last=self._locate(part.last),
+            count=part.count,
+            size=len(part.body),
+            sha256=hashlib.sha256(part.body).hexdigest(),
+        )
+
+    def _on_part(self, part: codec.PackedPart) -> None:
+        self._computed_parts = part.index + 1
+        record = self._record_of(part)
+        existing = self.recorded.get(part.index)
+        if existing is not None:
+            if existing != record:
+                raise BatchMustHalt("part_mismatch", f"part {part.index} differs from its record")
+            if part.index in self.acked:
+                return
+            self.ingest.counters.add("parts_resent")
+        else:
+            self._publish(record)
+        if self._pending and (
+            len(self._pending) == MAX_BATCH_ENTRIES or self._pending_bytes + part.size > MAX_BATCH_BYTES
+        ):
+            self._send_pending()
+        self._pending.append(part)
+        self._pending_bytes += part.size
+
+    def _publish(self, record: PartRecord) -> None:
+        path = self.ingest.layout.part(self.batch, record.k)
+        if self.ingest.fs.write_once(path, record.to_json()):
+            return
+        existing = PartRecord.from_json(self.ingest.fs.read_all(path))
+        if existing != record:
+            raise BatchMustHalt("part_mismatch", f"part {record.k} differs from its record")
+
+    def _send_pending(self) -> None:
+        if not self._pending:
+            return
+        parts = self._pending
+        kill_point("part.published")
+        self.ingest.sink.send(parts)
+        kill_point("part.sent")
+        self.ingest.coord.ack(self.batch, self.token, self.ingest.settings.lease_s, [p.index for p in parts])
+        self._last_renewal = time.monotonic()
+        counters = self.ingest.counters
+        counters.add("parts", len(parts))
+        counters.add("records", sum(p.count for p in parts))
+        counters.add("bytes", sum(len(p.body) for p in parts))
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _check_no_extra_parts(self) -> None:
+        extra = sorted(k for k in self.recorded if k >= self._computed_parts)
+        if extra:
+            raise BatchMustHalt("part_mismatch", f"recorded parts {extra} are not recomputed")
+
+    # --- fates -------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Every part is acknowledged: strays back to the inbox, `.committed`, the durable
+        rename into processed/, then the Redis commit (fenced)."""
+        ingest, layout = self.ingest, self.ingest.layout
+        return_strays(ingest, self.header)
+        ingest.fs.write_once(layout.committed_marker(self.batch), str(time.time()).encode())
+        ingest.coord.renew(self.batch, self.token, ingest.settings.lease_s)
+        kill_point("commit.before_rename")
+        if not rename_checked(ingest.fs, layout.claimed(self.batch), layout.processed(self.batch)):
+            raise BatchMustHalt("batch_missing", f"claimed/{self.batch} vanished before its commit")
+        kill_point("commit.after_rename")
+        ingest.coord.commit(self.batch, self.token)
+        ingest.counters.add("batches_committed")
+
+    def reject(self, header_index: int, code: str, detail: str) -> None:
+        """Quarantine a member, only right after a successful fenced check."""
+        member = self.header.members[header_index]
+        self.ingest.coord.renew(self.batch, self.token, self.ingest.settings.lease_s)
+        quarantine(
+            self.ingest.fs,
+            self.ingest.layout.claimed_file(self.batch, member.name),
+            self.ingest.layout.rejected(self.batch),
+            code=code,
+            detail=detail,
+            batch=self.batch,
+        )
+        self.ingest.counters.add("rejected_files")
+
+    def quarantine_crash_file(self, header_index: int) -> None:
+        """The file a crash-isolation run died on, unless a published part holds its records."""
+        if any(r.holds_file(header_index) for r in self.recorded.values()):
+            raise BatchMustHalt(
+                "crash_in_published_part",
+                f"the loader died on {self.header.members[header_index].name}, already in a part",
+            )
+        path = self.ingest.layout.claimed_file(self.batch, self.header.members[header_index].name)
+        if self.ingest.fs.exists(path):
+            self.reject(header_index, CRASH, "the loader died on this file in crash isolation")

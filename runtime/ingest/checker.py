@@ -1,0 +1,120 @@
+"""The checker's core: hand back batches nobody is working on, halt those past the resend
+horizon, and report the backlog (DESIGN "The ingest batch protocol", step 5).
+
+A batch comes back when its lease expired or was released (Redis), or when it sits in
+claimed/ unknown to Redis (Redis lost it) and has been quiet for longer than a lease.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from runtime.ingest.claim import ensure_layout
+from runtime.ingest.coord import new_owner_token
+from runtime.ingest.fs import is_temporary_name
+from runtime.ingest.layout import REASON_SUFFIX, batch_time
+from runtime.ingest.loader import halt_batch
+from runtime.ingest.model import Ingest
+from runtime.observability import logger, metrics
+
+
+@dataclass
+class CheckerResult:
+    requeued_expired: list[str] = field(default_factory=list)
+    requeued_unknown: list[str] = field(default_factory=list)
+    halted: list[str] = field(default_factory=list)
+    inbox_depth: int = 0
+    oldest_file_age_s: float = 0.0
+    batches_in_flight: int = 0
+    resumable: int = 0
+    halted_batches: int = 0
+    rejected_files: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checker(ingest: Ingest) -> CheckerResult:
+    ensure_layout(ingest)
+    result = CheckerResult(requeued_expired=ingest.coord.requeue_expired())
+    _scan_claimed(ingest, result)
+    _measure_backlog(ingest, result)
+    _emit_metrics(result)
+    if result.requeued_expired or result.requeued_unknown or result.halted:
+        logger.info("checker handed batches back", extra=result.as_dict())
+    return result
+
+
+def _scan_claimed(ingest: Ingest, result: CheckerResult) -> None:
+    fs, layout, settings = ingest.fs, ingest.layout, ingest.settings
+    batches = sorted(n for n in fs.listdir(layout.claimed_root) if not n.startswith("."))
+    known = ingest.coord.known(batches)
+    now = time.time()
+    for batch in batches:
+        claimed_at = batch_time(batch)
+        if claimed_at is not None and now - claimed_at.timestamp() > settings.resend_horizon_s:
+            _halt_past_horizon(ingest, batch, result)
+        elif (
+            batch not in known
+            and now - _last_activity(ingest, batch) > settings.lease_s
+            and ingest.coord.make_resumable(batch)
+        ):
+            result.requeued_unknown.append(batch)
+
+
+def _last_activity(ingest: Ingest, batch: str) -> float:
+    """Newest change in the batch: a rename into it or a part published (directory mtimes)."""
+    newest = 0
+    for path in (ingest.layout.claimed(batch), ingest.layout.parts(batch)):
+        try:
+            newest = max(newest, ingest.fs.stat(path).mtime_ns)
+        except FileNotFoundError:
+            continue
+    return newest / 1e9
+
+
+def _halt_past_horizon(ingest: Ingest, batch: str, result: CheckerResult) -> None:
+    """Take the batch's lease like a loader would (never from a live owner), then halt it."""
+    token = new_owner_token()
+    ingest.coord.make_resumable(batch)
+    if ingest.coord.take_resumable(token, ingest.settings.lease_s, batch) is None:
+        return
+    halt_batch(ingest, batch, token, "past_resend_horizon", "claimed longer ago than resend_horizon_s")
+    result.halted.append(batch)
+
+
+def _measure_backlog(ingest: Ingest, result: CheckerResult) -> None:
+    fs, layout = ingest.fs, ingest.layout
+    names = sorted(e.name for e in fs.scandir(layout.inbox) if not e.is_dir and not is_temporary_name(e.name))
+    result.inbox_depth = len(names)
+    for name in names[:8]:  # names are timestamps: the oldest is near the front
+        try:
+            age = time.time() - fs.stat(layout.inbox_file(name)).mtime_ns / 1e9
+        except FileNotFoundError:
+            continue
+        result.oldest_file_age_s = max(result.oldest_file_age_s, age)
+    counts = ingest.coord.counts()
+    result.batches_in_flight = counts["in_flight"]
+    result.resumable = counts["resumable"]
+    result.halted_batches = len([n for n in fs.listdir(layout.halted_root) if not n.startswith(".")])
+    for batch in fs.listdir(layout.rejected_root):
+        entries = fs.listdir(f"{layout.rejected_root}/{batch}")
+        result.rejected_files += sum(
+            1 for n in entries if not n.endswith(REASON_SUFFIX) and not is_temporary_name(n)
+        )
+
+
+def _emit_metrics(result: CheckerResult) -> None:
+    for name, unit, value in (
+        ("InboxDepth", MetricUnit.Count, result.inbox_depth),
+        ("OldestFileAgeSeconds", MetricUnit.Seconds, result.oldest_file_age_s),
+        ("BatchesInFlight", MetricUnit.Count, result.batches_in_flight),
+        ("ResumableBatches", MetricUnit.Count, result.resumable),
+        ("HaltedBatchesTotal", MetricUnit.Count, result.halted_batches),
+        ("RejectedFilesTotal", MetricUnit.Count, result.rejected_files),
+    ):
+        metrics.add_metric(name=name, unit=unit, value=value)

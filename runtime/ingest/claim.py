@@ -1,0 +1,246 @@
+"""Settle, claim and the header (DESIGN "The ingest batch protocol", steps 1 and 2)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from runtime.ingest.fs import FileStat, is_temporary_name
+from runtime.ingest.kill import kill_point
+from runtime.ingest.model import Header, Ingest, Member
+from runtime.ingest.moves import quarantine, rename_checked
+from runtime.ingest.parse import NOT_REGULAR_FILE
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Work is handed to threads in chunks: one future per file would cost more than a warm-cache
+# read, while chunks of this size still keep every thread busy on a slow (EFS) file system.
+CHUNK = 32
+OLDEST_SLICE_FACTOR = 4
+
+
+def chunked(items: list[T], size: int = CHUNK) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def parallel_map(pool: Executor | None, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """fn over items, in order; chunks run on `pool` (inline when there is none)."""
+    if pool is None or len(items) <= CHUNK:
+        yield from map(fn, items)
+        return
+    futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], c) for c in chunked(items)]
+    try:
+        for future in futures:
+            yield from future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    regular: bool
+
+
+class InboxListing:
+    """The inbox as last listed, minus what this loader has examined since.
+
+    Listing a large inbox for every batch would cost more than the claims; the listing is
+    refreshed once fewer than a batch of unexamined names remain, or after the settle time
+    (files that were too young then may be settled now). A name another loader took since
+    simply vanishes at its settle check.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+        self._remaining: list[Candidate] = []
+        self._listed_at = float("-inf")
+
+    def _refresh(self) -> None:
+        candidates = []
+        for entry in self._ingest.fs.scandir(self._ingest.layout.inbox):
+            if entry.is_dir or is_temporary_name(entry.name):
+                self._ingest.counters.add("skipped_entries")
+                continue
+            candidates.append(Candidate(entry.name, entry.is_regular))
+        candidates.sort(key=lambda c: c.name)
+        self._remaining = candidates
+        self._listed_at = time.monotonic()
+
+    def oldest_slice(self) -> list[Candidate]:
+        """The oldest slice (names are timestamps), rotated to a random offset so concurrent
+        loaders rarely collide. Directories and temporary names are skipped."""
+        settings = self._ingest.settings
+        stale = time.monotonic() - self._listed_at > settings.settle_s
+        if stale or len(self._remaining) < settings.batch_max_files:
+            self._refresh()
+        oldest = self._remaining[: OLDEST_SLICE_FACTOR * settings.batch_max_files]
+        if not oldest:
+            return []
+        offset = random.randrange(len(oldest))
+        return oldest[offset:] + oldest[:offset]
+
+    def examined(self, names: set[str]) -> None:
+        if names:
+            self._remaining = [c for c in self._remaining if c.name not in names]
+
+
+def _settled_stat(ingest: Ingest, name: str, now: float) -> FileStat | None:
+    try:
+        st = ingest.fs.open_stat(ingest.layout.inbox_file(name))
+    except OSError:
+        # Vanished since the listing, or became something open refuses (O_NOFOLLOW): either
+        # way not ours to claim in this round.
+        return None
+    return st if now - st.mtime_ns / 1e9 >= ingest.settings.settle_s else None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a claim will take: settled regular files (name -> the stat that settled them)
+    and the special entries seen on the way."""
+
+    settled: dict[str, FileStat]
+    specials: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.settled or self.specials)
+
+
+def select_settled(ingest: Ingest, pool: Executor | None, listing: InboxListing) -> Selection:
+    """Up to batch_max_files settled regular files from the oldest slice of the inbox."""
+    limit = ingest.settings.batch_max_files
+    settled: dict[str, FileStat] = {}
+    specials: list[str] = []
+    now = time.time()
+    slice_ = listing.oldest_slice()
+    examined: set[str] = set()
+    window = max(CHUNK, 4 * ingest.settings.read_threads)
+    for start in range(0, len(slice_), window):
+        group = slice_[start : start + window]
+        specials.extend(c.name for c in group if not c.regular)
+        examined.update(c.name for c in group)
+        regular = [c.name for c in group if c.regular]
+        stats = parallel_map(pool, lambda n: _settled_stat(ingest, n, now), regular)
+        for name, st in zip(regular, stats, strict=True):
+            if st is not None and len(settled) < limit:
+                settled[name] = st
+        if len(settled) >= limit:
+            break
+    listing.examined(examined)
+    return Selection(settled, specials)
+
+
+def claim_selected(
+    ingest: Ingest,
+    batch: str,
+    token: str,
+    pool: Executor | None,
+    selection: Selection,
+) -> Header:
+    """Lease `batch`, move the selected files into it (one rename each), move special
+    entries aside, publish the header."""
+    fs, layout = ingest.fs, ingest.layout
+    ingest.coord.claim(batch, token, ingest.settings.lease_s)
+    fs.mkdir(layout.claimed(batch))
+    ingest.counters.add("batches_claimed")
+    names = sorted(selection.settled)
+    for index, moved in enumerate(parallel_map(pool, lambda n: _claim_one(ingest, batch, n), names)):
+        if index == 0:
+            kill_point("claim.mid")
+        if not moved:
+            ingest.counters.add("vanished_files")
+    for name in selection.specials:
+        _move_special_aside(ingest, batch, token, name)
+    return publish_header(ingest, batch, pool, selection.settled)
+
+
+def _claim_one(ingest: Ingest, batch: str, name: str) -> bool:
+    layout = ingest.layout
+    return rename_checked(ingest.fs, layout.inbox_file(name), layout.claimed_file(batch, name))
+
+
+def _move_special_aside(ingest: Ingest, batch: str, token: str, name: str) -> None:
+    """A symlink, FIFO, socket or device: the entry itself goes to rejected/ (never opened)."""
+    ingest.coord.renew(batch, token, ingest.settings.lease_s)  # the fenced check before the move
+    try:
+        quarantine(
+            ingest.fs,
+            ingest.layout.inbox_file(name),
+            ingest.layout.rejected(batch),
+            code=NOT_REGULAR_FILE,
+            detail="not a regular file; moved aside unopened",
+            batch=batch,
+        )
+    except FileNotFoundError:
+        ingest.counters.add("vanished_files")
+        return
+    ingest.counters.add("rejected_files")
+
+
+def _member_stat(ingest: Ingest, batch: str, name: str) -> FileStat | None:
+    try:
+        return ingest.fs.stat(ingest.layout.claimed_file(batch, name))
+    except FileNotFoundError:
+        return None
+
+
+def publish_header(
+    ingest: Ingest, batch: str, pool: Executor | None, settled: dict[str, FileStat] | None
+) -> Header:
+    """Membership is what is in the batch directory, whoever put it there. A file whose size
+    or mtime moved since it was settled (a writer still writing) goes back to the inbox."""
+    fs, layout = ingest.fs, ingest.layout
+    names = sorted(n for n in fs.listdir(layout.claimed(batch)) if not n.startswith("."))
+    members = []
+    stats = parallel_map(pool, lambda n: _member_stat(ingest, batch, n), names)
+    for name, st in zip(names, stats, strict=True):
+        if st is None or not st.is_regular:
+            continue
+        expected = settled.get(name) if settled else None
+        if expected is not None and (expected.size, expected.mtime_ns) != (st.size, st.mtime_ns):
+            _return_to_inbox(ingest, batch, [name])
+            continue
+        members.append(Member(name=name, size=st.size, mtime_ns=st.mtime_ns))
+    header = Header(batch=batch, members=tuple(members), packing=ingest.packing)
+    kill_point("header.before")
+    fs.mkdir(layout.parts(batch), exist_ok=True)
+    if not fs.write_once(layout.header(batch), header.to_json()):
+        return load_header(ingest, batch) or header  # someone published first: follow theirs
+    return header
+
+
+def load_header(ingest: Ingest, batch: str) -> Header | None:
+    try:
+        return Header.from_json(ingest.fs.read_all(ingest.layout.header(batch)))
+    except FileNotFoundError:
+        return None
+
+
+def _return_to_inbox(ingest: Ingest, batch: str, names: Iterable[str]) -> None:
+    for name in names:
+        source = ingest.layout.claimed_file(batch, name)
+        if rename_checked(ingest.fs, source, ingest.layout.inbox_file(name)):
+            ingest.counters.add("returned_to_inbox")
+
+
+def return_strays(ingest: Ingest, header: Header) -> None:
+    """Entries in the batch directory that the header does not name (a stale claim that
+    landed after the header) go back to the inbox, where a later batch takes them."""
+    members = {m.name for m in header.members}
+    present = ingest.fs.listdir(ingest.layout.claimed(header.batch))
+    strays = [n for n in present if not n.startswith(".") and n not in members]
+    _return_to_inbox(ingest, header.batch, strays)
+
+
+def ensure_layout(ingest: Ingest) -> None:
+    for directory in ingest.layout.top_level_dirs():
+        if not os.path.isdir(directory):
+            ingest.fs.makedirs(directory)

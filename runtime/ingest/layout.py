@@ -1,0 +1,94 @@
+"""The EFS layout (DESIGN "Where state lives") and batch ids.
+
+```
+inbox/<name>                        claimed/<batch>/<name>, .header.json, .parts/<k>.json, .committed
+processed/<batch>/                  archive/YYYY/MM/DD/HH/<batch>/
+halted/<batch>/                     rejected/<batch>/<name> + <name>.reason.json
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass
+
+HEADER_NAME = ".header.json"
+PARTS_DIR = ".parts"
+COMMITTED_NAME = ".committed"
+REASON_SUFFIX = ".reason.json"
+_BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
+
+
+def new_batch_id(now: dt.datetime | None = None) -> str:
+    """Time-sortable and unique: `20261125T130955.123Z-1a2b3c4d`."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.strftime(_BATCH_TIME_FORMAT)}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+
+
+def batch_time(batch: str) -> dt.datetime | None:
+    """When a batch was claimed, from its id (None for a name sluice did not make)."""
+    try:
+        stamp = dt.datetime.strptime(batch[:15], _BATCH_TIME_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return stamp + dt.timedelta(milliseconds=int(batch[16:19]) if batch[16:19].isdigit() else 0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str
+
+    @property
+    def inbox(self) -> str:
+        return os.path.join(self.root, "inbox")
+
+    @property
+    def claimed_root(self) -> str:
+        return os.path.join(self.root, "claimed")
+
+    @property
+    def processed_root(self) -> str:
+        return os.path.join(self.root, "processed")
+
+    @property
+    def halted_root(self) -> str:
+        return os.path.join(self.root, "halted")
+
+    @property
+    def rejected_root(self) -> str:
+        return os.path.join(self.root, "rejected")
+
+    def inbox_file(self, name: str) -> str:
+        return os.path.join(self.root, "inbox", name)
+
+    def claimed(self, batch: str) -> str:
+        return os.path.join(self.root, "claimed", batch)
+
+    def claimed_file(self, batch: str, name: str) -> str:
+        return os.path.join(self.root, "claimed", batch, name)
+
+    def header(self, batch: str) -> str:
+        return os.path.join(self.root, "claimed", batch, HEADER_NAME)
+
+    def parts(self, batch: str) -> str:
+        return os.path.join(self.root, "claimed", batch, PARTS_DIR)
+
+    def part(self, batch: str, index: int) -> str:
+        return os.path.join(self.root, "claimed", batch, PARTS_DIR, f"{index}.json")
+
+    def committed_marker(self, batch: str) -> str:
+        return os.path.join(self.root, "claimed", batch, COMMITTED_NAME)
+
+    def processed(self, batch: str) -> str:
+        return os.path.join(self.root, "processed", batch)
+
+    def halted(self, batch: str) -> str:
+        return os.path.join(self.root, "halted", batch)
+
+    def rejected(self, batch: str) -> str:
+        return os.path.join(self.root, "rejected", batch)
+
+    def top_level_dirs(self) -> tuple[str, ...]:
+        return (self.inbox, self.claimed_root, self.processed_root, self.halted_root, self.rejected_root)

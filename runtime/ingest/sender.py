@@ -1,0 +1,120 @@
+"""Where packed parts go: an SQS queue (SendMessageBatch) or, for benchmarks, nowhere.
+
+A sink either accepts every part it is given or raises; the loader acknowledges a part only
+after `send` returned. The SQS sink groups parts into calls of at most 10 entries and 1 MiB
+and retries the entries a call reports failed, with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from runtime.codec import SQS_MAX_MESSAGE_BYTES, PackedPart, billing_units
+from runtime.errors import SluiceError, TransientError
+
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = SQS_MAX_MESSAGE_BYTES
+
+
+class SendRejected(SluiceError):
+    """SQS refused an entry as the sender's fault (retrying cannot help)."""
+
+
+class Sink(Protocol):
+    calls: int
+    billing_units: int
+
+    def send(self, parts: Sequence[PackedPart]) -> None: ...
+
+
+class DiscardingSink:
+    """Accepts everything and keeps nothing (benchmarks of the loader core)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.billing_units = 0
+        self.parts = 0
+
+    def send(self, parts: Sequence[PackedPart]) -> None:
+        for group in call_groups(parts):
+            self.calls += 1
+            self.billing_units += group_billing_units(group)
+        self.parts += len(parts)
+
+
+def call_groups(parts: Sequence[PackedPart]) -> list[list[PackedPart]]:
+    """Consecutive groups of at most 10 parts and 1 MiB of payload (one SendMessageBatch each)."""
+    groups: list[list[PackedPart]] = []
+    current: list[PackedPart] = []
+    size = 0
+    for part in parts:
+        if current and (len(current) == MAX_BATCH_ENTRIES or size + part.size > MAX_BATCH_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(part)
+        size += part.size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def group_billing_units(group: Sequence[PackedPart]) -> int:
+    """A SendMessageBatch request is billed per started 64 KiB of its whole payload."""
+    return billing_units(sum(part.size for part in group))
+
+
+class SqsSink:
+    """SendMessageBatch to one queue; FIFO when `group_id` is given (dedup id = envelope id)."""
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        *,
+        group_id: str | None = None,
+        max_attempts: int = 6,
+        backoff_base_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._queue_url = queue_url
+        self._group_id = group_id
+        self._max_attempts = max_attempts
+        self._backoff_base_s = backoff_base_s
+        self._sleep = sleep
+        self.calls = 0
+        self.billing_units = 0
+
+    def _entry(self, slot: int, part: PackedPart) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": str(slot), "MessageBody": part.body.decode()}
+        if self._group_id is not None:
+            entry["MessageGroupId"] = self._group_id
+            entry["MessageDeduplicationId"] = part.id
+        return entry
+
+    def send(self, parts: Sequence[PackedPart]) -> None:
+        for group in call_groups(parts):
+            self._send_group(group)
+
+    def _send_group(self, group: list[PackedPart]) -> None:
+        pending = dict(enumerate(group))
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._sleep(random.uniform(0, self._backoff_base_s * 2**attempt))
+            self.calls += 1
+            self.billing_units += group_billing_units(list(pending.values()))
+            response = self._client.send_message_batch(
+                QueueUrl=self._queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
+            )
+            failed = response.get("Failed") or []
+            for failure in failed:
+                if failure.get("SenderFault"):
+                    raise SendRejected(f"SQS refused {pending[int(failure['Id'])].id}: {failure}")
+            pending = {int(f["Id"]): pending[int(f["Id"])] for f in failed}
+            if not pending:
+                return
+        ids = ", ".join(p.id for p in pending.values())
+        raise TransientError(f"SQS kept failing to accept {ids} after {self._max_attempts} attempts")
