@@ -214,6 +214,12 @@ class AlarmConfig(Frozen):
     oldest_file_age_s: int = Field(900, ge=60)
     rejected_files_per_5min: int = Field(1, ge=1)
     error_rate_percent: float = Field(5.0, gt=0, le=100)
+    efs_burst_credit_bytes: int = Field(
+        500 * 1024**3, ge=1, description="bursting mode: alarm when burst credits fall below this"
+    )
+    efs_throughput_percent: float = Field(
+        80.0, gt=0, le=100, description="elastic/provisioned: metered I/O as % of permitted throughput"
+    )
 
 
 class EnvironmentConfig(Frozen):

@@ -7,6 +7,8 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.stateful import StatefulStack
+from stacks.stateless import StatelessStack
+from stacks.validation import validate_for_synth
 
 
 class SluiceStage(cdk.Stage):
@@ -14,5 +16,7 @@ class SluiceStage(cdk.Stage):
         self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, env: cdk.Environment
     ) -> None:
         super().__init__(scope, construct_id, env=env)
+        validate_for_synth(config)
         self.config = config
         self.stateful = StatefulStack(self, "stateful", config=config)
+        self.stateless = StatelessStack(self, "stateless", config=config, stateful=self.stateful)

@@ -49,6 +49,15 @@ EFS_THROUGHPUT_MODES = {
 }
 
 
+def results_bucket_name(config: EnvironmentConfig) -> str:
+    """Globally unique per account and region; at most 63 characters for any valid env name."""
+    return f"{config.prefix}-results-{cdk.Aws.ACCOUNT_ID}-{cdk.Aws.REGION}"
+
+
+def results_objects_arn(config: EnvironmentConfig) -> str:
+    return f"arn:{cdk.Aws.PARTITION}:s3:::{results_bucket_name(config)}/*"
+
+
 class StatefulStack(cdk.Stack):
     """Data and network of one environment; exposes typed attributes for the stateless stack."""
 
@@ -385,9 +394,13 @@ class StatefulStack(cdk.Stack):
             if storage.results_expire_days is not None
             else None
         )
+        # A predictable name built from pseudo parameters: the stateless stack derives the same
+        # name and ARN without a cross-stack export, so grants and cdk-nag findings read plainly.
+        self.results_bucket_name = results_bucket_name(self.config)
         self.results_bucket = s3.Bucket(
             self,
             "Results",
+            bucket_name=self.results_bucket_name,
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,

@@ -1,0 +1,300 @@
+"""The one function factory: every sluice Lambda gets the same runtime, architecture, layer,
+VPC placement, log group, tracing and environment contract; a `FunctionSpec` names what
+differs (handler, timeout, memory, EFS mount).
+
+The dependency layer is built without Docker: a local bundler runs pip for the Lambda platform
+(manylinux2014 aarch64 wheels for the configured CPython), which works on any machine with pip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from runtime.config import (
+    IngestSettings,
+    PipelineSettings,
+    ProjectionRule,
+    QueueSettings,
+    RedisSettings,
+    Settings,
+    to_environ,
+)
+from runtime.errors import ConfigError
+from stacks.config import EnvironmentConfig
+from stacks.nag import LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS, Ack, acknowledge
+from stacks.retention import log_retention
+from stacks.stateful import StatefulStack
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
+EFS_MOUNT_PATH = "/mnt/sluice"
+LAYER_PLATFORM = "manylinux2014_aarch64"
+# Metrics are emitted by runtime/observability.py with this namespace and service dimension;
+# alarms and dashboards must name exactly the same (a test checks they agree).
+METRICS_NAMESPACE = "sluice"
+SERVICE_NAME = "sluice"
+METRIC_DIMENSIONS = {"service": SERVICE_NAME}
+
+PYTHON_RUNTIMES = {
+    "3.12": lambda_.Runtime.PYTHON_3_12,
+    "3.13": lambda_.Runtime.PYTHON_3_13,
+}
+
+# Only the importable package ships; the project root is the asset so that handler paths read
+# `runtime.handlers.<name>.handler`.
+CODE_EXCLUDES = ["*", "!runtime", "**/__pycache__", "**/*.pyc", "**/tests", "**/.pytest_cache"]
+
+
+class LayerBuildError(ConfigError):
+    """pip could not assemble the dependency layer for the Lambda platform."""
+
+
+@jsii.implements(cdk.ILocalBundling)
+class PipPlatformBundling:
+    """Installs `requirements.txt` into `<output>/python` with the Lambda platform's wheels."""
+
+    def __init__(self, requirements: Path, python_version: str) -> None:
+        self.requirements = requirements
+        self.python_version = python_version
+
+    def command(self, output_dir: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "-r",
+            str(self.requirements),
+            "--platform",
+            LAYER_PLATFORM,
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            self.python_version,
+            "--target",
+            str(Path(output_dir) / "python"),
+        ]
+
+    def try_bundle(self, output_dir: str, *_options: Any, **_kwargs: Any) -> bool:
+        # jsii passes the BundlingOptions struct positionally; nothing in it is needed here.
+        result = subprocess.run(self.command(output_dir), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            # Falling back to Docker would hide the real reason; fail synth with pip's own.
+            raise LayerBuildError(f"building the Lambda layer failed:\n{result.stderr[-4000:]}")
+        return True
+
+
+def dependency_layer(scope: Construct, construct_id: str, python_version: str) -> lambda_.LayerVersion:
+    runtime = PYTHON_RUNTIMES[python_version]
+    # The layer changes only with the pinned requirements, the Python version and the platform.
+    fingerprint = hashlib.sha256(
+        REQUIREMENTS.read_bytes() + f"|{python_version}|{LAYER_PLATFORM}".encode()
+    ).hexdigest()
+    code = lambda_.Code.from_asset(
+        str(PROJECT_ROOT),
+        ignore_mode=cdk.IgnoreMode.DOCKER,
+        exclude=["*", "!requirements.txt"],
+        asset_hash_type=cdk.AssetHashType.CUSTOM,
+        asset_hash=fingerprint,
+        bundling=cdk.BundlingOptions(
+            # Never pulled: local bundling always runs (or fails with pip's reason).
+            image=cdk.DockerImage.from_registry(f"public.ecr.aws/sam/build-python{python_version}"),
+            local=PipPlatformBundling(REQUIREMENTS, python_version),
+            command=["bash", "-c", "pip install -r requirements.txt -t /asset-output/python"],
+        ),
+    )
+    return lambda_.LayerVersion(
+        scope,
+        construct_id,
+        code=code,
+        compatible_architectures=[lambda_.Architecture.ARM_64],
+        compatible_runtimes=[runtime],
+        description=f"sluice runtime dependencies (requirements.txt) for Python {python_version} arm64",
+    )
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What differs between sluice functions; everything else comes from the factory."""
+
+    name: str  # the config key (functions.reserved_concurrency) and the construct id
+    handler: str
+    timeout_s: int
+    description: str
+    mount_efs: bool = False
+    memory_mb: int | None = None
+    sections: frozenset[str] = frozenset()  # "ingest" and/or "pipeline" settings to pass
+
+    @property
+    def construct_id(self) -> str:
+        return "".join(part.capitalize() for part in self.name.split("-"))
+
+
+class FunctionFactory(Construct):
+    """Builds every sluice Lambda of one stateless stack from a `FunctionSpec`."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.config = config
+        self.stateful = stateful
+        self.runtime = PYTHON_RUNTIMES[config.functions.python_version]
+        self.layer = dependency_layer(self, "DependencyLayer", config.functions.python_version)
+        self.code = lambda_.Code.from_asset(
+            str(PROJECT_ROOT), ignore_mode=cdk.IgnoreMode.DOCKER, exclude=CODE_EXCLUDES
+        )
+        self.removal_policy = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
+
+    # -- the environment contract ---------------------------------------------------------------
+
+    def settings(self, sections: frozenset[str]) -> Settings:
+        """The `runtime.config.Settings` a function with these sections validates at run time."""
+        stateful, config = self.stateful, self.config
+        return Settings(
+            env=config.name,
+            redis=RedisSettings(
+                host=stateful.redis_host,
+                port=stateful.redis_port,
+                tls=True,
+                auth_secret_arn=stateful.redis_auth_secret.secret_arn,
+            ),
+            queues=QueueSettings(
+                state_url=stateful.state_queue.queue_url,
+                state_dlq_url=stateful.state_dlq.queue_url,
+                fifo_url=stateful.fifo_queue.queue_url,
+                fifo_dlq_url=stateful.fifo_dlq.queue_url,
+                max_message_bytes=config.queues.max_message_bytes,
+                fifo_message_group_id=config.queues.fifo_message_group_id,
+            ),
+            ingest=self._ingest_settings() if "ingest" in sections else None,
+            pipeline=self._pipeline_settings() if "pipeline" in sections else None,
+        )
+
+    def _ingest_settings(self) -> IngestSettings:
+        ingest = self.config.ingest
+        return IngestSettings(
+            root=EFS_MOUNT_PATH,
+            settle_s=ingest.settle_s,
+            lease_s=ingest.lease_s,
+            deadline_margin_s=ingest.deadline_margin_s,
+            batch_max_files=ingest.batch_max_files,
+            read_threads=ingest.read_threads,
+            resend_horizon_s=ingest.resend_horizon_s,
+            max_crash_runs=ingest.max_crash_runs,
+            # A committed batch is archived once no loader that could still hold it is alive:
+            # past its lease plus one more loader run.
+            archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
+            archive_retention_days=ingest.archive_retention_days,
+            projection={
+                field: ProjectionRule(path=rule.path, missing=rule.missing)
+                for field, rule in ingest.projection.items()
+            },
+            target=ingest.target,
+        )
+
+    def _pipeline_settings(self) -> PipelineSettings:
+        pipeline = self.config.pipeline
+        return PipelineSettings(
+            ledger_table=self.stateful.ledger_table.table_name,
+            results_bucket=self.stateful.results_bucket_name,
+            max_attempts=pipeline.max_attempts,
+            backoff_base_s=pipeline.backoff_base_s,
+            backoff_cap_s=pipeline.backoff_cap_s,
+            max_steps=pipeline.max_steps,
+            time_budget_margin_s=pipeline.time_budget_margin_s,
+            lease_s=pipeline.lease_s,
+            done_marker_ttl_s=pipeline.done_marker_ttl_s,
+            dedup_horizon_s=self.config.dedup_horizon_s,
+            history_limit=pipeline.history_limit,
+            fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
+        )
+
+    def environment(self, spec: FunctionSpec) -> dict[str, str]:
+        return {
+            **to_environ(self.settings(spec.sections)),
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        }
+
+    # -- the function ---------------------------------------------------------------------------
+
+    def create(self, scope: Construct, spec: FunctionSpec) -> lambda_.Function:
+        functions = self.config.functions
+        log_group = logs.LogGroup(
+            scope,
+            f"{spec.construct_id}Logs",
+            retention=log_retention(functions.log_retention_days),
+            removal_policy=self.removal_policy,
+        )
+        filesystem = (
+            lambda_.FileSystem.from_efs_access_point(self.stateful.access_point, EFS_MOUNT_PATH)
+            if spec.mount_efs
+            else None
+        )
+        function = lambda_.Function(
+            scope,
+            spec.construct_id,
+            description=spec.description,
+            runtime=self.runtime,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=spec.handler,
+            code=self.code,
+            layers=[self.layer],
+            timeout=cdk.Duration.seconds(spec.timeout_s),
+            memory_size=spec.memory_mb or functions.memory_mb,
+            tracing=lambda_.Tracing.ACTIVE if functions.tracing else lambda_.Tracing.DISABLED,
+            vpc=self.stateful.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[self.stateful.functions_security_group],
+            filesystem=filesystem,
+            log_group=log_group,
+            environment=self.environment(spec),
+            # Unset unless config asks: a reservation must leave 100 unreserved in the account.
+            reserved_concurrent_executions=functions.reserved_concurrency.get(spec.name),
+        )
+        self._acknowledge_common(function)
+        return function
+
+    def _acknowledge_common(self, function: lambda_.Function) -> None:
+        acknowledge(
+            function,
+            Ack(
+                "AwsSolutions-IAM4",
+                "AWS managed Lambda execution policies: basic (write its own log streams) and VPC "
+                "access (create/delete its ENIs, which take no resource-level restriction)",
+                (LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS),
+            ),
+            Ack(
+                "AwsSolutions-IAM5",
+                "X-Ray PutTraceSegments/PutTelemetryRecords accept no resource; the EFS ClientMount "
+                "statement is conditioned on the sluice access point's ARN",
+                ("Resource::*",),
+            ),
+            Ack(
+                "AwsSolutions-L1",
+                f"runtime pinned by functions.python_version ({self.config.functions.python_version}): "
+                "the dependency layer's wheels are built for exactly that CPython",
+            ),
+            Ack(
+                "Serverless-LambdaLatestVersion",
+                f"runtime pinned by functions.python_version ({self.config.functions.python_version}): "
+                "the dependency layer's wheels are built for exactly that CPython",
+            ),
+        )

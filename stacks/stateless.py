@@ -1,0 +1,45 @@
+"""The stateless stack: functions (through one factory), schedules, event source mappings,
+alarms and dashboards. Each system is one Construct; the stack wires them to the stateful
+stack's resources."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.config import EnvironmentConfig
+from stacks.functions import FunctionFactory
+from stacks.ingest import IngestConstruct
+from stacks.pipeline import PipelineConstruct
+from stacks.stateful import StatefulStack
+
+
+class StatelessStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        stateful: StatefulStack,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"sluice {config.name}: functions, schedules, event source mappings, alarms",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.factory = FunctionFactory(self, "Functions", config=config, stateful=stateful)
+        self.pipeline = PipelineConstruct(
+            self, "Pipeline", config=config, stateful=stateful, factory=self.factory
+        )
+        target = "router" if config.ingest.target == "standard" else "fifo-router"
+        self.ingest = IngestConstruct(
+            self,
+            "Ingest",
+            config=config,
+            stateful=stateful,
+            factory=self.factory,
+            target_dlq_alarm=self.pipeline.dlq_alarms[target],
+        )
