@@ -96,6 +96,25 @@ def strip_junk(data: bytes) -> bytes:
         position = end if newline < 0 else newline + 1
 
 
+_VALUE_STARTS = frozenset(b'[{"-0123456789tfn')
+
+
+def _non_record_json(data: bytes) -> str | None:
+    """When no records open anywhere: is some line the start of a JSON value all the same (a
+    scalar, an array of scalars)? Then the file holds JSON that is not records. Only runs
+    on the way to a rejection."""
+    data = _normalise_encoding(data)
+    for line_start in [0, *(i + 1 for i in range(len(data)) if data[i] == 0x0A)]:
+        position = _next_non_space(data, line_start)
+        if position < len(data) and data[position] in _VALUE_STARTS:
+            try:
+                value = orjson.loads(data[position:])
+            except orjson.JSONDecodeError:
+                continue
+            return type(value).__name__
+    return None
+
+
 def _invalid(data: bytes, exc: orjson.JSONDecodeError) -> RejectedFile:
     try:
         data.decode("utf-8")
@@ -123,6 +142,9 @@ def parse_records(data: bytes) -> list[Any]:
         raise RejectedFile(EMPTY, "the file is empty")
     body = strip_junk(data)
     if not body:
+        kind = _non_record_json(data)
+        if kind is not None:
+            raise RejectedFile(NOT_RECORDS, f"the JSON in the file is a {kind}, not records")
         raise RejectedFile(NO_JSON, "nothing but junk before the end of the file")
     try:
         value = orjson.loads(body)

@@ -1,0 +1,109 @@
+"""Packing through the loader never exceeds the limit in bytes and never sends an empty
+message; SendMessageBatch calls hold at most 10 entries and 1 MiB (the SQS sink with
+in-process moto)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+import redis
+from moto import mock_aws
+
+from runtime import codec
+from runtime.ingest import SqsSink, run_loader
+from runtime.ingest.sender import MAX_BATCH_BYTES, call_groups
+from tests.fixtures.ingest import assert_exactly_once, forever, make_ingest, write_file
+
+
+class CapturingSink:
+    """Keeps what it is given (pure packing checks need the bodies, not a queue)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.billing_units = 0
+        self.parts: list[codec.PackedPart] = []
+
+    def send(self, parts: Sequence[codec.PackedPart]) -> None:
+        self.calls += 1
+        self.parts.extend(parts)
+
+
+@pytest.mark.parametrize("limit", [1024, 1500, 8192])
+def test_parts_never_exceed_the_limit_and_are_never_empty(
+    tmp_path: Path, redis_client: redis.Redis, limit: int
+) -> None:
+    rng = random.Random(limit)
+    expected = set()
+    for f in range(30):
+        records = [
+            {"i": i, "pad": "é" * rng.randint(0, 300), "nc": "\uffff"} for i in range(rng.randint(1, 12))
+        ]
+        write_file(tmp_path, f"f{f:03d}.json", orjson.dumps(records))
+        expected.update(f"f{f:03d}.json#{i}" for i in range(len(records)))
+    sink = CapturingSink()
+
+    run_loader(make_ingest(tmp_path, redis_client, sink, max_message_bytes=limit), forever)
+
+    assert_exactly_once([p.body for p in sink.parts], expected)
+    for part in sink.parts:
+        assert 0 < len(part.body) <= limit and part.count >= 1
+        assert "\uffff".encode() not in part.body
+        decoded = codec.decode(part.body)
+        assert decoded.id == part.id and len(decoded.items) == part.count
+
+
+def test_call_groups_respect_entries_and_bytes() -> None:
+    def part(k: int, size: int) -> codec.PackedPart:
+        return codec.PackedPart(index=k, id=f"b/{k}", body=b"x" * size, count=1, first=0, last=0, size=size)
+
+    many_small = [part(k, 100) for k in range(23)]
+    assert [len(g) for g in call_groups(many_small)] == [10, 10, 3]
+    big = [part(k, 400_000) for k in range(5)]
+    groups = call_groups(big)
+    assert [len(g) for g in groups] == [2, 2, 1]
+    assert all(sum(p.size for p in g) <= MAX_BATCH_BYTES for g in groups)
+
+
+@pytest.fixture
+def in_process_sqs() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+def test_sqs_sink_retries_entries_that_failed(in_process_sqs: Any) -> None:
+    url = in_process_sqs.create_queue(QueueName="q")["QueueUrl"]
+
+    class FlakyClient:
+        """The real (moto) client, except that the first call reports its last entry failed."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+            self.calls += 1
+            if self.calls == 1:
+                entries = kwargs["Entries"]
+                response = in_process_sqs.send_message_batch(
+                    QueueUrl=kwargs["QueueUrl"], Entries=entries[:-1]
+                )
+                response["Failed"] = [
+                    {"Id": entries[-1]["Id"], "SenderFault": False, "Code": "InternalError"}
+                ]
+                return response  # type: ignore[no-any-return]
+            return in_process_sqs.send_message_batch(**kwargs)  # type: ignore[no-any-return]
+
+    parts = [
+        codec.PackedPart(index=k, id=f"b/{k}", body=b'{"k":%d}' % k, count=1, first=0, last=0, size=7)
+        for k in range(3)
+    ]
+    sink = SqsSink(FlakyClient(), url, sleep=lambda _: None)
+    sink.send(parts)
+    assert sink.calls == 2
+    received = in_process_sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in received) == sorted(p.body.decode() for p in parts)
