@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.live import Live
 
 from local.environment import load_local_config, local_environment
+from local.functions import InvocationResult
 from local.report import file_report, progress_view, render_summary, summary, write_json
 from local.run import LocalRun, RunOptions, Snapshot
 from local.scheduler import parse_interval
@@ -261,7 +262,9 @@ def _kill_environ(kills: list[tuple[str, str, int]]) -> dict[str, Callable[[int]
     return {function: for_function(steps) for function, steps in by_function.items()}
 
 
-def options_from(args: argparse.Namespace) -> RunOptions:
+def options_from(
+    args: argparse.Namespace, on_failure: Callable[[str, int, InvocationResult], None] | None = None
+) -> RunOptions:
     kills = _kill_environ(args.kill_at)
     return RunOptions(
         duration_s=args.duration,
@@ -285,6 +288,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
             concurrency=dict(args.concurrency),
             isolate=frozenset(args.isolate) | frozenset(kills),
             extra_environ=kills,
+            on_failure=on_failure,
         ),
     )
 
@@ -331,9 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     _check(args, parser, config.ingest.settle_s)
-    options = options_from(args)
     with functions_output_to(args.log) as console_stream:
-        console = Console(file=console_stream, force_terminal=None)
+        console = Console(file=console_stream)
+        if not console.is_terminal:
+            console.width = 160
+
+        def report_failure(name: str, number: int, result: InvocationResult) -> None:
+            what = "timed out" if result.timed_out else f"failed: {result.error}"
+            console.print(f"[yellow]{name} invocation {number} {what}[/]")
+
+        options = options_from(args, report_failure)
         try:
             return _run(console, args, options, config)
         except MissingHandler as exc:

@@ -91,6 +91,49 @@ class SinkReader:
         return sum(self.counts.values())
 
 
+class QueueSink:
+    """The end of an ingest-only run (no router): receives every envelope on the state queue,
+    counts its item ids and deletes it. A message received twice (visibility lapsed before the
+    delete) is counted twice — a duplicate on the queue is a duplicate at this end."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.counts: Counter[str] = Counter()
+        self.objects = 0
+        self.last_delivery_at: float | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> int:
+        from runtime.codec import decode
+
+        with self._lock:
+            added = 0
+            while True:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+                ).get("Messages", [])
+                if not messages:
+                    break
+                for message in messages:
+                    ids = [item.id for item in decode(message["Body"]).items]
+                    self.counts.update(ids)
+                    self.objects += 1
+                    added += len(ids)
+                receipts = [
+                    {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
+                    for i, message in enumerate(messages)
+                ]
+                self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=receipts)
+            if added:
+                self.last_delivery_at = time.monotonic()
+            return added
+
+    @property
+    def records(self) -> int:
+        return sum(self.counts.values())
+
+
 @dataclass(frozen=True)
 class Rejection:
     file: str

@@ -110,8 +110,10 @@ class FunctionStats:
 class LocalFunction:
     """One function: its handler, timeout, and (for crash tests) per-invocation isolation.
 
-    `isolate` runs every invocation in a child process with the runtime's environment plus
+    `handler` defaults to `runtime/handlers/<name>.py`'s, loaded on the first call. `isolate`
+    runs every invocation in a child process with the runtime's environment plus
     `extra_environ(n)` for the n-th invocation (how a test sets `SLUICE_KILL_AT` for one run).
+    `on_failure(name, n, result)` hears of every failed or timed-out invocation.
     """
 
     name: str
@@ -119,8 +121,9 @@ class LocalFunction:
     memory_mb: int = 1024
     isolate: bool = False
     extra_environ: Callable[[int], Mapping[str, str]] | None = None
+    handler: Handler | None = field(default=None, repr=False)
+    on_failure: Callable[[str, int, InvocationResult], None] | None = None
     stats: FunctionStats = field(default_factory=FunctionStats)
-    _handler: Handler | None = field(default=None, repr=False)
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _started: int = 0
 
@@ -138,14 +141,16 @@ class LocalFunction:
         # response never reaches the trigger.
         result.timed_out = result.timed_out or result.duration_s > self.timeout_s
         self.stats.record(result)
+        if not result.ok and self.on_failure is not None:
+            self.on_failure(self.name, number, result)
         return result
 
     def _invoke_here(self, event: Any) -> InvocationResult:
-        if self._handler is None:
-            self._handler = load_handler(self.name)
+        if self.handler is None:
+            self.handler = load_handler(self.name)
         context = LambdaContext(self.name, self.timeout_s, self.memory_mb)
         try:
-            return InvocationResult(response=self._handler(event, context))
+            return InvocationResult(response=self.handler(event, context))
         except Exception as exc:  # noqa: BLE001 - Lambda reports any exception as a function error
             return InvocationResult(error=f"{type(exc).__name__}: {exc}")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from local.environment import LocalEnvironment
-from local.fates import Expected, Reconciliation, SinkReader, read_rejections, reconcile
+from local.fates import Expected, QueueSink, Reconciliation, SinkReader, read_rejections, reconcile
 from local.inbox import expectations_for, import_inbox
 from local.observe import RateMeter, ShareCounts, count_share, queue_depth
 from local.systems import SYSTEMS, FunctionOptions, System
@@ -101,7 +101,16 @@ class LocalRun:
         self.options = options
         self.on_snapshot = on_snapshot
         names = environment.provisioned.names
-        self.sink = SinkReader(environment.client("s3"), names.results_bucket)
+        # With the router running, the end is its sink in S3; without it, the state queue.
+        self.sink: SinkReader | QueueSink = (
+            SinkReader(
+                environment.client("s3"),
+                names.results_bucket,
+                prefix=environment.settings.require_pipeline().results_prefix,
+            )
+            if "pipeline" in options.systems
+            else QueueSink(environment.client("sqs"), environment.provisioned.url(names.state_queue))
+        )
         self.queue_urls = {
             "state": environment.provisioned.url(names.state_queue),
             "state dlq": environment.provisioned.url(names.state_dlq),

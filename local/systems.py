@@ -16,7 +16,7 @@ from typing import Protocol
 
 from local.environment import LocalEnvironment
 from local.esm import SqsMapping, SqsPoller
-from local.functions import LocalFunction, handler_available, handler_module
+from local.functions import InvocationResult, LocalFunction, handler_available, handler_module
 from local.scheduler import Schedule, Scheduler, parse_interval
 
 # Local ticks instead of the config's minutes: a loader exits early when nothing is claimable,
@@ -41,6 +41,7 @@ class FunctionOptions:
     concurrency: Mapping[str, int] = field(default_factory=dict)
     isolate: frozenset[str] = frozenset()
     extra_environ: Mapping[str, Callable[[int], Mapping[str, str]]] = field(default_factory=dict)
+    on_failure: Callable[[str, int, InvocationResult], None] | None = None
 
     def function(self, name: str, timeout_s: float, memory_mb: int) -> LocalFunction:
         return LocalFunction(
@@ -49,6 +50,7 @@ class FunctionOptions:
             memory_mb=memory_mb,
             isolate=name in self.isolate,
             extra_environ=self.extra_environ.get(name),
+            on_failure=self.on_failure,
         )
 
 

@@ -42,14 +42,16 @@ class BadKind:
     codes: frozenset[str] = frozenset()
 
 
-# DESIGN "Bad input": every row the writer can produce. A file of nothing but comments may be
-# reported as `empty` or `no_json` (the table lists both for that row).
+# DESIGN "Bad input": every row the writer can produce, with the codes that are right for it. A
+# file of nothing but comments may be `empty` or `no_json` (the table lists both for that row).
 BAD_KINDS: tuple[BadKind, ...] = (
     BadKind("empty", "rejected", frozenset({"empty"})),
     BadKind("comments_only", "rejected", frozenset({"empty", "no_json"})),
     BadKind("truncated_json", "rejected", frozenset({"invalid_json"})),
     BadKind("not_utf8", "rejected", frozenset({"invalid_encoding"})),
-    BadKind("scalar_top_level", "rejected", frozenset({"not_records"})),
+    # Text before the first `{`/`[` is junk to the loader, so a bare top-level string is
+    # indistinguishable from a file of nothing but junk.
+    BadKind("scalar_top_level", "rejected", frozenset({"not_records", "no_json"})),
     BadKind("array_of_numbers", "rejected", frozenset({"not_records"})),
     BadKind("record_too_large", "rejected", frozenset({"record_too_large"})),
     BadKind("symlink", "rejected", frozenset({"not_regular_file"})),
