@@ -9,8 +9,9 @@ Per message, in group order:
 3. POST the item's state with the API key and an idempotency key (the stream eventID);
 4. 2xx -> create the delivery record, then delete;
    429 / 5xx / timeout / 401 / 403 -> leave it, invisible for `Retry-After` or a backoff, and
-   stop its group (every later group-mate in hand gets the same visibility, so FIFO returns
-   them only after it); the breaker counts the failure and, once open, ends the run;
+   stop its group: every later group-mate in hand is handed back untouched (visible again at
+   once; FIFO returns none of the group while the failed one is in flight, and then it first);
+   the breaker counts the failure and, once open, ends the run;
    any other 4xx -> to the DLQ with the response (status, body excerpt), then delete.
 
 The one window left: a crash after the API's 2xx and before the delivery record is written.
@@ -23,10 +24,11 @@ of a receive per message per tick, so hours of outage never burn the queue's `ma
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime import codec
@@ -79,6 +81,12 @@ class _Stop(Exception):
         self.reason = reason
 
 
+class _Outcome(enum.Enum):
+    DONE = "done"  # deleted: delivered, recorded before, or dead-lettered
+    RETRY = "retry"  # left invisible for a while; its group stops for this run
+    RETRY_BREAKER_OPENED = "retry_breaker_opened"  # ... and the breaker opened: the run ends
+
+
 @dataclass(frozen=True, slots=True)
 class _Message:
     receipt_handle: str
@@ -95,14 +103,6 @@ class _Message:
             receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
             body=raw["Body"],
         )
-
-
-@dataclass
-class _Batch:
-    """What became of each message of one receive: a group stopped by a retry keeps its
-    later members invisible as long as the failed one."""
-
-    stopped_groups: dict[str, int] = field(default_factory=dict)
 
 
 REQUIRED_SETTINGS = ("fifo_url", "dlq_url", "ledger_table", "api_url", "api_key_parameter")
@@ -195,45 +195,55 @@ class Drain:
     def _process(
         self, messages: list[_Message], report: DrainReport, remaining_s: Callable[[], float]
     ) -> None:
-        batch = _Batch()
-        for index, message in enumerate(messages):
-            held_for = batch.stopped_groups.get(message.group_id)
-            if held_for is not None:
-                self._set_visibility(message, held_for)
-                report.held += 1
-                continue
-            try:
-                breaker_opened = self._handle(message, batch, report, remaining_s)
-            except _Stop:
-                self._release(messages[index:], batch, report)
-                raise
-            if breaker_opened:
-                self._release(messages[index + 1 :], batch, report)
-                raise _Stop("breaker_opened")
+        stopped_groups: set[str] = set()
+        unhandled: list[_Message] = []
+        try:
+            for index, message in enumerate(messages):
+                if message.group_id in stopped_groups:
+                    unhandled.append(message)
+                    report.held += 1
+                    continue
+                try:
+                    outcome = self._handle(message, report, remaining_s)
+                except _Stop:
+                    unhandled.extend(messages[index:])
+                    raise
+                if outcome is not _Outcome.DONE:
+                    stopped_groups.add(message.group_id)
+                if outcome is _Outcome.RETRY_BREAKER_OPENED:
+                    unhandled.extend(messages[index + 1 :])
+                    raise _Stop("breaker_opened")
+        finally:
+            self._release(unhandled, report)
 
-    def _release(self, messages: list[_Message], batch: _Batch, report: DrainReport) -> None:
-        """Hand back what this run will not handle: visible again at once, unless a group-mate
-        failed (then as long as it)."""
-        for message in messages:
-            self._set_visibility(message, batch.stopped_groups.get(message.group_id, 0))
-            report.released += 1
+    def _release(self, messages: list[_Message], report: DrainReport) -> None:
+        """Hand back what this run did not handle: visible again at once. A group whose message
+        failed stays blocked by that message (in flight, invisible) until it comes back first."""
+        for start in range(0, len(messages), RECEIVE_MAX_MESSAGES):
+            chunk = messages[start : start + RECEIVE_MAX_MESSAGES]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=self._settings.fifo_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                    for i, m in enumerate(chunk)
+                ],
+            )
+        report.released += len(messages)
 
     # -- one message --------------------------------------------------------------------------
 
-    def _handle(
-        self, message: _Message, batch: _Batch, report: DrainReport, remaining_s: Callable[[], float]
-    ) -> bool:
-        """Resolve one message; True when its failure opened the breaker."""
+    def _handle(self, message: _Message, report: DrainReport, remaining_s: Callable[[], float]) -> _Outcome:
+        """Resolve one message: done with it (deleted), or left to retry later."""
         try:
             event_id, body = self._request_of(message)
         except EnvelopeError as exc:
             self._dead_letter(message, REASON_INVALID, detail=str(exc))
             report.rejected += 1
-            return False
+            return _Outcome.DONE
         if self._ledger.delivered(event_id):
             self._delete(message)
             report.already_delivered += 1
-            return False
+            return _Outcome.DONE
         self._require_time(remaining_s)
         if not self._budget.take():
             raise _Stop("budget")
@@ -245,13 +255,13 @@ class Drain:
             self._delete(message)
             self._breaker.record_success()
             report.delivered += 1
-            return False
+            return _Outcome.DONE
         if verdict is Verdict.REJECTED:
             self._dead_letter(message, REASON_REJECTED, response=response, event_id=event_id)
             self._breaker.record_success()
             report.rejected += 1
-            return False
-        return self._retry_later(message, response, batch, report, event_id)
+            return _Outcome.DONE
+        return self._retry_later(message, response, report, event_id)
 
     def _request_of(self, message: _Message) -> tuple[str, bytes]:
         """The idempotency key and HTTP body of a relay envelope (exactly one item)."""
@@ -261,15 +271,14 @@ class Drain:
         return envelope.id, codec.dumps(envelope.items[0].state)
 
     def _retry_later(
-        self, message: _Message, response: ApiResponse, batch: _Batch, report: DrainReport, event_id: str
-    ) -> bool:
+        self, message: _Message, response: ApiResponse, report: DrainReport, event_id: str
+    ) -> _Outcome:
         report.api_errors += 1
         report.retried += 1
         if response.auth_failed:
             self._api_key.refresh_next_time()
         visibility = retry_visibility_s(self._settings, response, message.receive_count)
         self._set_visibility(message, visibility)
-        batch.stopped_groups[message.group_id] = visibility
         probe_in = self._breaker.record_failure(response.retry_after_s if response.throttled else None)
         logger.warning(
             "relay API call failed; message kept",
@@ -281,8 +290,10 @@ class Drain:
                 "breaker_probe_in_s": probe_in,
             },
         )
-        report.breaker_opened = report.breaker_opened or probe_in is not None
-        return probe_in is not None
+        if probe_in is None:
+            return _Outcome.RETRY
+        report.breaker_opened = True
+        return _Outcome.RETRY_BREAKER_OPENED
 
     # -- SQS ----------------------------------------------------------------------------------
 

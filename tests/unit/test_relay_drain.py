@@ -1,0 +1,320 @@
+"""The drain's core against in-process moto (FIFO + DLQ, ledger, SSM), a real redis-server and
+the loopback API stub: what each answer does to a message, order within a group, the budget,
+the breaker, the key cache. Durations are about a second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from moto import mock_aws
+
+from local.relay import ApiStub, StubResponse
+from runtime import codec
+from runtime.config import RelaySettings
+from runtime.relay.api import ApiClient
+from runtime.relay.breaker import BREAKER_KEY, BreakerPolicy, CallBudget, CircuitBreaker
+from runtime.relay.drain import Drain, DrainReport
+from runtime.relay.keys import ApiKeySource
+from runtime.relay.ledger import DeliveryLedger
+from runtime.relay.stream import relay_records
+from tests.unit.test_relay_stream import stream_record
+
+API_KEY = "test-key-never-logged-7f3a"
+PARAMETER = "/sluice/test/relay/api-key"
+REGION = "us-east-1"
+
+
+class Env:
+    """Everything one drain test needs; `drain()` builds a Drain like the handler does."""
+
+    def __init__(self, redis_client: redis.Redis, stub: ApiStub) -> None:
+        self.redis = redis_client
+        self.stub = stub
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.ssm = boto3.client("ssm", region_name=REGION)
+        self.parameter_reads = 0
+        self.ssm.meta.events.register("before-call.ssm.GetParameter", self._count_read)
+        dlq = self.sqs.create_queue(QueueName="relay-dlq.fifo", Attributes={"FifoQueue": "true"})
+        self.dlq_url = dlq["QueueUrl"]
+        self.fifo_url = self.sqs.create_queue(QueueName="relay.fifo", Attributes={"FifoQueue": "true"})[
+            "QueueUrl"
+        ]
+        self.dynamodb.create_table(
+            TableName="ledger",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.ssm.put_parameter(Name=PARAMETER, Value=API_KEY, Type="SecureString")
+        self.settings = self.make_settings()
+        self.key_source = ApiKeySource(self.ssm, PARAMETER, self.settings.api_key_cache_s)
+
+    def _count_read(self, **_: Any) -> None:
+        self.parameter_reads += 1
+
+    def make_settings(self, **overrides: Any) -> RelaySettings:
+        values: dict[str, Any] = {
+            "fifo_url": self.fifo_url,
+            "dlq_url": self.dlq_url,
+            "ledger_table": "ledger",
+            "api_url": self.stub.url,
+            "api_key_parameter": PARAMETER,
+            "api_key_cache_s": 60,
+            "calls_per_minute": 1000,
+            "connect_timeout_s": 0.5,
+            "read_timeout_s": 0.5,
+            "deadline_margin_s": 1.0,
+            "retry_backoff_base_s": 1.0,
+            "retry_backoff_cap_s": 2,
+            "breaker_failure_threshold": 3,
+            "breaker_backoff_base_s": 1.0,
+            "breaker_backoff_cap_s": 4,
+        }
+        return RelaySettings(**{**values, **overrides})
+
+    def drain(self, **overrides: Any) -> Drain:
+        settings = self.make_settings(**overrides) if overrides else self.settings
+        return Drain(
+            sqs=self.sqs,
+            ledger=DeliveryLedger(self.dynamodb, settings),
+            api=ApiClient(settings),
+            api_key=self.key_source,
+            breaker=CircuitBreaker(
+                self.redis,
+                BreakerPolicy(
+                    settings.breaker_failure_threshold,
+                    settings.breaker_backoff_base_s,
+                    settings.breaker_backoff_cap_s,
+                ),
+            ),
+            budget=CallBudget(self.redis, settings.calls_per_minute),
+            settings=settings,
+        )
+
+    def run(self, **overrides: Any) -> DrainReport:
+        return self.drain(**overrides).run(lambda: 30.0)
+
+    def enqueue(self, *records: tuple[int, str]) -> None:
+        """Relay INSERT records (sequence number, partition key) the way the relay function does."""
+        result = relay_records(
+            [stream_record(seq, pk, {"seq": seq}) for seq, pk in records],
+            sqs=self.sqs,
+            queue_url=self.fifo_url,
+            group_key_field="pk",
+        )
+        assert result.batch_item_failures() == []
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.fifo_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def delivered_record(self, event_id: str) -> dict[str, Any] | None:
+        item = self.dynamodb.get_item(
+            TableName="ledger", Key={"pk": {"S": f"relay#{event_id}"}, "sk": {"S": "delivery"}}
+        ).get("Item")
+        return item
+
+
+@pytest.fixture
+def stub() -> Iterator[ApiStub]:
+    with ApiStub() as server:
+        yield server
+
+
+@pytest.fixture
+def env(redis_client: redis.Redis, stub: ApiStub) -> Iterator[Env]:
+    with mock_aws():
+        yield Env(redis_client, stub)
+
+
+def accepted_ids(stub: ApiStub) -> list[str]:
+    return [request.header("Idempotency-Key") or "" for request in stub.accepted()]
+
+
+def test_a_2xx_deletes_after_recording_the_delivery(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.enqueue((1, "a"), (2, "b"), (3, "a"))
+    report = env.run()
+    assert (report.delivered, report.api_calls, report.stopped) == (3, 3, "empty")
+    assert env.counts() == (0, 0)
+    assert sorted(accepted_ids(env.stub)) == ["ev0001", "ev0002", "ev0003"]
+    first = env.stub.received[0]
+    assert first.header("x-api-key") == API_KEY
+    assert first.header("content-type") == "application/json"
+    assert first.json() == {"pk": "a", "sk": "item", "seq": 1}
+    for event_id in ("ev0001", "ev0002", "ev0003"):
+        record = env.delivered_record(event_id)
+        assert record is not None and record["status"] == {"N": "200"} and "expires_at" in record
+    captured = capsys.readouterr()
+    assert API_KEY not in captured.out + captured.err
+
+
+def test_a_500_keeps_the_message_and_holds_its_group_in_order(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "b"), (3, "a"), (4, "a"))
+    env.stub.script(500)  # the first call: ev0001 (group a)
+    report = env.run()
+    assert report.api_errors == 1 and report.delivered == 1  # only group b went through
+    assert [(r.header("Idempotency-Key"), r.status) for r in env.stub.received] == [
+        ("ev0001", 500),
+        ("ev0002", 200),
+    ]
+    assert env.delivered_record("ev0001") is None
+    # ev0001 backs off; its group-mates are handed back, but FIFO keeps the group locked.
+    assert env.counts() == (2, 1)
+    report = env.run()
+    assert (report.received, report.api_calls) == (0, 0)
+    time.sleep(1.1)  # the backoff (1 s base, equal jitter)
+    report = env.run()
+    assert report.delivered == 3
+    assert [i for i in accepted_ids(env.stub) if i != "ev0002"] == ["ev0001", "ev0003", "ev0004"]
+    assert env.counts() == (0, 0)
+
+
+def test_a_429_honours_retry_after_and_pauses_every_group(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "b"))
+    env.stub.script(StubResponse.throttled(retry_after_s=2))
+    report = env.run()
+    assert report.api_calls == 1 and report.breaker_opened and report.stopped == "breaker_opened"
+    assert env.counts() == (1, 1)  # ev0002 handed back at once, ev0001 invisible for Retry-After
+    assert env.run().stopped == "breaker_open"  # no receive at all while the API says wait
+    time.sleep(1.3)  # past the retry backoff (1 s) but inside Retry-After (2 s)
+    assert env.counts() == (1, 1)
+    time.sleep(0.9)
+    assert env.counts() == (2, 0)
+    report = env.run()  # the probe (ev0001 or ev0002) succeeds, the breaker closes, the rest go
+    assert report.admission == "probe" and report.delivered == 2
+    assert env.counts() == (0, 0)
+    assert sorted(accepted_ids(env.stub)) == ["ev0001", "ev0002"]
+
+
+def test_a_400_goes_to_the_dlq_with_the_response_and_the_group_goes_on(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "a"))
+    env.stub.script(StubResponse(400, b'{"error":"field x is required"}'))
+    report = env.run()
+    assert (report.rejected, report.delivered) == (1, 1)
+    assert env.counts() == (0, 0)
+    dead = env.sqs.receive_message(QueueUrl=env.dlq_url, MessageAttributeNames=["All"])["Messages"]
+    assert len(dead) == 1
+    assert codec.decode(dead[0]["Body"]).id == "ev0001"
+    attributes = dead[0]["MessageAttributes"]
+    assert attributes["sluice_reason"]["StringValue"] == "api_rejected"
+    assert attributes["sluice_status"]["StringValue"] == "400"
+    assert attributes["sluice_response"]["StringValue"] == '{"error":"field x is required"}'
+    assert env.delivered_record("ev0001") is None and env.delivered_record("ev0002") is not None
+
+
+def test_an_invalid_body_goes_to_the_dlq_without_a_call(env: Env) -> None:
+    env.sqs.send_message(
+        QueueUrl=env.fifo_url, MessageBody="not json", MessageGroupId="g", MessageDeduplicationId="x1"
+    )
+    report = env.run()
+    assert report.rejected == 1 and env.stub.received == []
+    dead = env.sqs.receive_message(QueueUrl=env.dlq_url, MessageAttributeNames=["All"])["Messages"]
+    assert dead[0]["MessageAttributes"]["sluice_reason"]["StringValue"] == "invalid_envelope"
+
+
+def test_a_recorded_delivery_is_deleted_without_a_second_call(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "a"))
+    DeliveryLedger(env.dynamodb, env.settings).record_delivery("ev0001", 200)  # delivered, then crashed
+    report = env.run()
+    assert (report.already_delivered, report.delivered) == (1, 1)
+    assert accepted_ids(env.stub) == ["ev0002"]
+    assert env.counts() == (0, 0)
+
+
+def test_a_timeout_is_retried(env: Env) -> None:
+    env.enqueue((1, "a"))
+    env.stub.script(StubResponse(200, delay_s=1.0))  # slower than the 0.5 s read timeout
+    report = env.run()
+    assert (report.api_errors, report.delivered) == (1, 0)
+    assert env.counts() == (0, 1)
+
+
+def test_the_api_key_is_read_once_per_cache_period(env: Env) -> None:
+    env.key_source = ApiKeySource(env.ssm, PARAMETER, max_age_s=1)
+    env.enqueue((1, "a"), (2, "b"))
+    env.run()
+    env.enqueue((3, "c"))
+    env.run()
+    assert (len(env.stub.accepted()), env.parameter_reads) == (3, 1)
+    time.sleep(1.1)
+    env.enqueue((4, "d"))
+    env.run()
+    assert env.parameter_reads == 2
+    # A 401 means the key may have been rotated: it is read again before the next call.
+    env.enqueue((5, "e"))
+    env.stub.script(401)
+    env.run()
+    assert env.parameter_reads == 2
+    env.enqueue((6, "f"))
+    env.run()
+    assert env.parameter_reads == 3
+
+
+def _away_from_a_minute_boundary(client: redis.Redis) -> None:
+    seconds, _ = client.time()
+    if seconds % 60 > 57:
+        time.sleep(60 - seconds % 60 + 0.1)
+
+
+def test_the_calls_per_minute_budget_is_shared_and_respected(env: Env) -> None:
+    _away_from_a_minute_boundary(env.redis)
+    env.enqueue(*((seq, f"g{seq}") for seq in range(1, 6)))
+    report = env.run(calls_per_minute=2)
+    assert (report.api_calls, report.stopped) == (2, "budget")
+    report = env.run(calls_per_minute=3)  # another drain, same minute: one call left
+    assert (report.api_calls, report.stopped) == (1, "budget")
+    assert env.counts() == (2, 0)  # nothing left in flight: the rest waits for the next minute
+
+
+def test_the_deadline_stops_a_run_before_it_receives(env: Env) -> None:
+    env.enqueue((1, "a"))
+    report = env.drain().run(lambda: 0.5)  # under the 1 s margin
+    assert (report.received, report.stopped) == (0, "deadline")
+    assert env.counts() == (1, 0)
+
+
+def _expire_breaker(client: redis.Redis) -> None:
+    """Make the breaker's probe due now (rewrite its deadline instead of waiting)."""
+    client.hset(BREAKER_KEY, "open_until", "0")
+
+
+def test_an_outage_opens_the_breaker_which_probes_with_one_message_at_a_capped_backoff(env: Env) -> None:
+    env.enqueue(*((seq, f"g{seq}") for seq in range(1, 7)))
+    env.stub.set_default(503)
+    report = env.run(breaker_failure_threshold=2)
+    assert (report.api_calls, report.stopped, report.breaker_opened) == (2, "breaker_opened", True)
+    assert report.released == report.received - 2
+    for _ in range(3):  # ticks during the outage receive nothing at all
+        assert env.run().stopped == "breaker_open"
+    assert len(env.stub.received) == 2
+    backoffs = []
+    for _ in range(4):  # each failed probe is one call, and the backoff doubles up to the cap
+        _expire_breaker(env.redis)
+        report = env.run()
+        assert (report.admission, report.received, report.api_calls) == ("probe", 1, 1)
+        backoffs.append(float(env.redis.hget(BREAKER_KEY, "backoff_s") or 0))
+    assert backoffs == [2.0, 4.0, 4.0, 4.0]
+    env.stub.set_default(200)
+    time.sleep(2.1)  # the failed messages' own retry visibility (cap 2 s)
+    _expire_breaker(env.redis)
+    report = env.run()
+    assert report.admission == "probe" and report.delivered == 6
+    assert sorted(accepted_ids(env.stub)) == [f"ev{seq:04d}" for seq in range(1, 7)]
+    assert not env.redis.exists(BREAKER_KEY)
