@@ -9,6 +9,7 @@ The dependency layer is built without Docker: a local bundler runs pip for the L
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -55,6 +56,27 @@ PYTHON_RUNTIMES = {
 # Only the importable package ships; the project root is the asset so that handler paths read
 # `runtime.handlers.<name>.handler`.
 CODE_EXCLUDES = ["*", "!runtime", "**/__pycache__", "**/*.pyc", "**/tests", "**/.pytest_cache"]
+
+
+LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4096
+# A deploy-time value (queue URL, ARN, endpoint) counted at a generous upper bound of its length.
+TOKEN_ALLOWANCE_BYTES = 160
+_TOKEN = re.compile(r"\$\{Token\[[^\]]+\]\}")
+
+
+def check_environment_size(function: str, environment: dict[str, str]) -> None:
+    """Lambda refuses more than 4 KB of environment variables at deploy time; catch it at synth.
+
+    The only unbounded setting that reaches the environment is the ingest projection."""
+    size = sum(
+        len(name.encode()) + len(_TOKEN.sub("x" * TOKEN_ALLOWANCE_BYTES, value).encode())
+        for name, value in environment.items()
+    )
+    if size > LAMBDA_ENVIRONMENT_LIMIT_BYTES:
+        raise ConfigError(
+            f"ingest.projection (or another setting): the {function} function's environment would be "
+            f"about {size} bytes, over Lambda's {LAMBDA_ENVIRONMENT_LIMIT_BYTES}-byte limit"
+        )
 
 
 class LayerBuildError(ConfigError):
@@ -227,11 +249,13 @@ class FunctionFactory(Construct):
         )
 
     def environment(self, spec: FunctionSpec) -> dict[str, str]:
-        return {
+        environment = {
             **to_environ(self.settings(spec.sections)),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         }
+        check_environment_size(spec.name, environment)
+        return environment
 
     # -- the function ---------------------------------------------------------------------------
 

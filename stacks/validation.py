@@ -40,29 +40,4 @@ def _redis_engine(config: EnvironmentConfig) -> str | None:
     return None
 
 
-def _efs_throughput(config: EnvironmentConfig) -> str | None:
-    ingest = config.ingest
-    # Provisioned throughput is billed per MiB/s-month whether used or not, and the stack sizes
-    # the throughput alarm against it: a value the mode ignores would mislead both.
-    if ingest.efs_throughput_mode != "provisioned" and ingest.efs_provisioned_mibps is not None:
-        return (
-            f"ingest.efs_provisioned_mibps is set but ingest.efs_throughput_mode is "
-            f"{ingest.efs_throughput_mode!r}"
-        )
-    if ingest.efs_throughput_mode == "provisioned" and ingest.efs_provisioned_mibps is None:
-        return "ingest.efs_throughput_mode 'provisioned' needs ingest.efs_provisioned_mibps"
-    return None
-
-
-def _visibility_covers_router(config: EnvironmentConfig) -> str | None:
-    pipeline = config.pipeline
-    needed = 6 * pipeline.timeout_s + pipeline.batching_window_s
-    if pipeline.visibility_timeout_s < needed:
-        return (
-            f"pipeline.timeout_s: queue visibility {pipeline.visibility_timeout_s}s is below "
-            "6 x timeout + window"
-        )
-    return None
-
-
-_CHECKS = (_batch_needs_window, _redis_engine, _efs_throughput, _visibility_covers_router)
+_CHECKS = (_batch_needs_window, _redis_engine)

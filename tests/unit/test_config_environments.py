@@ -1,0 +1,141 @@
+"""The environment config read from cdk.json: every shipped environment is valid, and a bad
+one fails (at load or at synth) with a message that names the setting."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.errors import ConfigError
+from stacks.config import SQS_MAX_RECEIVE_COUNT, environment_names, load_environment
+from stacks.validation import validate_for_synth
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]["sluice"]
+
+
+def with_block(env: str, block: dict[str, Any]) -> dict[str, Any]:
+    context = copy.deepcopy(CONTEXT)
+    target = context["environments"][env]
+    for section, values in block.items():
+        if isinstance(values, dict):
+            target.setdefault(section, {}).update(values)
+        else:
+            target[section] = values
+    return context
+
+
+def load_error(block: dict[str, Any], env: str = "dev") -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_environment(with_block(env, block), env)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_shipped_environments_load_and_pass_synth_checks(env: str) -> None:
+    config = load_environment(CONTEXT, env)
+    validate_for_synth(config)
+    assert config.prefix == f"sluice-{env}"
+
+
+def test_environment_names_come_from_cdk_json() -> None:
+    assert environment_names(CONTEXT) == ["dev", "staging", "prod"]
+
+
+def test_the_local_block_overlays_dev() -> None:
+    local = load_environment(CONTEXT, "dev", local=True)
+    assert local.ingest.settle_s == 0.5
+    assert local.redis == load_environment(CONTEXT, "dev").redis
+
+
+def test_differences_that_matter_between_dev_and_prod() -> None:
+    dev, prod = load_environment(CONTEXT, "dev"), load_environment(CONTEXT, "prod")
+    assert (dev.network.nat_gateways, prod.network.nat_gateways) == (1, 3)
+    assert (dev.redis.replicas, dev.redis.multi_az) == (0, False)
+    assert prod.redis.replicas >= 1 and prod.redis.multi_az
+    assert (dev.retain_data, prod.retain_data) == (False, True)
+    assert (dev.termination_protection, prod.termination_protection) == (False, True)
+    assert dev.functions.log_retention_days < prod.functions.log_retention_days
+
+
+def test_unknown_environment_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown environment 'qa'; cdk.json defines: dev, prod, staging"):
+        load_environment(CONTEXT, "qa")
+
+
+def test_bad_value_names_the_setting() -> None:
+    assert "pipeline.timeout_s" in load_error({"pipeline": {"timeout_s": 0}})
+    assert "network.nat_gateways" in load_error({"network": {"nat_gateways": 9}})
+
+
+def test_unknown_key_names_the_setting() -> None:
+    assert "redis.nodes" in load_error({"redis": {"nodes": 3}})
+
+
+def test_multi_az_needs_a_replica() -> None:
+    message = load_error({"redis": {"replicas": 0, "multi_az": True}})
+    assert "redis.multi_az needs redis.replicas >= 1" in message
+
+
+def test_provisioned_efs_needs_its_throughput() -> None:
+    message = load_error({"ingest": {"efs_throughput_mode": "provisioned"}})
+    assert "ingest.efs_provisioned_mibps" in message
+    assert "ingest.efs_provisioned_mibps" in load_error({"ingest": {"efs_provisioned_mibps": 64}})
+
+
+def test_fifo_max_receive_count_over_the_sqs_cap_is_refused() -> None:
+    message = load_error({"pipeline": {"max_attempts": 100}})
+    assert "maxReceiveCount" in message
+    assert str(SQS_MAX_RECEIVE_COUNT) in message
+
+
+def test_log_retention_must_be_a_cloudwatch_value() -> None:
+    assert "log_retention_days" in load_error({"functions": {"log_retention_days": 13}})
+
+
+def test_results_expiry_must_follow_the_transition() -> None:
+    assert "storage.results_expire_days" in load_error({"storage": {"results_expire_days": 10}})
+
+
+def test_large_batches_need_a_batching_window_at_synth() -> None:
+    config = load_environment(
+        with_block("dev", {"pipeline": {"batch_size": 100, "batching_window_s": 0}}), "dev"
+    )
+    with pytest.raises(
+        ConfigError, match=r"pipeline\.batch_size: 100 needs pipeline\.batching_window_s >= 1"
+    ):
+        validate_for_synth(config)
+
+
+def test_old_redis_engine_is_refused_at_synth() -> None:
+    config = load_environment(with_block("dev", {"redis": {"engine_version": "6.2"}}), "dev")
+    with pytest.raises(ConfigError, match=r"redis\.engine_version"):
+        validate_for_synth(config)
+
+
+def test_cdk_synth_of_an_unknown_env_fails_with_its_name(tmp_path: Path) -> None:
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    environ = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps({**context, "env": "qa"}),
+        "CDK_OUTDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "unknown environment 'qa'" in result.stderr
+    assert "Traceback" not in result.stderr
