@@ -22,14 +22,15 @@ from runtime.config import (
     RedisSettings,
     Settings,
 )
+from runtime.pipeline.ledger import create_ledger_table
 from stacks.config import EnvironmentConfig
 
-# The tables' key layout and TTL attribute, as `stacks/stateful.py` declares them. Kept here
-# rather than imported, because importing the stacks module loads aws_cdk (and starts jsii's
-# node process) — too heavy for the local runtime; a test checks the two stay equal.
+# The relay source table's key layout, as `stacks/stateful.py` declares it (importing that
+# module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a test
+# checks the two stay equal). The ledger is created by the router's own `create_ledger_table`,
+# so the local table always has the layout the code that writes it expects.
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
-LEDGER_TTL_ATTRIBUTE = "expires_at"
 # Never a real key: the relay's drain reads it through Parameter Store like it would on AWS.
 LOCAL_API_KEY = "local-api-key-not-a-secret"
 LOCAL_REDIS_AUTH_TOKEN = "local-redis-token"  # noqa: S105 - a fixed value for a loopback server
@@ -115,26 +116,19 @@ def _create_queues(sqs: Any, config: EnvironmentConfig, names: ResourceNames) ->
 
 
 def _create_tables(dynamodb: Any, names: ResourceNames) -> None:
-    keys: dict[str, Any] = {
-        "KeySchema": [
+    create_ledger_table(dynamodb, names.ledger_table)
+    dynamodb.create_table(
+        TableName=names.relay_source_table,
+        KeySchema=[
             {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
             {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
         ],
-        "AttributeDefinitions": [
+        AttributeDefinitions=[
             {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
         ],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
-    dynamodb.create_table(TableName=names.ledger_table, **keys)
-    dynamodb.create_table(
-        TableName=names.relay_source_table,
+        BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-        **keys,
-    )
-    dynamodb.update_time_to_live(
-        TableName=names.ledger_table,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": LEDGER_TTL_ATTRIBUTE},
     )
 
 

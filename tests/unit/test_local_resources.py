@@ -14,6 +14,7 @@ from local.environment import load_local_config
 from local.resources import ResourceNames, function_settings, provision
 from runtime.config import load_settings, to_environ
 from runtime.errors import ConfigError
+from runtime.pipeline import ledger as ledger_module
 
 
 def test_queues_tables_parameter_and_secret_follow_the_config(aws: Any) -> None:
@@ -43,9 +44,11 @@ def test_queues_tables_parameter_and_secret_follow_the_config(aws: Any) -> None:
 
     dynamodb = aws("dynamodb")
     ledger = dynamodb.describe_table(TableName=names.ledger_table)["Table"]
-    assert {k["AttributeName"]: k["KeyType"] for k in ledger["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
+    assert {k["AttributeName"]: k["KeyType"] for k in ledger["KeySchema"]} == {
+        ledger_module.PARTITION_KEY: "HASH"
+    }
     ttl = dynamodb.describe_time_to_live(TableName=names.ledger_table)["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "expires_at"
+    assert ttl["AttributeName"] == ledger_module.TTL_ATTRIBUTE
     source = dynamodb.describe_table(TableName=names.relay_source_table)["Table"]
     assert source["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     aws("s3").head_bucket(Bucket=names.results_bucket)
@@ -83,11 +86,23 @@ def test_function_settings_survive_the_environment_round_trip(tmp_path: Path) ->
     assert pipeline.router == config.pipeline.router
 
 
-def test_the_table_layout_matches_the_stateful_stack() -> None:
+def test_the_relay_source_layout_matches_the_stateful_stack() -> None:
     stateful = pytest.importorskip("stacks.stateful")
     assert resources.TABLE_PARTITION_KEY == stateful.LEDGER_PARTITION_KEY
     assert resources.TABLE_SORT_KEY == stateful.LEDGER_SORT_KEY
-    assert resources.LEDGER_TTL_ATTRIBUTE == stateful.LEDGER_TTL_ATTRIBUTE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known mismatch, reported: stacks/stateful.py gives the ledger a sort key `sk` that "
+    "runtime/pipeline/ledger.py never writes (PutItem fails: 'Missing the key sk'); remove this "
+    "mark when they agree",
+)
+def test_the_routers_ledger_layout_matches_the_stateful_stack() -> None:
+    stateful = pytest.importorskip("stacks.stateful")
+    assert ledger_module.PARTITION_KEY == stateful.LEDGER_PARTITION_KEY
+    assert ledger_module.TTL_ATTRIBUTE == stateful.LEDGER_TTL_ATTRIBUTE
+    assert getattr(stateful, "LEDGER_SORT_KEY", None) is None
 
 
 def test_config_overrides_are_validated_like_cdk_json() -> None:
