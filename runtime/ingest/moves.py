@@ -40,15 +40,27 @@ def _same_entry(fs: Fs, a: str, b: str) -> bool:
         return False
 
 
-def _quarantine_name(fs: Fs, source: str, directory: str, name: str) -> str:
-    """`name`, or `name~2`, `name~3`... : the first whose place is free (or already holds
-    this very entry, from a move that died between link and unlink). Never another file's."""
+def _own_reason(fs: Fs, reason_path: str, code: str, batch: str) -> bool:
+    """A reason file left by this same quarantine in a run that died before the link."""
+    try:
+        reason = orjson.loads(fs.read_all(reason_path))
+    except FileNotFoundError:
+        return False
+    return bool(reason.get("code") == code and reason.get("batch") == batch)
+
+
+def _quarantine_name(fs: Fs, source: str, directory: str, *, name: str, code: str, batch: str) -> str:
+    """`name`, or `name~2`, `name~3`... : the first whose place is free, or already holds
+    this very entry or its reason (a move that died between its steps). Never another's."""
     for attempt in range(1, _MAX_ALTERNATE_NAMES + 1):
         candidate = name if attempt == 1 else f"{name}~{attempt}"
         target = os.path.join(directory, candidate)
-        if not fs.exists(target) and not fs.exists(target + REASON_SUFFIX):
-            return candidate
-        if _same_entry(fs, source, target):
+        if fs.exists(target):
+            if _same_entry(fs, source, target):
+                return candidate
+            continue
+        reason_path = target + REASON_SUFFIX
+        if not fs.exists(reason_path) or _own_reason(fs, reason_path, code, batch):
             return candidate
     raise FileExistsError(f"no free quarantine name for {name} in {directory}")
 
@@ -72,7 +84,7 @@ def quarantine(
     reason file: reason first (write-once), then link, then unlink. A source left with
     st_nlink > 1 by a crash is finished by `finish_unlink`. Returns the name used."""
     fs.makedirs(directory)
-    name = _quarantine_name(fs, source, directory, os.path.basename(source))
+    name = _quarantine_name(fs, source, directory, name=os.path.basename(source), code=code, batch=batch)
     target = os.path.join(directory, name)
     fs.write_once(target + REASON_SUFFIX, reason_document(code, detail, batch, bytes_sent))
     kill_point("reject.before_link")

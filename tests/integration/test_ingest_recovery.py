@@ -1,0 +1,305 @@
+"""Recovery (issue 10): kill -9 at every step then resume, the same with Redis flushed, stale
+loaders fenced out, a changed body halting, ENOENT after a successful rename, and a file that
+kills the loader. Crashes are real: the handler runs in a subprocess that `_exit`s at a named
+step (SLUICE_KILL_AT). Exactly once is checked on the queue itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from runtime import codec
+from runtime.errors import LeaseLost
+from runtime.ingest import Fs, SqsSink, run_checker, run_loader
+from runtime.ingest import coord as keys
+from runtime.ingest.batch import BatchRun
+from runtime.ingest.claim import InboxListing, claim_selected, ensure_layout, select_settled
+from runtime.ingest.coord import new_owner_token
+from runtime.ingest.kill import KILLED_EXIT_CODE
+from runtime.ingest.layout import new_batch_id
+from runtime.ingest.loader import halt_batch, resume
+from runtime.ingest.model import Ingest, PartRecord
+from tests.fixtures.ingest import (
+    drain,
+    forever,
+    handler_environment,
+    make_ingest,
+    record,
+    run_handler,
+    write_corpus,
+    write_file,
+)
+
+BAD_FILE = "2026-11-25T13-00003-bad.json"  # sorts among the good ones: rejected mid-batch
+
+
+@pytest.fixture
+def sqs(aws: Any) -> Any:
+    return aws("sqs")
+
+
+@pytest.fixture
+def queue_url(sqs: Any) -> str:
+    return sqs.create_queue(QueueName="state")["QueueUrl"]  # type: ignore[no-any-return]
+
+
+def corpus(root: Path) -> set[str]:
+    expected = write_corpus(root, files=8, records_per_file=25)
+    write_file(root, BAD_FILE, b'# junk\n{"a": tru}')
+    return expected
+
+
+def expire_leases(client: redis.Redis) -> None:
+    """DESIGN: expire a lease by rewriting its score, never by waiting."""
+    for batch in client.zrange(keys.PROCESSING, 0, -1):
+        client.zadd(keys.PROCESSING, {batch: 0})
+
+
+def age_claimed(root: Path, seconds: float) -> None:
+    """Make every claimed batch look quiet for `seconds` (its directories' mtimes)."""
+    stamp = time.time() - seconds
+    for directory in (root / "claimed").glob("*"):
+        for path in (directory, directory / ".parts"):
+            if path.exists():
+                os.utime(path, (stamp, stamp))
+
+
+def recorded_parts(root: Path) -> dict[str, PartRecord]:
+    out = {}
+    for path in root.glob("*/*/.parts/*.json"):
+        part = PartRecord.from_json(path.read_bytes())
+        out[part.id] = part
+    return out
+
+
+def assert_exactly_once_by_envelope(root: Path, bodies: list[bytes], expected: set[str]) -> int:
+    """Every record in exactly one envelope id; every envelope id carries one body, the one
+    recorded in its part file. Returns how many re-sends (same id, same body) arrived."""
+    records = recorded_parts(root)
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    copies = 0
+    for body in bodies:
+        envelope_id = orjson.loads(body)["id"]
+        copies += envelope_id in by_id
+        by_id[envelope_id].add(body)
+    owner: dict[str, str] = {}
+    for envelope_id, variants in by_id.items():
+        assert len(variants) == 1, f"{envelope_id} carried {len(variants)} different bodies"
+        [body] = variants
+        assert envelope_id in records, f"{envelope_id} was sent without a part record"
+        assert records[envelope_id].sha256 == hashlib.sha256(body).hexdigest()
+        for item in codec.decode(body).items:
+            assert owner.setdefault(item.id, envelope_id) == envelope_id, f"{item.id} in two parts"
+    missing = expected - set(owner)
+    assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:3]}"
+    assert set(owner) == expected
+    return copies
+
+
+def recover(root: Path, client: redis.Redis, sqs: Any, queue_url: str, *, redis_lost: bool) -> Ingest:
+    """What the schedule does after a crash: the checker hands the batch back, a loader runs."""
+    ingest = make_ingest(root, client, SqsSink(sqs, queue_url))
+    if redis_lost:
+        client.flushall()
+        age_claimed(root, ingest.settings.lease_s + 1)
+    else:
+        expire_leases(client)
+    run_checker(ingest)
+    run_loader(ingest, forever)
+    return ingest
+
+
+KILL_STEPS = [
+    "claim.mid",
+    "header.before",
+    "reject.before_link",
+    "link.before_unlink",
+    "part.published",
+    "part.sent",
+    "commit.before_rename",
+    "commit.after_rename",
+]
+
+
+@pytest.mark.parametrize("redis_lost", [False, True], ids=["redis-kept", "redis-flushed"])
+@pytest.mark.parametrize("step", KILL_STEPS)
+def test_kill_at_each_step_then_resume(
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    redis_server: Any,
+    moto: Any,
+    sqs: Any,
+    queue_url: str,
+    step: str,
+    redis_lost: bool,
+) -> None:
+    expected = corpus(tmp_path)
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, read_threads=2)
+
+    crashed = run_handler(env, kill_at=step)
+    assert crashed.returncode == KILLED_EXIT_CODE, f"never reached {step}: {crashed.stderr[-1500:]}"
+
+    ingest = recover(tmp_path, redis_client, sqs, queue_url, redis_lost=redis_lost)
+
+    resent = assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    if step == "part.sent":
+        assert resent > 0, "the parts sent before the kill were re-sent under their own ids"
+    assert ingest.counters.batches_halted == 0
+    assert not list((tmp_path / "claimed").iterdir()) and not list((tmp_path / "inbox").iterdir())
+    [reason] = list((tmp_path / "rejected").glob(f"*/{BAD_FILE}.reason.json"))
+    assert orjson.loads(reason.read_bytes())["code"] == "invalid_json"
+    assert len(list((tmp_path / "rejected").glob(f"*/{BAD_FILE}*"))) == 2, "one file, one reason"
+    assert client_is_tidy(redis_client)
+
+
+def client_is_tidy(client: redis.Redis) -> bool:
+    return client.zcard(keys.PROCESSING) == 0 and client.zcard(keys.RESUMABLE) == 0
+
+
+def _claim(ingest: Ingest, token: str) -> Any:
+    ensure_layout(ingest)
+    selection = select_settled(ingest, None, InboxListing(ingest))
+    return claim_selected(ingest, new_batch_id(), token, None, selection)
+
+
+def test_a_stale_loader_cannot_ack_commit_halt_or_quarantine(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    expected = write_corpus(tmp_path, files=8, records_per_file=25)
+    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+    stale_token = new_owner_token()
+    header = _claim(ingest, stale_token)
+    batch = header.batch
+
+    expire_leases(redis_client)
+    run_checker(ingest)
+    owner_token = new_owner_token()
+    taken = ingest.coord.take_resumable(owner_token, ingest.settings.lease_s)
+    assert taken is not None and taken.batch == batch
+
+    stale = BatchRun(ingest, header, stale_token, None, forever)
+    with pytest.raises(LeaseLost):
+        stale.run()  # publishes and sends (same ids, same bodies), then its ack is refused
+    assert redis_client.scard(keys.ACKS_PREFIX + batch) == 0
+    with pytest.raises(LeaseLost):
+        ingest.coord.commit(batch, stale_token)
+    victim = tmp_path / "claimed" / batch / header.members[0].name
+    with pytest.raises(LeaseLost):
+        stale.reject(0, "invalid_json", "a stale loader's opinion")
+    halt_batch(ingest, batch, stale_token, "part_mismatch", "a stale loader's opinion")
+    assert victim.exists() and (tmp_path / "claimed" / batch).is_dir()
+    assert not (tmp_path / "rejected").exists() or not list((tmp_path / "rejected").iterdir())
+    assert not list((tmp_path / "halted").iterdir())
+
+    resume(ingest, taken, owner_token, None, forever)  # the owner: same records, so no halt
+    assert ingest.counters.batches_halted == 0 and ingest.counters.batches_committed == 1
+    assert ingest.counters.parts_resent > 0
+    resent = assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    assert resent == ingest.counters.parts_resent, "every part the stale loader sent went again, same body"
+
+
+def test_a_changed_body_halts_the_batch(
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    redis_server: Any,
+    moto: Any,
+    sqs: Any,
+    queue_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    corpus(tmp_path)
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url)
+    assert run_handler(env, kill_at="part.published").returncode == KILLED_EXIT_CODE
+
+    real_encoder = codec.ItemEncoder
+    monkeypatch.setattr(codec, "ItemEncoder", lambda: real_encoder(step=0, attempt=1))  # "a deploy"
+    ingest = recover(tmp_path, redis_client, sqs, queue_url, redis_lost=False)
+
+    assert ingest.counters.batches_halted == 1
+    [halted] = list((tmp_path / "halted").iterdir())
+    assert orjson.loads((halted / ".halted.json").read_bytes())["reason"] == "part_mismatch"
+    assert drain(sqs, queue_url) == [], "no different body was ever sent under a recorded id"
+    assert redis_client.zscore(keys.HALTED, halted.name) is not None
+    assert client_is_tidy(redis_client)
+
+
+class EnoentAfterRename(Fs):
+    """Every rename succeeds and then answers ENOENT, as a retried EFS rename can."""
+
+    def rename(self, source: str, target: str) -> None:
+        super().rename(source, target)
+        raise FileNotFoundError(2, "No such file or directory", source)
+
+
+def test_enoent_after_a_successful_rename_loses_nothing(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    expected = corpus(tmp_path)
+    late = write_file(tmp_path, "z-late.json", orjson.dumps(record(7, 0)), age_s=0)
+
+    class AlsoAStaleClaim(EnoentAfterRename):
+        def write_once(self, path: str, data: bytes) -> bool:
+            published = super().write_once(path, data)
+            if path.endswith(".header.json") and late.exists():
+                os.rename(late, Path(path).parent / late.name)
+            return published
+
+    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), fs=AlsoAStaleClaim())
+    run_loader(ingest, forever)
+
+    assert ingest.counters.batches_committed == 1 and ingest.counters.vanished_files == 0
+    assert ingest.counters.returned_to_inbox == 1 and (tmp_path / "inbox" / "z-late.json").exists()
+    assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    assert client_is_tidy(redis_client)
+
+
+def test_a_file_that_kills_the_loader_is_quarantined_as_crash(
+    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, sqs: Any, queue_url: str
+) -> None:
+    expected = corpus(tmp_path)
+    poison = "2026-11-25T13-00005-poison.json"
+    write_file(tmp_path, poison, orjson.dumps([record(99, i) for i in range(3)]))
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, max_crash_runs=1)
+    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), max_crash_runs=1)
+
+    for run in range(2):  # a normal run dies; then a crash-isolation run dies on the same file
+        died = run_handler(env, kill_at=f"parse.file={poison}")
+        assert died.returncode == KILLED_EXIT_CODE, f"run {run}: {died.stderr[-1500:]}"
+        expire_leases(redis_client)
+        run_checker(ingest)
+    cursor = redis_client.hget(keys.CURSORS, redis_client.zrange(keys.RESUMABLE, 0, 0)[0])
+    assert cursor is not None, "the crash-isolation run recorded the file it was on"
+
+    finished = run_handler(env, kill_at=f"parse.file={poison}")
+    assert finished.returncode == 0, finished.stderr[-1500:]
+
+    assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    [reason] = list((tmp_path / "rejected").glob(f"*/{poison}.reason.json"))
+    assert orjson.loads(reason.read_bytes())["code"] == "crash"
+    assert client_is_tidy(redis_client) and redis_client.hlen(keys.CURSORS) == 0
+
+
+def test_checker_halts_a_batch_past_the_resend_horizon(
+    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, sqs: Any, queue_url: str
+) -> None:
+    corpus(tmp_path)
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url)
+    assert run_handler(env, kill_at="part.sent").returncode == KILLED_EXIT_CODE
+    [claimed] = list((tmp_path / "claimed").iterdir())
+    old_batch = "20200101T000000.000Z-0000abcd"  # claimed long ago, by its id
+    claimed.rename(claimed.with_name(old_batch))
+    redis_client.flushall()
+
+    result = run_checker(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), resend_horizon_s=3600))
+
+    assert result.halted == [old_batch]
+    assert (tmp_path / "halted" / old_batch / ".header.json").exists()
+    assert result.halted_batches == 1 and result.inbox_depth == 0
