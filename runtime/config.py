@@ -79,6 +79,12 @@ class PipelineSettings(Section):
     dedup_horizon_s: int = Field(86_400, ge=1)
     history_limit: int = Field(0, ge=0)
     fifo_items_per_envelope: int = Field(50, ge=1)
+    router: str = Field(
+        "runtime.examples.enrich:router", description="'package.module:attribute' of the router to run"
+    )
+    results_prefix: str = "results/"
+    io_threads: int = Field(8, ge=1, le=64, description="concurrent ledger/sink requests per batch")
+    fifo_group_field: str = Field("", description="state field naming an item's FIFO group; empty: config")
 
 
 class Settings(BaseSettings):

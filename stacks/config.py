@@ -164,6 +164,13 @@ class PipelineConfig(Frozen):
     fifo_items_per_envelope: int = Field(50, ge=1)
     fifo_bounce_allowance: int = Field(20, ge=0)
     history_limit: int = Field(0, ge=0, description="transitions kept per item; 0 keeps none")
+    router: str = Field(
+        "runtime.examples.enrich:router",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'package.module:attribute' of the router the router functions run",
+    )
+    io_threads: int = Field(8, ge=1, le=64, description="concurrent ledger/sink requests per batch")
+    fifo_group_field: str = Field("", description="state field naming an item's FIFO group; empty: config")
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -1,0 +1,1 @@
+"""Example routers: hello/world, the stock-image state machine and enrich-and-store (ingest)."""

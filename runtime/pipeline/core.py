@@ -1,0 +1,497 @@
+"""The router core for standard queues: one batch of SQS records in, a report out.
+
+For each incoming envelope, in phases that batch their I/O across the whole batch:
+
+1. **claim** — one Redis call leases every envelope id; an id with a done marker is deleted
+   at once, one leased elsewhere is bounced for the lease's remaining lifetime;
+2. **route** — the router runs over each item in order until the time budget is spent;
+   outcomes follow (next, done, retry with a recorded delay, poisoned, continued);
+3. **plan** — the outcome plan is created in the ledger (create-only); when one exists, it
+   governs instead: `complete` means nothing more to do, otherwise this run rebuilds exactly
+   the planned outputs (checked by sha256) or stops with `PlanMismatch`;
+4. **send** — next/retry/continuation envelopes to the state queue, poison to the DLQ;
+5. **sink** — the done items, one create-only object per envelope;
+6. **complete** — the ledger mark (only for plans that sent messages), then one Redis call
+   turns leases into done markers (or releases those that failed).
+
+A process may die anywhere: every step after the plan is repeatable under the same ids, and a
+redelivery follows the plan. Ledger writes per envelope: 1, plus 1 `complete` mark when it
+sends messages; Redis round trips per batch: 2.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import BotoCoreError, ClientError
+
+from runtime import codec
+from runtime.config import PipelineSettings, Settings
+from runtime.errors import EnvelopeError, SluiceError
+from runtime.ingest.kill import kill_point
+from runtime.observability import logger
+from runtime.pipeline.errors import PlanMismatch, PlanNotReproducible
+from runtime.pipeline.leases import ClaimStatus, Leases
+from runtime.pipeline.ledger import Ledger
+from runtime.pipeline.plan import (
+    CONTINUED,
+    DONE,
+    NEXT,
+    OUTCOME_NAMES,
+    POISONED,
+    RETRY,
+    Failure,
+    ItemExtras,
+    Output,
+    OutputKind,
+    Plan,
+    backoff_delay_s,
+    build_outputs,
+    extras_from_plan,
+    quarantine_outputs,
+)
+from runtime.pipeline.routing import (
+    FAILED,
+    NOT_RUN,
+    POISON_NOW,
+    Deadline,
+    Routed,
+    RouteLimits,
+    route_envelope,
+    route_item,
+)
+from runtime.pipeline.sender import Bounce, Outgoing, change_visibility, send_all
+from runtime.pipeline.sinks import Sink
+from runtime.pipeline.state import Router
+
+INVALID_JSON = "invalid_json"
+INVALID_ENVELOPE = "invalid_envelope"
+MAX_VISIBILITY_S = 43_200
+# A failure of one envelope's I/O (ledger, sink, plan reproduction) fails that envelope alone.
+ENVELOPE_ERRORS = (BotoCoreError, ClientError, SluiceError)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineClients:
+    """Everything the core talks to, injected (real clients, pointed at AWS or moto)."""
+
+    sqs: Any
+    dynamodb: Any
+    redis: Any
+    sink: Sink
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Queue URLs: where deliveries come from (bounces), where outputs and poison go."""
+
+    source_url: str
+    next_url: str
+    dlq_url: str
+
+    @classmethod
+    def standard(cls, settings: Settings) -> Targets:
+        queues = settings.queues
+        return cls(source_url=queues.state_url, next_url=queues.state_url, dlq_url=queues.state_dlq_url)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One SQS record, parsed. A body that is JSON but not an envelope becomes one item whose
+    id is the SQS message id; a body that cannot be read carries its `quarantine` reason."""
+
+    index: int
+    message_id: str
+    receipt_handle: str
+    body: str
+    group_id: str | None
+    envelope: codec.Envelope | None = None
+    quarantine: Failure | None = None
+
+    @property
+    def envelope_id(self) -> str:
+        return self.envelope.id if self.envelope is not None else self.message_id
+
+
+def parse_delivery(index: int, record: Mapping[str, Any]) -> Delivery:
+    sqs_record = SQSRecord(dict(record))
+    delivery = Delivery(
+        index=index,
+        message_id=sqs_record.message_id,
+        receipt_handle=sqs_record.receipt_handle,
+        body=sqs_record.body,
+        group_id=sqs_record.attributes.message_group_id,
+    )
+    try:
+        value = codec.parse_json(delivery.body)
+    except EnvelopeError as exc:
+        delivery.quarantine = Failure(INVALID_JSON, str(exc)[:512], poison_now=True)
+        return delivery
+    if not codec.looks_like_envelope(value):
+        item = codec.Item(id=delivery.message_id, step=0, attempt=0, state=value)
+        delivery.envelope = codec.Envelope(id=delivery.message_id, parent=None, items=(item,))
+        return delivery
+    try:
+        delivery.envelope = codec.envelope_from_value(value)
+    except EnvelopeError as exc:
+        delivery.quarantine = Failure(INVALID_ENVELOPE, str(exc)[:512], poison_now=True)
+    return delivery
+
+
+class Status(Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Work:
+    """One leased envelope on its way through the phases."""
+
+    delivery: Delivery
+    routed: Routed | None = None
+    outputs: list[Output] = field(default_factory=list)
+    plan: Plan | None = None
+    status: Status = Status.RUNNING
+    followed: bool = False
+    mismatch: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status is Status.RUNNING
+
+    def fail(self, reason: str, exc: BaseException | None = None) -> None:
+        self.status = Status.FAILED
+        logger.warning(
+            "envelope failed; it will be redelivered",
+            extra={"envelope": self.delivery.envelope_id, "reason": reason, "error": repr(exc)},
+        )
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: the failed message ids (for `batchItemFailures`) and counters."""
+
+    failed_message_ids: list[str] = field(default_factory=list)
+    messages: int = 0
+    skipped_done: int = 0
+    bounced: int = 0
+    followed_plans: int = 0
+    plan_mismatches: int = 0
+    quarantined: int = 0
+    ledger_writes: int = 0
+    redis_round_trips: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    steps: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def transitions(self) -> int:
+        return sum(self.steps.values())
+
+    def response(self) -> PartialItemFailureResponse:
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in self.failed_message_ids]}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How routed items become outcomes: standard queues retry items on their own."""
+
+    settings: PipelineSettings
+    rng: random.Random
+
+    def decide(self, envelope: codec.Envelope, routed: Routed) -> tuple[str, dict[int, ItemExtras]]:
+        outcomes: list[str] = []
+        extras: dict[int, ItemExtras] = {}
+        for index, result in enumerate(routed.results):
+            if result in (NEXT, DONE):
+                outcomes.append(result)
+            elif result == NOT_RUN:
+                outcomes.append(CONTINUED)
+            else:
+                outcome, extra = self._failed(envelope.items[index], routed.failures[index], result)
+                outcomes.append(outcome)
+                extras[index] = extra
+        return "".join(outcomes), extras
+
+    def _failed(self, item: codec.Item, failure: Failure, result: str) -> tuple[str, ItemExtras]:
+        if result == POISON_NOW or item.attempt + 1 >= self.settings.max_attempts:
+            return POISONED, ItemExtras(reason=failure.reason, detail=failure.detail)
+        assert result == FAILED
+        delay = backoff_delay_s(
+            item.attempt, base_s=self.settings.backoff_base_s, cap_s=self.settings.backoff_cap_s, rng=self.rng
+        )
+        return RETRY, ItemExtras(delay_s=delay, reason=failure.reason, detail=failure.detail)
+
+
+def process_batch(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    router: Router,
+    clients: PipelineClients,
+    settings: Settings,
+    remaining_ms: float,
+    targets: Targets | None = None,
+    rng: random.Random | None = None,
+) -> BatchResult:
+    """Process one batch of Lambda SQS records (standard queue). See the module docs."""
+    cfg = settings.require_pipeline()
+    targets = targets or Targets.standard(settings)
+    deliveries = [parse_delivery(i, record) for i, record in enumerate(records)]
+    result = BatchResult(messages=len(deliveries))
+    leases = Leases(clients.redis, lease_ms=cfg.lease_s * 1000, done_ttl_ms=cfg.done_marker_ttl_s * 1000)
+    works = _claim(deliveries, leases, clients.sqs, targets, result)
+    limits = RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes)
+    deadline = Deadline(remaining_ms, cfg.time_budget_margin_s)
+    policy = Policy(cfg, rng or random.Random())
+    for work in works:
+        _draft(work, router, limits, deadline, policy)
+    ledger = Ledger(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s)
+    with ThreadPoolExecutor(max_workers=max(1, min(cfg.io_threads, len(works)))) as pool:
+        _settle_plans(works, ledger, router=router, limits=limits, pool=pool, result=result)
+        kill_point("router.after_plan")
+        _send_outputs(works, clients.sqs, targets, settings.queues.max_message_bytes)
+        kill_point("router.after_send")
+        _each(pool, works, lambda w: _write_sink(w, clients.sink))
+        kill_point("router.after_sink")
+        _each(pool, works, lambda w: _complete(w, ledger, result))
+    _finish(works, deliveries, leases, result)
+    return result
+
+
+def _claim(
+    deliveries: Sequence[Delivery], leases: Leases, sqs: Any, targets: Targets, result: BatchResult
+) -> list[Work]:
+    """Lease each envelope once; skip the done, bounce the leased elsewhere."""
+    first: dict[str, Delivery] = {}
+    for delivery in deliveries:
+        first.setdefault(delivery.envelope_id, delivery)
+    unique = list(first.values())
+    claims = leases.claim([d.envelope_id for d in unique])
+    result.redis_round_trips += 1
+    works: list[Work] = []
+    bounces: list[Bounce] = []
+    for delivery, claim in zip(unique, claims, strict=True):
+        if claim.status is ClaimStatus.ACQUIRED:
+            works.append(Work(delivery))
+        elif claim.status is ClaimStatus.DONE:
+            result.skipped_done += 1
+        else:
+            visibility = min(MAX_VISIBILITY_S, max(1, math.ceil(claim.remaining_ms / 1000)))
+            bounces.append(Bounce(delivery.receipt_handle, visibility))
+            result.failed_message_ids.append(delivery.message_id)
+            result.bounced += 1
+    if bounces:
+        change_visibility(sqs, targets.source_url, bounces)
+    return works
+
+
+def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, policy: Policy) -> None:
+    """Route the envelope and build the plan this run would write."""
+    delivery = work.delivery
+    if delivery.quarantine is not None:
+        work.outputs = quarantine_outputs(delivery.message_id, delivery.body.encode(), delivery.quarantine)
+        work.plan = Plan(outcomes=POISONED, outputs=tuple(o.planned for o in work.outputs))
+        return
+    envelope = delivery.envelope
+    assert envelope is not None
+    work.routed = route_envelope(envelope, router, limits, deadline)
+    outcomes, extras = policy.decide(envelope, work.routed)
+    try:
+        work.outputs = build_outputs(
+            envelope, outcomes, work.routed.next_items, extras, max_bytes=limits.max_message_bytes
+        )
+    except SluiceError as exc:  # e.g. a retry envelope over the size limit
+        work.fail("outputs could not be built", exc)
+        return
+    work.plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in work.outputs))
+
+
+def _settle_plans(
+    works: Sequence[Work],
+    ledger: Ledger,
+    *,
+    router: Router,
+    limits: RouteLimits,
+    pool: ThreadPoolExecutor,
+    result: BatchResult,
+) -> None:
+    """Create each plan in the ledger, or adopt the stored one (one write per envelope)."""
+
+    def settle(work: Work) -> None:
+        assert work.plan is not None
+        stored = ledger.create_or_get(work.delivery.envelope_id, work.plan)
+        if stored.created:
+            return
+        work.followed = True
+        work.plan = stored.plan
+        if stored.plan.complete:
+            work.outputs = []
+            work.status = Status.SUCCEEDED
+            return
+        try:
+            work.outputs = _rebuild(work, stored.plan, router, limits)
+        except PlanMismatch:
+            work.mismatch = True
+            raise
+
+    result.ledger_writes += sum(w.running for w in works)
+    _each(pool, works, settle)
+    for work in works:
+        result.followed_plans += work.followed
+        result.plan_mismatches += work.mismatch
+        if work.mismatch:
+            logger.error(
+                "PlanMismatch: a re-run's outputs differ from the recorded plan; nothing sent",
+                extra={"envelope": work.delivery.envelope_id},
+            )
+
+
+def _rebuild(work: Work, plan: Plan, router: Router, limits: RouteLimits) -> list[Output]:
+    """The outputs of a stored plan, rebuilt by this run; PlanMismatch if they differ."""
+    delivery = work.delivery
+    extras = extras_from_plan(plan)
+    if delivery.quarantine is not None:
+        extra = extras.get(0, ItemExtras())
+        failure = Failure(reason=extra.reason or "", detail=extra.detail or "")
+        outputs = quarantine_outputs(delivery.message_id, delivery.body.encode(), failure)
+    else:
+        envelope, routed = delivery.envelope, work.routed
+        assert envelope is not None and routed is not None
+        if len(plan.outcomes) != len(envelope.items):
+            raise PlanMismatch("the plan has a different number of items")
+        next_items = _planned_next_items(envelope, plan, routed, router, limits)
+        outputs = build_outputs(
+            envelope, plan.outcomes, next_items, extras, max_bytes=limits.max_message_bytes
+        )
+    if not plan.matches(outputs):
+        raise PlanMismatch(f"outputs of {delivery.envelope_id} differ from its plan")
+    return outputs
+
+
+def _planned_next_items(
+    envelope: codec.Envelope, plan: Plan, routed: Routed, router: Router, limits: RouteLimits
+) -> dict[int, bytes]:
+    """This run's next items for every item the plan routed to `next` (re-routing as needed)."""
+    next_items: dict[int, bytes] = {}
+    for index, planned in enumerate(plan.outcomes):
+        ours = routed.results[index]
+        if planned in (NEXT, DONE) and ours in (NEXT, DONE) and planned != ours:
+            raise PlanMismatch(f"item {index} was {planned} in the plan, {ours} now")
+        if planned != NEXT:
+            continue
+        if ours == NEXT:
+            next_items[index] = routed.next_items[index]
+            continue
+        again = Routed()
+        route_item(again, 0, envelope.items[index], router, limits=limits, fits=lambda _body: True)
+        if again.results[0] == DONE:
+            raise PlanMismatch(f"item {index} was routed on in the plan, done now")
+        if again.results[0] != NEXT:
+            raise PlanNotReproducible(f"item {index} failed again: {again.failures[0].reason}")
+        next_items[index] = again.next_items[0]
+    return next_items
+
+
+def _send_outputs(works: Sequence[Work], sqs: Any, targets: Targets, max_bytes: int) -> None:
+    outgoing = [
+        Outgoing(
+            queue_url=targets.dlq_url if output.kind is OutputKind.POISONED else targets.next_url,
+            output=output,
+            owner=number,
+        )
+        for number, work in enumerate(works)
+        if work.running
+        for output in work.outputs
+        if output.kind is not OutputKind.SINK
+    ]
+    if not outgoing:
+        return
+    for number in send_all(sqs, outgoing, max_request_bytes=max_bytes):
+        works[number].fail("output messages could not be sent")
+
+
+def _write_sink(work: Work, sink: Sink) -> None:
+    for output in work.outputs:
+        if output.kind is OutputKind.SINK:
+            sink.write(work.delivery.envelope_id, output.body)
+
+
+def _complete(work: Work, ledger: Ledger, result: BatchResult) -> None:
+    assert work.plan is not None
+    if work.plan.needs_complete_mark:
+        ledger.mark_complete(work.delivery.envelope_id)
+        result.ledger_writes += 1
+    work.status = Status.SUCCEEDED
+
+
+def _each(pool: ThreadPoolExecutor, works: Sequence[Work], step: Callable[[Work], None]) -> None:
+    """Run `step` for every running work, concurrently; an I/O error fails that work alone."""
+    running = [w for w in works if w.running]
+    if len(running) == 1:
+        _guarded(step, running[0])
+        return
+    for _ in pool.map(lambda w: _guarded(step, w), running):
+        pass
+
+
+def _guarded(step: Callable[[Work], None], work: Work) -> None:
+    try:
+        step(work)
+    except ENVELOPE_ERRORS as exc:
+        work.fail(type(exc).__name__, exc)
+
+
+def _finish(
+    works: Sequence[Work], deliveries: Sequence[Delivery], leases: Leases, result: BatchResult
+) -> None:
+    """Turn leases into done markers (or release them), count, and list the failed messages."""
+    succeeded = [w for w in works if w.status is Status.SUCCEEDED]
+    failed = [w for w in works if w.status is not Status.SUCCEEDED]
+    leases.finish(
+        done=[w.delivery.envelope_id for w in succeeded], released=[w.delivery.envelope_id for w in failed]
+    )
+    result.redis_round_trips += 1
+    # A second delivery of an envelope in the same batch shares the first one's fate.
+    reported = set(result.failed_message_ids)
+    failed_ids = {w.delivery.envelope_id for w in failed}
+    failed_ids.update(d.envelope_id for d in deliveries if d.message_id in reported)
+    for work in succeeded:
+        _count_outcomes(work, result)
+    for delivery in deliveries:
+        if delivery.envelope_id in failed_ids and delivery.message_id not in reported:
+            result.failed_message_ids.append(delivery.message_id)
+    _log_poison(succeeded)
+
+
+def _count_outcomes(work: Work, result: BatchResult) -> None:
+    assert work.plan is not None
+    if work.routed is not None:
+        result.steps.update(work.routed.steps)
+    if work.delivery.quarantine is not None:
+        result.quarantined += 1
+    if not (work.followed and work.plan.complete):
+        result.outcomes.update(OUTCOME_NAMES[o] for o in work.plan.outcomes)
+
+
+def _log_poison(works: Sequence[Work]) -> None:
+    for work in works:
+        for output in work.outputs:
+            if output.kind is OutputKind.POISONED:
+                logger.warning(
+                    "item quarantined to the DLQ",
+                    extra={
+                        "envelope": work.delivery.envelope_id,
+                        "output": output.planned.id,
+                        "reason": output.planned.reason,
+                        "detail": output.planned.detail,
+                    },
+                )

@@ -1,0 +1,285 @@
+"""The router core on standard queues: in-process moto (SQS, DynamoDB, S3) and a real Redis."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+import redis
+from moto import mock_aws
+
+from local.servers import RedisServer
+from runtime import codec
+from runtime.examples.hello import router as hello_router
+from runtime.pipeline import PoisonItem, mutation
+from runtime.pipeline.leases import Leases
+from runtime.pipeline.plan import REASON_ATTRIBUTE, SOURCE_ATTRIBUTE
+from tests.pipeline_support import Harness, envelope
+
+
+@pytest.fixture
+def make_harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Any]:
+    with mock_aws():
+
+        def make(**pipeline: Any) -> Harness:
+            return Harness.create(
+                lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url, **pipeline
+            )
+
+        yield make
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [orjson.loads(m["Body"]) for m in messages]
+
+
+def test_hello_world_is_done_after_two_steps(make_harness: Any) -> None:
+    h = make_harness()
+    h.send(envelope("hello-1", [{}]))
+    h.run(hello_router)
+
+    [item] = h.sunk_items()
+    assert item["state"] == {"greeting": "hello", "name": "world"}
+    assert item["step"] == 2
+    assert [r.transitions for r in h.results] == [1, 1, 1]  # greeting, name, then None
+    steps = [step for r in h.results for (step, _status) in r.steps]
+    assert steps == ["add_greeting", "add_name", "done"]
+    assert h.drain(h.dlq_url) == []
+
+
+def test_next_states_are_packed_into_as_few_messages_as_fit(make_harness: Any) -> None:
+    h = make_harness(max_message_bytes=2048)
+    h.send(envelope("pack-1", [{"n": i, "pad": "x" * 100} for i in range(40)]))
+    result = h.process(h.receive(), lambda s: {**s, "seen": True} if "seen" not in s else None)
+
+    outputs = h.drain(h.state_url)
+    outputs.sort(key=lambda m: orjson.loads(m["Body"])["items"][0]["state"]["n"])
+    sizes = [len(m["Body"].encode()) for m in outputs]
+    assert all(size <= 2048 for size in sizes) and len(outputs) > 1
+    parsed = bodies(outputs)
+    items = [item for body in parsed for item in body["items"]]
+    assert [i["id"] for i in items] == [f"r#{n}" for n in range(40)]
+    assert all(i["state"]["seen"] and i["step"] == 1 for i in items)
+    for size, following in zip(sizes[:-1], parsed[1:], strict=True):  # greedy: the next item did not fit
+        assert size + 1 + len(codec.dumps(following["items"][0])) > 2048
+    assert result.outcomes == {"next": 40}
+    assert result.ledger_writes == 2  # the plan and its complete mark, not one per item
+
+
+def test_a_mutation_never_changes_the_callers_object() -> None:
+    @mutation
+    def deepen(state: dict[str, Any]) -> dict[str, Any]:
+        state["nested"]["list"].append(3)
+        state["top"] = "changed"
+        return state
+
+    original = {"nested": {"list": [1, 2]}, "top": "kept"}
+    updated = deepen(original)
+    assert original == {"nested": {"list": [1, 2]}, "top": "kept"}
+    assert updated == {"nested": {"list": [1, 2, 3]}, "top": "changed"}
+
+
+def test_redelivery_after_complete_sends_nothing(make_harness: Any, redis_client: redis.Redis) -> None:
+    h = make_harness()
+    body = envelope("again-1", [{}])
+    h.send(body)
+    h.process(h.receive(), hello_router)
+    first = h.drain(h.state_url)
+    assert len(first) == 1
+
+    redis_client.flushall()  # no done marker: only the ledger's complete mark can stop it
+    h.send(body)
+    result = h.process(h.receive(), hello_router)
+    assert result.followed_plans == 1 and result.failed_message_ids == []
+    assert h.drain(h.state_url) == []
+
+    h.send(body)  # and with the done marker back, Redis skips it without the ledger
+    result = h.process(h.receive(), hello_router)
+    assert result.skipped_done == 1 and result.ledger_writes == 0
+    assert h.drain(h.state_url) == []
+
+
+def test_poison_item_reaches_the_dlq_after_max_attempts_while_mates_complete(make_harness: Any) -> None:
+    h = make_harness(max_attempts=3)
+    calls: list[int] = []
+
+    def router(state: dict[str, Any]) -> dict[str, Any] | None:
+        if state.get("bad"):
+            calls.append(1)
+            raise ValueError("cannot handle this one")
+        return None
+
+    h.send(envelope("mixed-1", [{"n": 0}, {"n": 1, "bad": True}, {"n": 2}]))
+    h.run(router)
+
+    assert sorted(i["state"]["n"] for i in h.sunk_items()) == [0, 2]
+    [dead] = h.drain(h.dlq_url)
+    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "ValueError"
+    [item] = orjson.loads(dead["Body"])["items"]
+    assert item["id"] == "r#1" and item["attempt"] == 2
+    assert len(calls) == 3  # attempts 0, 1 and 2, each in its own retry envelope
+    outcomes = sum((r.outcomes for r in h.results), start=type(h.results[0].outcomes)())
+    assert outcomes == {"done": 2, "retry": 2, "poisoned": 1}
+
+
+def test_retry_delay_is_backoff_with_jitter_recorded_in_the_plan(make_harness: Any) -> None:
+    h = make_harness(backoff_base_s=4, backoff_cap_s=900, max_attempts=5)
+    h.send(envelope("delay-1", [{"n": 0}], attempt=3))
+    result = h.process(h.receive(), lambda s: 1 / 0, rng=random.Random(7))
+    assert result.outcomes == {"retry": 1}
+    plan = h.ledger.read("delay-1")
+    assert plan is not None
+    [retry] = plan.outputs
+    assert 16 <= retry.delay_s <= 32  # 4 * 2**3 = 32, equal jitter keeps the upper half
+    assert retry.reason == "ZeroDivisionError"
+
+
+def test_router_that_never_finishes_ends_in_the_dlq_with_step_limit(make_harness: Any) -> None:
+    h = make_harness(max_steps=3)
+    h.send(envelope("loop-1", [{"n": 0}]))
+    h.run(lambda s: {**s, "n": s["n"] + 1})
+
+    [dead] = h.drain(h.dlq_url)
+    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "step limit"
+    [item] = orjson.loads(dead["Body"])["items"]
+    assert item["step"] == 3 and item["state"] == {"n": 3}
+    assert h.sunk_items() == []
+
+
+def test_poison_item_exception_skips_the_retries(make_harness: Any) -> None:
+    h = make_harness(max_attempts=5)
+
+    def router(state: Any) -> None:
+        raise PoisonItem("unsupported", "no handler for this kind")
+
+    h.send(envelope("now-1", [{"n": 0}]))
+    h.run(router)
+    [dead] = h.drain(h.dlq_url)
+    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "unsupported"
+    assert len(h.results) == 1
+
+
+def test_out_of_time_items_leave_together_in_one_continuation(make_harness: Any) -> None:
+    import time
+
+    h = make_harness(time_budget_margin_s=0)
+    runs: dict[int, int] = {}
+
+    def slow_router(state: dict[str, Any]) -> None:
+        runs[state["n"]] = runs.get(state["n"], 0) + 1
+        time.sleep(0.05)
+        return None
+
+    h.send(envelope("slow-1", [{"n": i} for i in range(10)]))
+    first = h.process(h.receive(), slow_router, remaining_ms=175)
+    assert first.outcomes["done"] >= 1 and first.outcomes["continued"] >= 1
+    assert first.outcomes["done"] + first.outcomes["continued"] == 10
+    [continuation] = bodies(h.receive())
+    ran = first.outcomes["done"]
+    assert [i["state"]["n"] for i in continuation["items"]] == list(range(ran, 10))
+    assert continuation["parent"] == "slow-1" and len(continuation["id"]) == 26
+
+    h.run(slow_router)
+    assert runs == {n: 1 for n in range(10)}  # nothing ran twice
+    assert sorted(i["state"]["n"] for i in h.sunk_items()) == list(range(10))
+
+
+def test_derived_ids_stay_26_characters_however_deep(make_harness: Any) -> None:
+    h = make_harness(max_steps=1000, history_limit=3)
+    h.send(envelope("batch-with-a-long-name/17", [{"n": 0}]))
+    depth = 30
+    ids: list[str] = []
+    for _ in range(depth):
+        messages = h.receive()
+        ids.extend(orjson.loads(m["Body"])["id"] for m in messages)
+        h.process(messages, lambda s: {"n": s["n"] + 1} if s["n"] < depth - 1 else None)
+    assert len(ids) == depth
+    assert all(len(i) == 26 for i in ids[1:])
+    [item] = h.sunk_items()
+    assert item["step"] == depth - 1
+    assert item["history"] == ["<lambda>"] * 3  # bounded history
+
+
+def test_a_non_deterministic_router_is_caught_and_nothing_is_sent(
+    make_harness: Any, redis_client: redis.Redis
+) -> None:
+    h = make_harness()
+    counter = iter(range(1000))
+    h.send(envelope("random-1", [{"n": 0}]))
+    messages = h.receive()
+    body = messages[0]["Body"]
+    first = h.process(messages, lambda s: {"v": next(counter)})
+    assert first.outcomes == {"next": 1}
+    sent = h.drain(h.state_url)
+    assert len(sent) == 1
+
+    # Redis lost everything and the ledger item lost its complete mark: a re-run must follow
+    # the plan, and this router now produces a different body.
+    redis_client.flushall()
+    h.dynamodb.update_item(
+        TableName="sluice-test-ledger", Key={"pk": {"S": "random-1"}}, UpdateExpression="REMOVE complete"
+    )
+    h.send(body)
+    again = h.process(h.receive(), lambda s: {"v": next(counter)})
+    assert again.plan_mismatches == 1
+    assert len(again.failed_message_ids) == 1
+    assert h.drain(h.state_url) == []
+
+
+def test_bad_json_is_quarantined_and_a_plain_json_body_is_one_item(make_harness: Any) -> None:
+    h = make_harness()
+    h.send("{not json")
+    h.send('{"order": 7}')
+    h.run(lambda s: None)
+
+    [dead] = h.drain(h.dlq_url)
+    assert dead["Body"] == "{not json"
+    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "invalid_json"
+    assert dead["MessageAttributes"][SOURCE_ATTRIBUTE]["StringValue"]
+    [item] = h.sunk_items()
+    assert item["state"] == {"order": 7}
+    assert len(item["id"]) == 36  # the SQS message id
+
+
+def test_delivery_leased_elsewhere_is_bounced_for_the_lease_remaining(
+    make_harness: Any, redis_client: redis.Redis
+) -> None:
+    h = make_harness()
+    other = Leases(redis_client, lease_ms=5_000, done_ttl_ms=1_000)
+    other.claim(["busy-1"])
+    h.send(envelope("busy-1", [{}]))
+    result = h.process(h.receive(), hello_router)
+    assert result.bounced == 1 and len(result.failed_message_ids) == 1
+    assert h.receive() == []  # invisible for the rest of the other worker's lease
+    assert h.drain(h.state_url) == []
+    assert h.ledger.read("busy-1") is None
+
+
+def test_handler_takes_the_canonical_lambda_event(make_harness: Any) -> None:
+    from runtime.pipeline import pipeline
+    from tests.events import load_event
+
+    h = make_harness()
+    handler = pipeline(hello_router, settings=h.settings, clients=h.clients)
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 30_000
+
+    response = handler(load_event("sqs_standard"), Context())
+    assert response == {"batchItemFailures": []}
+    outputs = bodies(h.drain(h.state_url))
+    assert sorted(len(o["items"]) for o in outputs) == [1, 1]
+    states = sorted((o["items"][0]["state"] for o in outputs), key=len)
+    assert states == [{"greeting": "hello"}, {"order": 42, "from": "the HTTP API", "greeting": "hello"}]
+    assert {o["parent"] for o in outputs} == {"batch-1/0", "2e1424d4-f796-459a-8184-9c92662be6da"}
+
+
+def test_codec_round_trips_history() -> None:
+    item = codec.Item(id="a", step=2, attempt=0, state={}, history=("x", "y"))
+    envelope_ = codec.Envelope(id="e", parent=None, items=(item,))
+    assert codec.decode(codec.encode(envelope_)) == envelope_
