@@ -6,6 +6,8 @@ Each failure is a `ConfigError` naming the settings to change; app.py turns it i
 
 from __future__ import annotations
 
+import re
+
 from runtime.errors import ConfigError
 from stacks.config import EnvironmentConfig
 
@@ -40,4 +42,33 @@ def _redis_engine(config: EnvironmentConfig) -> str | None:
     return None
 
 
-_CHECKS = (_batch_needs_window, _redis_engine)
+# EventBridge wants "rate(1 minute)" but "rate(5 minutes)": the unit's number must agree.
+_RATE = re.compile(r"^rate\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9]\d+) (?:minutes|hours|days))\)$")
+_CRON = re.compile(r"^cron\((?:\S+ ){5}\S+\)$")
+
+
+def _schedules(config: EnvironmentConfig) -> str | None:
+    ingest = config.ingest
+    for name in ("loader_schedule", "checker_schedule", "archiver_schedule"):
+        expression = getattr(ingest, name)
+        if not (_RATE.match(expression) or _CRON.match(expression)):
+            return (
+                f"ingest.{name}: {expression!r} is not an EventBridge schedule "
+                "(rate(1 minute), rate(5 minutes), cron(m h dom mon dow year))"
+            )
+    return None
+
+
+def _dlq_outlives_its_queue(config: EnvironmentConfig) -> str | None:
+    queues = config.queues
+    # A standard queue's message keeps its original enqueue time in the DLQ, so a DLQ that
+    # retains no longer than its source would delete poison the moment it arrives.
+    if queues.dlq_retention_s <= queues.retention_s:
+        return (
+            f"queues.dlq_retention_s ({queues.dlq_retention_s}) must exceed queues.retention_s "
+            f"({queues.retention_s}): SQS keeps a message's original enqueue time in the DLQ"
+        )
+    return None
+
+
+_CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue)

@@ -139,3 +139,40 @@ def test_cdk_synth_of_an_unknown_env_fails_with_its_name(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "unknown environment 'qa'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("expression", "valid"),
+    [
+        ("rate(1 minute)", True),
+        ("rate(5 minutes)", True),
+        ("rate(12 hours)", True),
+        ("cron(0/5 * * * ? *)", True),
+        ("rate(1 minutes)", False),
+        ("rate(5 minute)", False),
+        ("every minute", False),
+        ("cron(* * * *)", False),
+    ],
+)
+def test_schedules_are_checked_at_synth(expression: str, valid: bool) -> None:
+    config = load_environment(with_block("dev", {"ingest": {"checker_schedule": expression}}), "dev")
+    if valid:
+        validate_for_synth(config)
+    else:
+        with pytest.raises(ConfigError, match=r"ingest\.checker_schedule"):
+            validate_for_synth(config)
+
+
+def test_a_dlq_must_outlive_its_queue() -> None:
+    config = load_environment(
+        with_block(
+            "dev",
+            {
+                "queues": {"retention_s": 345_600, "dlq_retention_s": 345_600},
+                "ingest": {"resend_horizon_s": 3600},
+            },
+        ),
+        "dev",
+    )
+    with pytest.raises(ConfigError, match=r"queues\.dlq_retention_s"):
+        validate_for_synth(config)
