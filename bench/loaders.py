@@ -1,0 +1,174 @@
+"""Loader scenarios: baseline vs sluice through the moto server, and the sluice loader core
+alone (discarding sink; warm page cache, and with DESIGN's EFS latency model)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+
+from bench.baseline import load_inbox
+from bench.inbox import write_inbox
+from bench.measure import Measurement, SqsMeter, Stopwatch
+from runtime.clients import AWS_CLIENT_CONFIG
+from runtime.config import IngestSettings
+from runtime.ingest.coord import Coordinator
+from runtime.ingest.fs import Fs
+from runtime.ingest.layout import Layout
+from runtime.ingest.loader import LoaderResult, run_loader
+from runtime.ingest.model import Ingest
+from runtime.ingest.sender import DiscardingSink, Sink, SqsSink
+
+# DESIGN "Defaults and names": the EFS latency model.
+EFS_READ_LATENCY_S = 0.001
+EFS_WRITE_LATENCY_S = 0.0027
+
+
+class LatencyFs(Fs):
+    """`Fs` with EFS's latency: every modelled operation sleeps like a round trip would."""
+
+    def _read_op(self, count: int = 1) -> None:
+        super()._read_op(count)
+        time.sleep(EFS_READ_LATENCY_S * count)
+
+    def _write_op(self, count: int = 1) -> None:
+        super()._write_op(count)
+        time.sleep(EFS_WRITE_LATENCY_S * count)
+
+
+@dataclass(frozen=True)
+class Shape:
+    key: str
+    files: int
+    records_per_file: int
+    record_bytes: int = 400
+
+
+@dataclass
+class Servers:
+    redis_url: str
+    aws_endpoint_url: str
+
+    def redis(self) -> redis.Redis:
+        client = redis.Redis.from_url(self.redis_url)
+        client.flushall()
+        return client
+
+    def sqs(self, meter: SqsMeter) -> Any:
+        client = boto3.session.Session().client(
+            "sqs", endpoint_url=self.aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
+        )
+        return meter.attach(client)
+
+    def fresh_queue(self, sqs: Any, name: str) -> str:
+        url: str = sqs.create_queue(QueueName=f"bench-{name}-{time.monotonic_ns()}")["QueueUrl"]
+        return url
+
+
+def _settings(root: Path, threads: int) -> IngestSettings:
+    return IngestSettings(
+        root=str(root), settle_s=1.0, lease_s=600, deadline_margin_s=1.0, read_threads=threads
+    )
+
+
+def _run_sluice(
+    root: Path, client: redis.Redis, sink: Sink, fs: Fs, threads: int, max_message_bytes: int
+) -> LoaderResult:
+    ingest = Ingest(
+        settings=_settings(root, threads),
+        max_message_bytes=max_message_bytes,
+        fs=fs,
+        coord=Coordinator(client),
+        sink=sink,
+        layout=Layout(str(root)),
+    )
+    return run_loader(ingest, lambda: 1e9)
+
+
+def _fresh_share(shape: Shape) -> Path:
+    root = Path(tempfile.mkdtemp(prefix=f"sluice-bench-{shape.key}-"))
+    write_inbox(
+        root, files=shape.files, records_per_file=shape.records_per_file, record_bytes=shape.record_bytes
+    )
+    return root
+
+
+def baseline_through_moto(servers: Servers, shape: Shape) -> Measurement:
+    root = _fresh_share(shape)
+    meter = SqsMeter()
+    sqs = servers.sqs(meter)
+    queue = servers.fresh_queue(sqs, "baseline")
+    try:
+        with Stopwatch() as watch:
+            result = load_inbox(root / "inbox", sqs, queue, servers.redis())
+    finally:
+        shutil.rmtree(root)
+    return Measurement(
+        name=f"baseline:{shape.key}",
+        seconds=watch.seconds,
+        files=result.files,
+        records=result.records,
+        sqs_calls=meter.total_calls,
+        billed_units=meter.billed_units,
+        bytes_sent=meter.bytes_sent,
+        messages=meter.messages_sent,
+        peak_rss_mb=watch.peak_rss_mb,
+    )
+
+
+def sluice_through_moto(servers: Servers, shape: Shape, threads: int = 16) -> Measurement:
+    root = _fresh_share(shape)
+    meter = SqsMeter()
+    sqs = servers.sqs(meter)
+    queue = servers.fresh_queue(sqs, "sluice")
+    try:
+        with Stopwatch() as watch:
+            result = _run_sluice(root, servers.redis(), SqsSink(sqs, queue), Fs(), threads, 1_048_576)
+    finally:
+        shutil.rmtree(root)
+    return _from_loader(f"sluice:{shape.key}", watch, result, meter)
+
+
+def sluice_core(
+    servers: Servers, shape: Shape, *, latency: bool = False, threads: int = 16, name: str = ""
+) -> Measurement:
+    """The loader core alone: a discarding sink, so only parsing, packing, EFS and Redis count."""
+    root = _fresh_share(shape)
+    fs: Fs = LatencyFs() if latency else Fs()
+    sink = DiscardingSink()
+    try:
+        with Stopwatch() as watch:
+            result = _run_sluice(root, servers.redis(), sink, fs, threads, 1_048_576)
+    finally:
+        shutil.rmtree(root)
+    measurement = _from_loader(name or f"core:{shape.key}", watch, result, None)
+    measurement.billed_units = sink.billing_units
+    measurement.sqs_calls = sink.calls
+    return measurement
+
+
+def _from_loader(name: str, watch: Stopwatch, result: LoaderResult, meter: SqsMeter | None) -> Measurement:
+    counters = result.counters
+    files = counters["files"]
+    return Measurement(
+        name=name,
+        seconds=watch.seconds,
+        files=files,
+        records=counters["records"],
+        sqs_calls=meter.total_calls if meter else result.sqs_calls,
+        billed_units=meter.billed_units if meter else result.billing_units,
+        bytes_sent=meter.bytes_sent if meter else counters["bytes"],
+        messages=meter.messages_sent if meter else counters["parts"],
+        peak_rss_mb=watch.peak_rss_mb,
+        extra={
+            "efs_ops_per_file": round(result.efs_ops / files, 2) if files else 0.0,
+            "efs_read_ops": result.efs_read_ops,
+            "efs_write_ops": result.efs_write_ops,
+        },
+    )
