@@ -122,6 +122,13 @@ class PipPlatformBundling:
         return True
 
 
+def code_asset(project_root: Path) -> lambda_.AssetCode:
+    """The functions' code: the `runtime` package of `project_root`, without caches or tests."""
+    return lambda_.Code.from_asset(
+        str(project_root), ignore_mode=cdk.IgnoreMode.DOCKER, exclude=CODE_EXCLUDES
+    )
+
+
 def dependency_layer(scope: Construct, construct_id: str, python_version: str) -> lambda_.LayerVersion:
     runtime = PYTHON_RUNTIMES[python_version]
     # The layer changes only with the pinned requirements, the Python version and the platform.
@@ -179,9 +186,7 @@ class FunctionFactory(Construct):
         self.stateful = stateful
         self.runtime = PYTHON_RUNTIMES[config.functions.python_version]
         self.layer = dependency_layer(self, "DependencyLayer", config.functions.python_version)
-        self.code = lambda_.Code.from_asset(
-            str(PROJECT_ROOT), ignore_mode=cdk.IgnoreMode.DOCKER, exclude=CODE_EXCLUDES
-        )
+        self.code = code_asset(PROJECT_ROOT)
         self.removal_policy = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
 
     # -- the environment contract ---------------------------------------------------------------

@@ -5,15 +5,26 @@ source mappings. Each environment's app is built once per module; bundling is sk
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
 
 from runtime import observability
 from runtime.config import load_settings
 from runtime.errors import ConfigError
-from stacks.functions import EFS_MOUNT_PATH, METRIC_DIMENSIONS, METRICS_NAMESPACE, SERVICE_NAME, FunctionSpec
+from stacks.functions import (
+    EFS_MOUNT_PATH,
+    METRIC_DIMENSIONS,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    FunctionSpec,
+    PipPlatformBundling,
+    code_asset,
+)
 from stacks.stage import SluiceStage
 from tests.unit.test_stacks_stateful import build_stage
 
@@ -374,3 +385,43 @@ def test_an_environment_over_lambdas_limit_fails_synth_naming_the_projection() -
     projection = {f"field_{i:03d}": {"path": f"payload.nested.source_field_{i:03d}"} for i in range(80)}
     with pytest.raises(ConfigError, match=r"ingest\.projection.*over Lambda's 4096-byte limit"):
         build_stage("dev", {"ingest": {"projection": projection}})
+
+
+def test_code_asset_ships_only_the_runtime_package(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    for name, body in {
+        "runtime/__init__.py": "",
+        "runtime/handlers/loader.py": "def handler(event, context): ...\n",
+        "runtime/__pycache__/codec.cpython-311.pyc": "",
+        "runtime/ingest/tests/test_core.py": "",
+        "stacks/stage.py": "",
+        "tests/unit/test_x.py": "",
+        "requirements.txt": "orjson\n",
+        ".venv/bin/python": "",
+    }.items():
+        path = project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+    out = tmp_path / "out"
+    app = cdk.App(outdir=str(out))
+    stack = cdk.Stack(app, "AssetProbe")
+    lambda_.Function(
+        stack,
+        "Probe",
+        code=code_asset(project),
+        handler="runtime.handlers.loader.handler",
+        runtime=lambda_.Runtime.PYTHON_3_12,
+    )
+    app.synth()
+    (staged,) = [path for path in out.iterdir() if path.name.startswith("asset.")]
+    shipped = sorted(str(path.relative_to(staged)) for path in staged.rglob("*") if path.is_file())
+    assert shipped == ["runtime/__init__.py", "runtime/handlers/loader.py"]
+
+
+def test_layer_bundler_asks_pip_for_the_lambda_platform() -> None:
+    command = PipPlatformBundling(Path("requirements.txt"), "3.12").command("/out")
+    joined = " ".join(command)
+    assert "--platform manylinux2014_aarch64" in joined
+    assert "--only-binary=:all:" in joined
+    assert "--implementation cp --python-version 3.12" in joined
+    assert joined.endswith("--target /out/python")
