@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runtime.clients import aws_client
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
+from runtime.relay import metrics as names
 from runtime.relay.stream import relay_records
 
 
@@ -25,9 +26,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         group_key_field=relay.group_key_field,
         max_message_bytes=settings.queues.max_message_bytes,
     )
-    metrics.add_metric(name="RelaySent", unit=MetricUnit.Count, value=result.sent)
+    metrics.add_metric(name=names.RELAY_SENT, unit=MetricUnit.Count, value=result.sent)
     if result.failure is not None:
-        metrics.add_metric(name="RelayFailedRecords", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=names.RELAY_FAILED_RECORDS, unit=MetricUnit.Count, value=1)
         logger.error(
             "relay stopped at a record; Lambda retries from it",
             extra={"sequence_number": result.failed_sequence_number, "failure": result.failure},
