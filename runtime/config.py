@@ -87,6 +87,37 @@ class PipelineSettings(Section):
     fifo_group_field: str = Field("", description="state field naming an item's FIFO group; empty: config")
 
 
+class RelaySettings(Section):
+    """The relay: DynamoDB stream INSERTs -> FIFO queue (relay function) -> third-party API (drain).
+
+    The API key is never here: only the name of its SSM SecureString parameter.
+    """
+
+    fifo_url: str = ""
+    dlq_url: str = ""
+    ledger_table: str = ""
+    ledger_partition_key: str = "pk"
+    ledger_sort_key: str = Field("sk", description="empty when the ledger has no sort key")
+    ledger_ttl_attribute: str = "expires_at"
+    ledger_ttl_s: int = Field(86_400, ge=60, description="how long a delivery stays recognisable")
+    group_key_field: str = Field("pk", min_length=1, description="stream key whose value groups messages")
+    api_url: str = ""
+    api_key_parameter: str = ""
+    api_key_header: str = Field("x-api-key", min_length=1)
+    idempotency_header: str = Field("Idempotency-Key", min_length=1)
+    api_key_cache_s: int = Field(300, ge=1)
+    calls_per_minute: int = Field(60, ge=1)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    deadline_margin_s: float = Field(15.0, ge=0)
+    retry_backoff_base_s: float = Field(5.0, gt=0)
+    retry_backoff_cap_s: int = Field(900, ge=1, le=43_200)
+    breaker_failure_threshold: int = Field(3, ge=1)
+    breaker_backoff_base_s: float = Field(30.0, gt=0)
+    breaker_backoff_cap_s: int = Field(900, ge=1, le=900)
+    response_excerpt_bytes: int = Field(1024, ge=0, le=100_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -102,6 +133,7 @@ class Settings(BaseSettings):
     queues: QueueSettings = QueueSettings()
     ingest: IngestSettings | None = None
     pipeline: PipelineSettings | None = None
+    relay: RelaySettings | None = None
 
     def require_ingest(self) -> IngestSettings:
         if self.ingest is None:
@@ -112,6 +144,11 @@ class Settings(BaseSettings):
         if self.pipeline is None:
             raise ConfigError(f"{ENV_PREFIX}PIPELINE__* settings are not set")
         return self.pipeline
+
+    def require_relay(self) -> RelaySettings:
+        if self.relay is None:
+            raise ConfigError(f"{ENV_PREFIX}RELAY__* settings are not set")
+        return self.relay
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:

@@ -216,6 +216,45 @@ class StorageConfig(Frozen):
         return self
 
 
+class RelayConfig(Frozen):
+    """The relay: stream INSERTs -> FIFO (relay function) -> scheduled drain -> third-party API."""
+
+    api_url: str = Field("", description="the third-party endpoint; required to deploy the drain")
+    api_key_header: str = Field("x-api-key", min_length=1)
+    idempotency_header: str = Field("Idempotency-Key", min_length=1)
+    partition_key_field: str = Field("pk", min_length=1, description="stream key that groups messages")
+    drain_schedule: str = "rate(1 minute)"
+    drain_timeout_s: int = Field(60, ge=10, le=LAMBDA_MAX_TIMEOUT_S)
+    relay_timeout_s: int = Field(30, ge=3, le=LAMBDA_MAX_TIMEOUT_S)
+    calls_per_minute: int = Field(60, ge=1, le=100_000)
+    api_key_cache_s: int = Field(300, ge=1, le=86_400)
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    deadline_margin_s: float = Field(15.0, ge=0)
+    retry_backoff_base_s: float = Field(5.0, gt=0)
+    retry_backoff_cap_s: int = Field(900, ge=1, le=SQS_MAX_VISIBILITY_S)
+    breaker_failure_threshold: int = Field(3, ge=1, le=100)
+    breaker_backoff_base_s: float = Field(30.0, gt=0)
+    breaker_backoff_cap_s: int = Field(900, ge=1, le=900, description="the probe interval's ceiling")
+    stream_batch_size: int = Field(100, ge=1, le=10_000)
+    max_record_age_s: int = Field(86_400, ge=60, le=604_800)
+    retry_attempts: int = Field(10, ge=0, le=10_000)
+    oldest_message_alarm_s: int = Field(3600, ge=60)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RelayConfig:
+        if self.api_url and not re.match(r"^https?://[^\s/]+", self.api_url):
+            raise ValueError("relay.api_url must be an http(s) URL")
+        # One API call must fit between the drain's deadline check and its timeout.
+        if self.deadline_margin_s < self.connect_timeout_s + self.read_timeout_s:
+            raise ValueError("relay.deadline_margin_s must cover connect_timeout_s + read_timeout_s")
+        if self.deadline_margin_s >= self.drain_timeout_s:
+            raise ValueError("relay.deadline_margin_s must be below relay.drain_timeout_s")
+        if self.breaker_backoff_base_s > self.breaker_backoff_cap_s:
+            raise ValueError("relay.breaker_backoff_base_s must not exceed breaker_backoff_cap_s")
+        return self
+
+
 class AlarmConfig(Frozen):
     dlq_depth: int = Field(1, ge=1)
     oldest_file_age_s: int = Field(900, ge=60)
@@ -241,6 +280,7 @@ class EnvironmentConfig(Frozen):
     pipeline: PipelineConfig = PipelineConfig()
     alarms: AlarmConfig = AlarmConfig()
     storage: StorageConfig = StorageConfig()
+    relay: RelayConfig = RelayConfig()
     relay_api_key_parameter: str = Field(
         "", description="SSM SecureString name; default /sluice/<env>/relay/api-key"
     )
