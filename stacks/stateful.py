@@ -15,6 +15,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_efs as efs
 from aws_cdk import aws_elasticache as elasticache
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -281,6 +282,21 @@ class StatefulStack(cdk.Stack):
             provisioned_throughput_per_second=provisioned,
             enable_automatic_backups=self.config.retain_data,
             removal_policy=self.removal_policy,
+        )
+        # Encryption in transit is required of every client, the writer container included
+        # (mount with `-o tls`); Lambda always mounts with TLS.
+        self.file_system.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyUnencryptedTransport",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=[
+                    "elasticfilesystem:ClientMount",
+                    "elasticfilesystem:ClientWrite",
+                    "elasticfilesystem:ClientRootAccess",
+                ],
+                conditions={"Bool": {"aws:SecureTransport": "false"}},
+            )
         )
         # Every client (functions and the writer) enters through this access point, so files
         # are owned by one POSIX identity and nobody can see outside /sluice.

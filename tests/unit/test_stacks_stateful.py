@@ -186,6 +186,27 @@ def test_bursting_throughput_mode() -> None:
     template.has_resource_properties("AWS::EFS::FileSystem", {"ThroughputMode": "bursting"})
 
 
+def test_efs_requires_tls_from_every_client(dev_t: Template) -> None:
+    dev_t.has_resource_properties(
+        "AWS::EFS::FileSystem",
+        {
+            "FileSystemPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Principal": {"AWS": "*"},
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
 def test_efs_access_point_posix_identity_and_root(dev_t: Template) -> None:
     dev_t.has_resource_properties(
         "AWS::EFS::AccessPoint",
