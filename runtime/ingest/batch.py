@@ -13,17 +13,17 @@ import bisect
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from runtime import codec
 from runtime.errors import TransientError
-from runtime.ingest.claim import parallel_map, return_strays
+from runtime.ingest.claim import return_strays
 from runtime.ingest.errors import BatchMustHalt, RejectedFile
 from runtime.ingest.kill import kill_point
 from runtime.ingest.layout import REASON_SUFFIX
 from runtime.ingest.model import Header, Ingest, Member, PartRecord
 from runtime.ingest.moves import finish_unlink, quarantine, rename_checked
+from runtime.ingest.parallel import WorkerPool, parallel_map
 from runtime.ingest.parse import CRASH, Projector, compile_projection, file_items
 from runtime.ingest.sender import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 
@@ -52,7 +52,7 @@ class BatchRun:
     ingest: Ingest
     header: Header
     token: str
-    pool: Executor | None
+    pool: WorkerPool | None
     remaining_s: Callable[[], float]
     recorded: dict[int, PartRecord] = field(default_factory=dict)
     acked: set[int] = field(default_factory=set)

@@ -111,6 +111,7 @@ def _measure_backlog(ingest: Ingest, result: CheckerResult) -> None:
 def _emit_metrics(result: CheckerResult) -> None:
     for name, unit, value in (
         ("InboxDepth", MetricUnit.Count, result.inbox_depth),
+        ("HaltedBatches", MetricUnit.Count, len(result.halted)),
         ("OldestFileAgeSeconds", MetricUnit.Seconds, result.oldest_file_age_s),
         ("BatchesInFlight", MetricUnit.Count, result.batches_in_flight),
         ("ResumableBatches", MetricUnit.Count, result.resumable),

@@ -5,42 +5,20 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from runtime.ingest.fs import FileStat, is_temporary_name
 from runtime.ingest.kill import kill_point
 from runtime.ingest.model import Header, Ingest, Member
 from runtime.ingest.moves import quarantine, rename_checked
+from runtime.ingest.parallel import WorkerPool, parallel_map
 from runtime.ingest.parse import NOT_REGULAR_FILE
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-# Work is handed to threads in chunks: one future per file would cost more than a warm-cache
-# read, while chunks of this size still keep every thread busy on a slow (EFS) file system.
-CHUNK = 32
 OLDEST_SLICE_FACTOR = 4
-
-
-def chunked(items: list[T], size: int = CHUNK) -> list[list[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def parallel_map(pool: Executor | None, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
-    """fn over items, in order; chunks run on `pool` (inline when there is none)."""
-    if pool is None or len(items) <= CHUNK:
-        yield from map(fn, items)
-        return
-    futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], c) for c in chunked(items)]
-    try:
-        for future in futures:
-            yield from future.result()
-    finally:
-        for future in futures:
-            future.cancel()
+# A long backlog is listed again at most this often (more often when it runs low); files that
+# were too young at the last listing wait at most this long on top of their settle time.
+LISTING_MAX_AGE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +56,7 @@ class InboxListing:
         """The oldest slice (names are timestamps), rotated to a random offset so concurrent
         loaders rarely collide. Directories and temporary names are skipped."""
         settings = self._ingest.settings
-        stale = time.monotonic() - self._listed_at > settings.settle_s
+        stale = time.monotonic() - self._listed_at > max(settings.settle_s, LISTING_MAX_AGE_S)
         if stale or len(self._remaining) < settings.batch_max_files:
             self._refresh()
         oldest = self._remaining[: OLDEST_SLICE_FACTOR * settings.batch_max_files]
@@ -114,7 +92,7 @@ class Selection:
         return bool(self.settled or self.specials)
 
 
-def select_settled(ingest: Ingest, pool: Executor | None, listing: InboxListing) -> Selection:
+def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListing) -> Selection:
     """Up to batch_max_files settled regular files from the oldest slice of the inbox."""
     limit = ingest.settings.batch_max_files
     settled: dict[str, FileStat] = {}
@@ -122,7 +100,7 @@ def select_settled(ingest: Ingest, pool: Executor | None, listing: InboxListing)
     now = time.time()
     slice_ = listing.oldest_slice()
     examined: set[str] = set()
-    window = max(CHUNK, 4 * ingest.settings.read_threads)
+    window = max(64, 2 * ingest.settings.read_threads)
     for start in range(0, len(slice_), window):
         group = slice_[start : start + window]
         specials.extend(c.name for c in group if not c.regular)
@@ -142,7 +120,7 @@ def claim_selected(
     ingest: Ingest,
     batch: str,
     token: str,
-    pool: Executor | None,
+    pool: WorkerPool | None,
     selection: Selection,
 ) -> Header:
     """Lease `batch`, move the selected files into it (one rename each), move special
@@ -193,7 +171,7 @@ def _member_stat(ingest: Ingest, batch: str, name: str) -> FileStat | None:
 
 
 def publish_header(
-    ingest: Ingest, batch: str, pool: Executor | None, settled: dict[str, FileStat] | None
+    ingest: Ingest, batch: str, pool: WorkerPool | None, settled: dict[str, FileStat] | None
 ) -> Header:
     """Membership is what is in the batch directory, whoever put it there. A file whose size
     or mtime moved since it was settled (a writer still writing) goes back to the inbox."""

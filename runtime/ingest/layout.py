@@ -10,7 +10,6 @@ halted/<batch>/                     rejected/<batch>/<name> + <name>.reason.json
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from dataclasses import dataclass
 
@@ -38,57 +37,60 @@ def batch_time(batch: str) -> dt.datetime | None:
 
 @dataclass(frozen=True)
 class Layout:
+    """Paths under the ingest root. f-strings, not os.path.join: these are built several
+    times per file on the loader's hot path, and the root is an absolute POSIX path."""
+
     root: str
 
     @property
     def inbox(self) -> str:
-        return os.path.join(self.root, "inbox")
+        return f"{self.root}/inbox"
 
     @property
     def claimed_root(self) -> str:
-        return os.path.join(self.root, "claimed")
+        return f"{self.root}/claimed"
 
     @property
     def processed_root(self) -> str:
-        return os.path.join(self.root, "processed")
+        return f"{self.root}/processed"
 
     @property
     def halted_root(self) -> str:
-        return os.path.join(self.root, "halted")
+        return f"{self.root}/halted"
 
     @property
     def rejected_root(self) -> str:
-        return os.path.join(self.root, "rejected")
+        return f"{self.root}/rejected"
 
     def inbox_file(self, name: str) -> str:
-        return os.path.join(self.root, "inbox", name)
+        return f"{self.root}/inbox/{name}"
 
     def claimed(self, batch: str) -> str:
-        return os.path.join(self.root, "claimed", batch)
+        return f"{self.root}/claimed/{batch}"
 
     def claimed_file(self, batch: str, name: str) -> str:
-        return os.path.join(self.root, "claimed", batch, name)
+        return f"{self.root}/claimed/{batch}/{name}"
 
     def header(self, batch: str) -> str:
-        return os.path.join(self.root, "claimed", batch, HEADER_NAME)
+        return f"{self.root}/claimed/{batch}/{HEADER_NAME}"
 
     def parts(self, batch: str) -> str:
-        return os.path.join(self.root, "claimed", batch, PARTS_DIR)
+        return f"{self.root}/claimed/{batch}/{PARTS_DIR}"
 
     def part(self, batch: str, index: int) -> str:
-        return os.path.join(self.root, "claimed", batch, PARTS_DIR, f"{index}.json")
+        return f"{self.root}/claimed/{batch}/{PARTS_DIR}/{index}.json"
 
     def committed_marker(self, batch: str) -> str:
-        return os.path.join(self.root, "claimed", batch, COMMITTED_NAME)
+        return f"{self.root}/claimed/{batch}/{COMMITTED_NAME}"
 
     def processed(self, batch: str) -> str:
-        return os.path.join(self.root, "processed", batch)
+        return f"{self.root}/processed/{batch}"
 
     def halted(self, batch: str) -> str:
-        return os.path.join(self.root, "halted", batch)
+        return f"{self.root}/halted/{batch}"
 
     def rejected(self, batch: str) -> str:
-        return os.path.join(self.root, "rejected", batch)
+        return f"{self.root}/rejected/{batch}"
 
     def top_level_dirs(self) -> tuple[str, ...]:
         return (self.inbox, self.claimed_root, self.processed_root, self.halted_root, self.rejected_root)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
 from runtime.errors import LeaseLost, TransientError
@@ -31,6 +31,7 @@ from runtime.ingest.fs import is_temporary_name
 from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
+from runtime.ingest.parallel import WorkerPool
 from runtime.observability import logger, metrics
 
 RemainingSeconds = Callable[[], float]
@@ -69,7 +70,7 @@ def run_loader(ingest: Ingest, remaining_s: RemainingSeconds) -> LoaderResult:
     calls_before, units_before = ingest.sink.calls, ingest.sink.billing_units
     ensure_layout(ingest)
     threads = ingest.settings.read_threads
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") if threads > 1 else None
+    pool = WorkerPool(threads) if threads > 1 else None
     listing = InboxListing(ingest)
     try:
         while remaining_s() > ingest.settings.deadline_margin_s and _one_batch(
@@ -103,7 +104,7 @@ def _emit_metrics(result: LoaderResult) -> None:
 
 
 def _one_batch(
-    ingest: Ingest, pool: Executor | None, listing: InboxListing, remaining_s: RemainingSeconds
+    ingest: Ingest, pool: WorkerPool | None, listing: InboxListing, remaining_s: RemainingSeconds
 ) -> bool:
     """Work on one batch. False when the loop should stop (nothing claimable, out of time,
     a transient failure)."""
@@ -137,7 +138,10 @@ def _guarded(ingest: Ingest, batch: str, token: str, work: Callable[[], None]) -
         logger.warning("lease lost", extra={"batch": batch, "detail": str(lost)})
     except BatchMustHalt as halt:
         halt_batch(ingest, batch, token, halt.reason, halt.detail)
-    except (TransientError, OSError) as failure:
+    except (TransientError, OSError, redis.RedisError) as failure:
+        # Nothing past the failure was sent or skipped; the batch resumes where it stopped.
+        # (Anything else propagates without a release: the handler fails loudly and the
+        # lease's expiry counts the run as one that died.)
         counters.add("transient_failures")
         logger.warning("transient failure; batch released", extra={"batch": batch, "detail": str(failure)})
         _release(ingest, batch, token)
@@ -148,8 +152,8 @@ def _guarded(ingest: Ingest, batch: str, token: str, work: Callable[[], None]) -
 def _release(ingest: Ingest, batch: str, token: str) -> None:
     try:
         ingest.coord.release(batch, token)
-    except LeaseLost:
-        ingest.counters.add("leases_lost")
+    except (LeaseLost, redis.RedisError):
+        ingest.counters.add("leases_lost")  # the lease expires instead; the checker hands it back
         return
     ingest.counters.add("batches_released")
 
@@ -187,7 +191,7 @@ def load_recorded(ingest: Ingest, batch: str) -> dict[int, PartRecord]:
 
 
 def resume(
-    ingest: Ingest, taken: Taken, token: str, pool: Executor | None, remaining_s: RemainingSeconds
+    ingest: Ingest, taken: Taken, token: str, pool: WorkerPool | None, remaining_s: RemainingSeconds
 ) -> None:
     """Take over a batch: tidy it if committed, halt it past the resend horizon, else
     recompute its parts against their records and send what is not acknowledged."""
