@@ -1,0 +1,153 @@
+"""`python -m bench [--quick]`: loader and router benchmarks against the baseline, one process,
+one moto server, one Redis. Prints a table, writes build/bench/results.json and results.png."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from bench.archiver import archiver_with_latency
+from bench.loaders import Servers, Shape, baseline_through_moto, sluice_core, sluice_through_moto
+from bench.measure import (
+    PRICE_REGION,
+    SQS_FIFO_PER_MILLION_UNITS,
+    SQS_STANDARD_PER_MILLION_UNITS,
+    Measurement,
+)
+from bench.report import print_table, write_chart, write_json
+from bench.router import router_alone
+from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
+
+ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
+
+
+@dataclass(frozen=True)
+class Sizes:
+    baseline_one: int
+    baseline_hundred: int
+    sluice_one: int
+    sluice_hundred: int
+    core_one: int
+    core_hundred: int
+    core_latency: int
+    router_batches: int
+    archiver_files: int
+
+    @classmethod
+    def for_run(cls, quick: bool, scale: float = 1.0) -> Sizes:
+        base = (
+            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000)
+            if quick
+            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000)
+        )
+        return cls(*(max(1, round(n * scale)) for n in base))
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace) -> Iterator[Servers]:
+    os.environ.update({k: v for k, v in FAKE_AWS_ENVIRONMENT.items() if k not in os.environ})
+    with contextlib.ExitStack() as stack:
+        redis_url = args.redis_url or stack.enter_context(running_redis()).url
+        aws_url = args.aws_endpoint_url or stack.enter_context(running_moto()).url
+        yield Servers(redis_url, aws_url)
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    sizes = Sizes.for_run(args.quick, args.scale)
+    with servers(args) as s:
+        console.print(f"[bold]sluice benchmarks[/] ({'quick' if args.quick else 'full'} run) …")
+        baseline = [
+            baseline_through_moto(s, Shape("one_record", sizes.baseline_one, 1)),
+            baseline_through_moto(s, Shape("hundred_records", sizes.baseline_hundred, 100)),
+        ]
+        sluice = [
+            sluice_through_moto(s, Shape("one_record", sizes.sluice_one, 1)),
+            sluice_through_moto(s, Shape("hundred_records", sizes.sluice_hundred, 100)),
+        ]
+        core_one = sluice_core(s, Shape("one_record", sizes.core_one, 1))
+        core_hundred = sluice_core(s, Shape("hundred_records", sizes.core_hundred, 100))
+        core_latency = sluice_core(
+            s, Shape("one_record", sizes.core_latency, 1), latency=True, threads=128, name="core:efs_latency"
+        )
+        router = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
+        archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
+        used_memory_mb = int(redis.Redis.from_url(s.redis_url).info("memory")["used_memory"]) / 2**20
+    measurements = [*baseline, *sluice, core_one, core_hundred, core_latency, router, archiver]
+    ratios = {
+        "records_per_s": _ratio(sluice[0].records_per_s, baseline[0].records_per_s),
+        "billed_units_per_record": _ratio(
+            sluice[0].billed_units_per_record, baseline[0].billed_units_per_record
+        ),
+        "records_per_s_hundred_records": _ratio(sluice[1].records_per_s, baseline[1].records_per_s),
+        "archiver_vs_arrival": _ratio(archiver.files_per_s, ARRIVAL_FILES_PER_S),
+    }
+    print_table(measurements, ratios, console)
+    results: dict[str, Any] = {
+        "run": "quick" if args.quick else "full",
+        "prices": {
+            "region": PRICE_REGION,
+            "sqs_standard_per_million_units": SQS_STANDARD_PER_MILLION_UNITS,
+            "sqs_fifo_per_million_units": SQS_FIFO_PER_MILLION_UNITS,
+        },
+        "scenarios": {m.name: m.as_dict() for m in measurements},
+        "loader_core": {
+            "one_record": core_one.as_dict(),
+            "hundred_records": core_hundred.as_dict(),
+            "efs_latency": core_latency.as_dict(),
+        },
+        "loader": {"efs_ops_per_file": sluice[0].extra["efs_ops_per_file"]},
+        "router": {
+            "transitions_per_s": router.extra["transitions_per_s"],
+            "ledger_writes_per_message": router.extra["ledger_writes_per_message"],
+            "redis_round_trips_per_message": router.extra["redis_round_trips_per_message"],
+            "redis_bytes_per_million_transitions": router.extra["redis_bytes_per_million_transitions"],
+        },
+        "archiver": {
+            "files_per_s": round(archiver.files_per_s, 1),
+            "arrival_files_per_s": ARRIVAL_FILES_PER_S,
+        },
+        "redis": {"used_memory_mb_after_runs": round(used_memory_mb, 2)},
+        "ratios": ratios,
+    }
+    out = Path(args.out)
+    write_json(out / "results.json", results)
+    write_chart(out / "results.png", baseline, sluice)
+    console.print(f"wrote {out / 'results.json'} and {out / 'results.png'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small run (< 60 s)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every scenario's size (the smoke test uses 0.05)"
+    )
+    parser.add_argument("--out", default="build/bench", help="output directory (default build/bench)")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
+    parser.add_argument("--aws-endpoint-url", help="use this moto server instead of starting one")
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "sluice-bench")
+    # Wide enough for the table when the output is not a terminal (CI logs, files).
+    run(args, Console(width=None if os.isatty(1) else 180))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Measurement", "main", "run"]

@@ -1,0 +1,97 @@
+"""The router alone: a trivial router over 100-item envelopes, with the real ledger writes
+(DynamoDB on the moto server), real Redis and a discarding sink. A transition is one item
+through `router()`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import redis
+
+from bench.measure import Measurement, Stopwatch
+from runtime import codec
+from runtime.clients import AWS_CLIENT_CONFIG
+from runtime.config import PipelineSettings, RedisSettings, Settings
+from runtime.pipeline import DiscardSink, PipelineClients, process_batch
+from runtime.pipeline.ledger import create_ledger_table
+
+ITEMS_PER_ENVELOPE = 100
+MESSAGES_PER_BATCH = 100
+
+
+def trivial_router(state: Any) -> None:
+    """Every item is done after one transition."""
+    return None
+
+
+def _record(message_id: str, body: bytes) -> dict[str, Any]:
+    """The shape Lambda's SQS event source mapping delivers."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"rh-{message_id}",
+        "body": body.decode(),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
+        "awsRegion": "us-east-1",
+    }
+
+
+def _batch(batch_no: int) -> list[dict[str, Any]]:
+    records = []
+    for m in range(MESSAGES_PER_BATCH):
+        envelope_id = f"bench-{batch_no}/{m}"
+        items = tuple(
+            codec.Item(id=f"f{batch_no}-{m}#{i}", step=0, attempt=0, state={"i": i, "name": "x" * 20})
+            for i in range(ITEMS_PER_ENVELOPE)
+        )
+        records.append(_record(f"m-{batch_no}-{m}", codec.encode(codec.Envelope(envelope_id, None, items))))
+    return records
+
+
+def router_alone(redis_url: str, aws_endpoint_url: str, batches: int) -> Measurement:
+    ddb = boto3.session.Session().client(
+        "dynamodb", endpoint_url=aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
+    )
+    sqs = boto3.session.Session().client(
+        "sqs", endpoint_url=aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
+    )
+    table = f"bench-ledger-{time.monotonic_ns()}"
+    create_ledger_table(ddb, table)
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    settings = Settings(redis=RedisSettings(url=redis_url), pipeline=PipelineSettings(ledger_table=table))
+    clients = PipelineClients(sqs=sqs, dynamodb=ddb, redis=client, sink=DiscardSink())
+    prepared = [_batch(b) for b in range(batches)]
+    memory_before = int(client.info("memory")["used_memory"])
+    transitions = ledger_writes = round_trips = messages = 0
+    with Stopwatch() as watch:
+        for records in prepared:
+            result = process_batch(
+                records, router=trivial_router, clients=clients, settings=settings, remaining_ms=600_000
+            )
+            if result.failed_message_ids:
+                raise RuntimeError(f"router benchmark: {len(result.failed_message_ids)} messages failed")
+            transitions += result.transitions
+            ledger_writes += result.ledger_writes
+            round_trips += result.redis_round_trips
+            messages += result.messages
+    memory_growth = int(client.info("memory")["used_memory"]) - memory_before
+    return Measurement(
+        name="router:trivial",
+        seconds=watch.seconds,
+        files=0,
+        records=transitions,
+        messages=messages,
+        peak_rss_mb=watch.peak_rss_mb,
+        extra={
+            "transitions_per_s": round(transitions / watch.seconds, 1),
+            "ledger_writes_per_message": round(ledger_writes / messages, 3),
+            "redis_round_trips_per_message": round(round_trips / messages, 3),
+            "redis_bytes_per_million_transitions": round(memory_growth / transitions * 1e6),
+        },
+    )
