@@ -251,6 +251,9 @@ class FunctionFactory(Construct):
             dedup_horizon_s=self.config.dedup_horizon_s,
             history_limit=pipeline.history_limit,
             fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
+            router=pipeline.router,
+            io_threads=pipeline.io_threads,
+            fifo_group_field=pipeline.fifo_group_field,
         )
 
     def environment(self, spec: FunctionSpec) -> dict[str, str]:

@@ -6,6 +6,7 @@ Each failure is a `ConfigError` naming the settings to change; app.py turns it i
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 from runtime.errors import ConfigError
@@ -71,4 +72,23 @@ def _dlq_outlives_its_queue(config: EnvironmentConfig) -> str | None:
     return None
 
 
-_CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue)
+SHIPPED_PACKAGE = "runtime"
+
+
+def _router_ships(config: EnvironmentConfig) -> str | None:
+    router = config.pipeline.router
+    module = router.split(":", 1)[0]
+    # Only the `runtime` package is in the functions' code asset; a router elsewhere would
+    # import-fail on the first delivery instead of here.
+    if module != SHIPPED_PACKAGE and not module.startswith(f"{SHIPPED_PACKAGE}."):
+        return f"pipeline.router: {router!r} must live in the shipped '{SHIPPED_PACKAGE}' package"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        return f"pipeline.router: module {module!r} does not exist"
+    return None
+
+
+_CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue, _router_ships)

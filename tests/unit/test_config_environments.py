@@ -176,3 +176,16 @@ def test_a_dlq_must_outlive_its_queue() -> None:
     )
     with pytest.raises(ConfigError, match=r"queues\.dlq_retention_s"):
         validate_for_synth(config)
+
+
+@pytest.mark.parametrize(
+    ("router", "problem"),
+    [
+        ("local.demo:router", "must live in the shipped 'runtime' package"),
+        ("runtime.nowhere:router", "does not exist"),
+    ],
+)
+def test_the_router_must_ship_with_the_functions(router: str, problem: str) -> None:
+    config = load_environment(with_block("dev", {"pipeline": {"router": router}}), "dev")
+    with pytest.raises(ConfigError, match=rf"pipeline\.router: .*{problem}"):
+        validate_for_synth(config)

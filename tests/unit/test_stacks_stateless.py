@@ -173,6 +173,8 @@ def test_environment_carries_the_settings_contract(dev: SluiceStage, dev_t: Temp
     router_variables = router["Environment"]["Variables"]
     assert router_variables["SLUICE_PIPELINE__DEDUP_HORIZON_S"] == str(dev.config.dedup_horizon_s)
     assert "SLUICE_PIPELINE__LEDGER_TABLE" in router_variables
+    assert router_variables["SLUICE_PIPELINE__ROUTER"] == dev.config.pipeline.router
+    assert router_variables["SLUICE_PIPELINE__IO_THREADS"] == str(dev.config.pipeline.io_threads)
     assert not any(name.startswith("SLUICE_INGEST__") for name in router_variables)
 
 
