@@ -93,6 +93,7 @@ class IngestConstruct(Construct):
             f"{name.capitalize()}Schedule",
             description=f"sluice ingest {name}: {expression}",
             schedule=events.Schedule.expression(expression),
+            # No delayed re-delivery of a tick: it would only overlap the next scheduled run.
             targets=[targets.LambdaFunction(function, retry_attempts=0)],
         )
         acknowledge(
