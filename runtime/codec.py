@@ -12,10 +12,13 @@ is how SQS counts them against its maximum message size; billing is per started 
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
+import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -122,7 +125,7 @@ class ItemEncoder:
         return b'{"id":' + dumps(prefix)[:-1]
 
     def finish(self, id_prefix: bytes, index: int, state_json: bytes) -> bytes:
-        return b"".join((id_prefix, str(index).encode(), self._middle, state_json, b"}"))
+        return b"%b%d%b%b}" % (id_prefix, index, self._middle, state_json)
 
 
 def _envelope_prefix(envelope_id: str, parent: str | None) -> bytes:
@@ -325,6 +328,36 @@ class EnvelopePacker:
         self._items.append(encoded_item)
         self._tags.append(tag)
         self._size += extra
+        return closed
+
+    def add_many(self, encoded_items: Sequence[bytes], first_tag: int) -> list[PackedPart]:
+        """Add items tagged `first_tag`, `first_tag + 1`, ...; returns the parts this closed.
+
+        Packs exactly as calling `add` for each item would (the same greedy cut points), but
+        finds each cut with a bisect over cumulative sizes instead of a Python step per item:
+        the loader packs hundreds of thousands of records a second through here.
+        """
+        closed: list[PackedPart] = []
+        count = len(encoded_items)
+        # reach[i]: bytes of items[:i] plus one separator each (what they add to a part).
+        reach = list(map(operator.add, accumulate(map(len, encoded_items), initial=0), range(count + 1)))
+        start = 0
+        while start < count:
+            # Joining a non-empty part costs a separator; the first item of a part does not.
+            separator_saved = 0 if self._items else 1
+            budget = self._max - self._size + reach[start] + separator_saved
+            end = bisect.bisect_right(reach, budget, lo=start) - 1
+            if end == start:
+                if not self._items:
+                    raise MessageTooLarge(self._size + len(encoded_items[start]), self._max, "item")
+                closed.append(self._close())
+                continue
+            self._items.extend(encoded_items[start:end])
+            self._tags.extend((first_tag + start, first_tag + end - 1))  # _close reads the ends
+            self._size += reach[end] - reach[start] - separator_saved
+            start = end
+            if start < count:
+                closed.append(self._close())
         return closed
 
     def flush(self) -> PackedPart | None:

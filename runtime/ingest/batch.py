@@ -87,11 +87,8 @@ class BatchRun:
                 continue
             self._file_starts.append(self._records_seen)
             self._file_indexes.append(read.index)
-            add = packer.add
-            for offset, item in enumerate(items, self._records_seen):
-                closed = add(item, offset)
-                if closed is not None:
-                    self._on_part(closed)
+            for closed in packer.add_many(items, self._records_seen):
+                self._on_part(closed)
             self._records_seen += len(items)
             self.ingest.counters.add("files")
         final = packer.flush()

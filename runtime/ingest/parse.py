@@ -205,17 +205,31 @@ def compile_projection(projection: Mapping[str, tuple[str, str]]) -> Projector |
 
 
 # --- items ----------------------------------------------------------------------------------
+def _may_hold_noncharacters(data: bytes) -> bool:
+    """U+FFFE / U+FFFF reach orjson's output raw only from raw UTF-8 (EF BF BE/BF) or a
+    `\\u` escape in the source; without either, no record needs escaping."""
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or data[:4] == codecs.BOM_UTF32_BE:
+        return True  # transcoded before parsing: the raw bytes say nothing
+    return b"\xef\xbf" in data or b"\\u" in data
+
+
 def encode_file_items(
-    file_name: str, records: list[Any], project: Projector | None, encoder: codec.ItemEncoder
+    file_name: str,
+    records: list[Any],
+    project: Projector | None,
+    encoder: codec.ItemEncoder,
+    *,
+    escape: bool = True,
 ) -> list[bytes]:
     """One encoded item per record, ids `<file>#<index>`, step 0."""
     prefix = encoder.id_prefix(f"{file_name}#")
-    dumps = orjson.dumps
-    escape = codec.escape_sqs_noncharacters
     finish = encoder.finish
-    if project is None:
-        return [finish(prefix, index, escape(dumps(record))) for index, record in enumerate(records)]
-    return [finish(prefix, index, escape(dumps(project(record)))) for index, record in enumerate(records)]
+    if project is not None:
+        records = [project(record) for record in records]
+    states = map(orjson.dumps, records)
+    if escape:
+        states = map(codec.escape_sqs_noncharacters, states)
+    return [finish(prefix, index, state) for index, state in enumerate(states)]
 
 
 def file_items(
@@ -228,12 +242,15 @@ def file_items(
     """Parse a whole file into encoded items, or raise RejectedFile. Nothing is packed until
     the whole file has passed, so a rejected file never contributes to a part."""
     try:
-        items = encode_file_items(file_name, parse_records(data), project, encoder)
+        items = encode_file_items(
+            file_name, parse_records(data), project, encoder, escape=_may_hold_noncharacters(data)
+        )
     except orjson.JSONEncodeError as exc:
         raise RejectedFile(INVALID_ENCODING, f"a record cannot be encoded: {exc}") from None
-    for index, item in enumerate(items):
-        if not fits(item):
-            raise RejectedFile(
-                RECORD_TOO_LARGE, f"record {index} encodes to {len(item)} bytes, over the message limit"
-            )
+    largest = max(items, key=len)
+    if not fits(largest):
+        raise RejectedFile(
+            RECORD_TOO_LARGE,
+            f"record {items.index(largest)} encodes to {len(largest)} bytes, over the message limit",
+        )
     return items

@@ -13,9 +13,12 @@ import boto3
 import orjson
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from runtime import codec
+from runtime.errors import MessageTooLarge
 from runtime.ingest import SqsSink, run_loader
 from runtime.ingest.sender import MAX_BATCH_BYTES, call_groups
 from tests.fixtures.ingest import assert_exactly_once, forever, make_ingest, write_file
@@ -107,3 +110,41 @@ def test_sqs_sink_retries_entries_that_failed(in_process_sqs: Any) -> None:
     assert sink.calls == 2
     received = in_process_sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert sorted(m["Body"] for m in received) == sorted(p.body.decode() for p in parts)
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=300), max_size=60),
+    split=st.integers(min_value=0, max_value=60),
+    limit=st.integers(min_value=350, max_value=2000),
+)
+def test_add_many_packs_exactly_like_add(sizes: list[int], split: int, limit: int) -> None:
+    """Resumed batches recompute parts byte for byte: the fast path must cut where `add` does."""
+    items = [b'{"x":"' + b"y" * n + b'"}' for n in sizes]
+
+    def packer() -> codec.EnvelopePacker:
+        return codec.EnvelopePacker(max_bytes=limit, make_id=lambda k: f"b/{k}")
+
+    def pack_one_by_one() -> list[codec.PackedPart]:
+        p = packer()
+        parts = [part for i, item in enumerate(items) if (part := p.add(item, i)) is not None]
+        return parts + ([last] if (last := p.flush()) else [])
+
+    def pack_fast() -> list[codec.PackedPart]:
+        p = packer()
+        parts = p.add_many(items[:split], 0) + p.add_many(items[split:], min(split, len(items)))
+        return parts + ([last] if (last := p.flush()) else [])
+
+    try:
+        expected = pack_one_by_one()
+    except MessageTooLarge:
+        with pytest.raises(MessageTooLarge):
+            pack_fast()
+        return
+    assert pack_fast() == expected
+
+
+def test_add_many_refuses_an_item_that_fits_nowhere() -> None:
+    packer = codec.EnvelopePacker(max_bytes=100, make_id=lambda k: f"b/{k}")
+    packer.add_many([b"1"], 0)
+    with pytest.raises(MessageTooLarge):
+        packer.add_many([b"x" * 200], 1)

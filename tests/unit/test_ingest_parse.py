@@ -104,3 +104,19 @@ def test_a_record_over_the_limit_rejects_the_whole_file() -> None:
     with pytest.raises(RejectedFile) as caught:
         parse.file_items("f", data, None, codec.ItemEncoder(), lambda item: len(item) < 500)
     assert caught.value.code == parse.RECORD_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        orjson.dumps({"s": "raw \ufffe"}),
+        b'{"s": "escaped \\uffff"}',
+        b'{"s": "escaped upper \\uFFFE"}',
+        codecs.BOM_UTF16_LE + '{"s": "\ufffe"}'.encode("utf-16-le"),
+        codecs.BOM_UTF32_BE + '{"s": "\uffff"}'.encode("utf-32-be"),
+    ],
+)
+def test_noncharacters_are_escaped_however_they_arrive(data: bytes) -> None:
+    [item] = parse.file_items("f", data, None, codec.ItemEncoder(), lambda _: True)
+    assert b"\xef\xbf\xbe" not in item and b"\xef\xbf\xbf" not in item
+    assert orjson.loads(item)["state"]["s"][-1] in "\ufffe\uffff"
