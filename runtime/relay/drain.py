@@ -34,15 +34,16 @@ from typing import Any, Protocol
 from runtime import codec
 from runtime.config import RelaySettings
 from runtime.errors import ConfigError, EnvelopeError
+from runtime.ingest.kill import kill_point
 from runtime.observability import logger
 from runtime.relay.api import ApiClient, ApiResponse, Verdict
 from runtime.relay.breaker import Admission, CallBudget, CircuitBreaker
 from runtime.relay.ledger import DeliveryLedger
 
 RECEIVE_MAX_MESSAGES = 10
-# In-flight messages stay invisible this long past the run's own deadline, so a message is
-# never received by another drain while this one may still be calling the API for it.
-IN_FLIGHT_MARGIN_S = 5
+# In-flight messages stay invisible until this long past the run's own deadline (Lambda ends
+# the run there), so no other drain receives a message this one may still be calling the API for.
+IN_FLIGHT_MARGIN_S = 2
 SQS_MAX_VISIBILITY_S = 43_200
 REASON_REJECTED = "api_rejected"
 REASON_INVALID = "invalid_envelope"
@@ -251,7 +252,9 @@ class Drain:
         report.api_calls += 1
         verdict = response.verdict
         if verdict is Verdict.DELIVERED:
+            kill_point("relay.delivered")  # the one window: the API has it, the ledger not yet
             self._ledger.record_delivery(event_id, response.status or 0)
+            kill_point("relay.recorded")
             self._delete(message)
             self._breaker.record_success()
             report.delivered += 1
