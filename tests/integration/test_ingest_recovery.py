@@ -303,3 +303,47 @@ def test_checker_halts_a_batch_past_the_resend_horizon(
     assert result.halted == [old_batch]
     assert (tmp_path / "halted" / old_batch / ".header.json").exists()
     assert result.halted_batches == 1 and result.inbox_depth == 0
+
+
+def test_out_of_time_releases_the_batch_and_the_next_run_resumes_it(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    expected = write_corpus(tmp_path, files=8, records_per_file=25)
+    calls = 0
+
+    def runs_out_after_three_files() -> float:
+        nonlocal calls
+        calls += 1
+        return 600.0 if calls <= 4 else 0.0
+
+    first = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), read_threads=1)
+    run_loader(first, runs_out_after_three_files)
+    assert first.counters.batches_released == 1 and first.counters.batches_committed == 0
+    assert redis_client.zcard(keys.RESUMABLE) == 1, "released straight back, no checker needed"
+
+    second = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+    run_loader(second, forever)
+    assert second.counters.batches_resumed == 1 and second.counters.batches_committed == 1
+    assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    assert client_is_tidy(redis_client) and redis_client.hlen(keys.RUNS) == 0
+
+
+def test_checker_handler_reports_the_backlog(
+    tmp_path: Path, redis_server: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.config import get_settings
+    from runtime.handlers import checker
+    from tests.fixtures.ingest.run_handler import Context
+
+    write_corpus(tmp_path, files=3, records_per_file=1)
+    monkeypatch.setenv("SLUICE_INGEST__ROOT", str(tmp_path))
+    monkeypatch.setenv("SLUICE_REDIS__URL", redis_server.url)
+    get_settings.cache_clear()
+    checker._ingest.cache_clear()
+    try:
+        result = checker.handler({}, Context())
+    finally:
+        get_settings.cache_clear()
+        checker._ingest.cache_clear()
+    assert result["inbox_depth"] == 3 and result["oldest_file_age_s"] >= 4
+    assert result["batches_in_flight"] == 0 and result["requeued_expired"] == []
