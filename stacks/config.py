@@ -116,7 +116,8 @@ class IngestConfig(Frozen):
     deadline_margin_s: float = Field(15.0, gt=0)
     lease_margin_s: int = Field(60, ge=1)
     batch_max_files: int = Field(2000, ge=1, le=100_000)
-    read_threads: int = Field(16, ge=1, le=256)
+    # EFS answers each operation in ~1-3 ms: ~6,000 files/s per loader needs ~50 in flight.
+    read_threads: int = Field(64, ge=1, le=256)
     resend_horizon_s: int = Field(86_400, ge=60)
     max_crash_runs: int = Field(3, ge=1, le=100)
     archive_retention_days: int | None = Field(None, ge=1)
