@@ -99,6 +99,11 @@ class StreamPoller:
         records: list[dict[str, Any]] = response.get("Records", [])
         return records
 
+    @property
+    def retrying(self) -> bool:
+        """Whether a failed batch waits for its next attempt (a pass that retries takes nothing)."""
+        return any(shard.attempts for shard in self._shards.values())
+
     def poll_once(self) -> int:
         """One pass; returns how many records it took off the streams (sent or filtered)."""
         self._refresh_shards()

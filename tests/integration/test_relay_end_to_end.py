@@ -50,7 +50,7 @@ class Relay:
         )
 
     def pump_stream(self) -> None:
-        while self.poller.poll_once():
+        while self.poller.poll_once() or self.poller.retrying:
             pass
 
     def tick(self) -> dict[str, Any]:
@@ -241,3 +241,30 @@ def test_a_crash_after_the_delivery_record_deletes_without_a_second_call(relay: 
     assert report["already_delivered"] == 1 and report["api_calls"] == 0
     assert len(relay.stub.received) == 1
     assert relay.depth(relay.fifo_url) == 0
+
+
+def test_a_record_that_can_never_be_relayed_ends_in_the_failure_destination(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLUICE_RELAY__GROUP_KEY_FIELD", "customer")  # only some items have one
+    _clear_caches()
+    failures: list[tuple[list[dict[str, Any]], str]] = []
+    relay.poller = StreamPoller(
+        relay.aws("dynamodbstreams"),
+        relay.poller._arn,
+        relay.relay.invoke,
+        retry_attempts=2,
+        on_failure=lambda records, reason: failures.append((records, reason)),
+    )
+    dynamodb = relay.aws("dynamodb")
+    for seq, customer in ((1, "a"), (2, None), (3, "a")):
+        item = {"pk": {"S": "p"}, "sk": {"S": f"{seq:04d}"}, "seq": {"N": str(seq)}}
+        if customer:
+            item["customer"] = {"S": customer}
+        dynamodb.put_item(TableName="source", Item=item)
+    relay.pump_stream()
+    stats = relay.poller.stats
+    assert (stats.invocations, stats.retries, stats.failed_batches) == (3, 2, 1)
+    [(records, _)] = failures
+    assert [r["dynamodb"]["NewImage"]["seq"]["N"] for r in records] == ["2", "3"]
+    assert relay.depth(relay.fifo_url) == 1  # record 1, sent before the failure, once
