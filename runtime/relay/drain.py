@@ -124,7 +124,8 @@ def retry_visibility_s(settings: RelaySettings, response: ApiResponse, receive_c
     cap = settings.retry_backoff_cap_s
     if response.retry_after_s is not None:
         return min(cap, SQS_MAX_VISIBILITY_S, math.ceil(response.retry_after_s))
-    backoff = min(cap, settings.retry_backoff_base_s * 2 ** max(0, receive_count - 1))
+    doublings = min(max(0, receive_count - 1), 30)  # past 30 the cap has long taken over
+    backoff = min(cap, settings.retry_backoff_base_s * 2**doublings)
     return min(SQS_MAX_VISIBILITY_S, math.ceil(backoff / 2 + random.uniform(0, backoff / 2)))
 
 
