@@ -217,6 +217,9 @@ class StorageConfig(Frozen):
         return self
 
 
+_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(\S+( \S+){5}\))$")
+
+
 class RelayConfig(Frozen):
     """The relay: stream INSERTs -> FIFO (relay function) -> scheduled drain -> third-party API."""
 
@@ -244,6 +247,8 @@ class RelayConfig(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> RelayConfig:
+        if not _SCHEDULE.match(self.drain_schedule):
+            raise ValueError("relay.drain_schedule must be an EventBridge rate(...) or cron(...) expression")
         if self.api_url and not re.match(r"^https?://[^\s/]+", self.api_url):
             raise ValueError("relay.api_url must be an http(s) URL")
         # One API call must fit between the drain's deadline check and its timeout.
