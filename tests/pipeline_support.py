@@ -12,7 +12,7 @@ import orjson
 
 from runtime import codec
 from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings
-from runtime.pipeline import BatchResult, PipelineClients, S3Sink, process_batch
+from runtime.pipeline import BatchResult, PipelineClients, S3Sink, process_batch, process_fifo_batch
 from runtime.pipeline.ledger import Ledger, create_ledger_table
 from runtime.pipeline.state import Router
 from tests.events import sqs_record
@@ -122,7 +122,8 @@ class Harness:
         self, messages: list[dict[str, Any]], router: Router, *, remaining_ms: float = 60_000, **kwargs: Any
     ) -> BatchResult:
         """One invocation: the handler's core over `messages`, then the ESM's deletes."""
-        result = process_batch(
+        process = process_fifo_batch if self.fifo else process_batch
+        result = process(
             self.records(messages),
             router=router,
             clients=self.clients,

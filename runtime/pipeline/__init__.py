@@ -8,6 +8,7 @@ the client bundle. See `runtime.pipeline.state` for why routers must be determin
 from runtime.pipeline.api import pipeline, publish
 from runtime.pipeline.core import BatchResult, PipelineClients, Targets, process_batch
 from runtime.pipeline.errors import PlanMismatch, PoisonItem
+from runtime.pipeline.fifo import process_fifo_batch
 from runtime.pipeline.sinks import DiscardSink, S3Sink, Sink
 from runtime.pipeline.state import Router, State, copy_state, mutation
 
@@ -26,5 +27,6 @@ __all__ = [
     "mutation",
     "pipeline",
     "process_batch",
+    "process_fifo_batch",
     "publish",
 ]

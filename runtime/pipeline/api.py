@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from runtime.config import Settings, get_settings
 from runtime.observability import METRICS_NAMESPACE, logger, metrics
 from runtime.pipeline.core import BatchResult, PipelineClients, process_batch
+from runtime.pipeline.fifo import process_fifo_batch
 from runtime.pipeline.sinks import S3Sink, Sink
 from runtime.pipeline.state import Router, load_router
 
@@ -98,13 +99,16 @@ def pipeline(
     sink: Sink | None = None,
     settings: Settings | None = None,
     clients: PipelineClients | None = None,
+    fifo: bool = False,
 ) -> Handler:
-    """A Lambda handler that routes a standard queue's envelopes with `router`.
+    """A Lambda handler that routes a queue's envelopes with `router`.
 
     `router=None` runs the router the settings name (`SLUICE_PIPELINE__ROUTER`); `sink`
-    replaces the S3 results sink; `settings` / `clients` are for tests and local runs.
+    replaces the S3 results sink; `settings` / `clients` are for tests and local runs;
+    `fifo=True` processes a FIFO queue (all or nothing per run, see `runtime.pipeline.fifo`).
     """
-    return PipelineHandler(router, process=process_batch, sink=sink, settings=settings, clients=clients)
+    process = process_fifo_batch if fifo else process_batch
+    return PipelineHandler(router, process=process, sink=sink, settings=settings, clients=clients)
 
 
 def publish(result: BatchResult) -> None:

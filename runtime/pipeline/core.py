@@ -55,7 +55,6 @@ from runtime.pipeline.plan import (
     OutputKind,
     Plan,
     backoff_delay_s,
-    build_outputs,
     extras_from_plan,
     quarantine_outputs,
 )
@@ -248,7 +247,7 @@ def process_batch(
     deliveries = [parse_delivery(i, record) for i, record in enumerate(records)]
     result = BatchResult(messages=len(deliveries))
     leases = Leases(clients.redis, lease_ms=cfg.lease_s * 1000, done_ttl_ms=cfg.done_marker_ttl_s * 1000)
-    works = _claim(deliveries, leases, clients.sqs, targets, result)
+    works = claim_envelopes(deliveries, leases, clients.sqs, targets, result)
     limits = RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes)
     deadline = Deadline(remaining_ms, cfg.time_budget_margin_s)
     policy = Policy(cfg, rng or random.Random())
@@ -260,14 +259,14 @@ def process_batch(
         kill_point("router.after_plan")
         _send_outputs(works, clients.sqs, targets, settings.queues.max_message_bytes)
         kill_point("router.after_send")
-        _each(pool, works, lambda w: _write_sink(w, clients.sink))
+        _each(pool, works, lambda w: write_sink(w, clients.sink))
         kill_point("router.after_sink")
-        _each(pool, works, lambda w: _complete(w, ledger, result))
+        _each(pool, works, lambda w: complete(w, ledger, result))
     _finish(works, deliveries, leases, result)
     return result
 
 
-def _claim(
+def claim_envelopes(
     deliveries: Sequence[Delivery], leases: Leases, sqs: Any, targets: Targets, result: BatchResult
 ) -> list[Work]:
     """Lease each envelope once; skip the done, bounce the leased elsewhere."""
@@ -298,7 +297,7 @@ def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, 
     """Route the envelope and build the plan this run would write."""
     delivery = work.delivery
     if delivery.quarantine is not None:
-        work.outputs = quarantine_outputs(delivery.message_id, delivery.body.encode(), delivery.quarantine)
+        work.outputs = quarantine_of(delivery, delivery.quarantine, limits)
         work.plan = Plan(outcomes=POISONED, outputs=tuple(o.planned for o in work.outputs))
         return
     envelope = delivery.envelope
@@ -306,9 +305,7 @@ def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, 
     work.routed = route_envelope(envelope, router, limits, deadline)
     outcomes, extras = policy.decide(envelope, work.routed)
     try:
-        work.outputs = build_outputs(
-            envelope, outcomes, work.routed.next_items, extras, max_bytes=limits.max_message_bytes
-        )
+        work.outputs = limits.build_outputs(envelope, outcomes, work.routed.next_items, extras)
     except SluiceError as exc:  # e.g. a retry envelope over the size limit
         work.fail("outputs could not be built", exc)
         return
@@ -325,34 +322,40 @@ def _settle_plans(
     result: BatchResult,
 ) -> None:
     """Create each plan in the ledger, or adopt the stored one (one write per envelope)."""
-
-    def settle(work: Work) -> None:
-        assert work.plan is not None
-        stored = ledger.create_or_get(work.delivery.envelope_id, work.plan)
-        if stored.created:
-            return
-        work.followed = True
-        work.plan = stored.plan
-        if stored.plan.complete:
-            work.outputs = []
-            work.status = Status.SUCCEEDED
-            return
-        try:
-            work.outputs = _rebuild(work, stored.plan, router, limits)
-        except PlanMismatch:
-            work.mismatch = True
-            raise
-
     result.ledger_writes += sum(w.running for w in works)
-    _each(pool, works, settle)
+    _each(pool, works, lambda w: settle_plan(w, ledger, router, limits))
     for work in works:
-        result.followed_plans += work.followed
-        result.plan_mismatches += work.mismatch
-        if work.mismatch:
-            logger.error(
-                "PlanMismatch: a re-run's outputs differ from the recorded plan; nothing sent",
-                extra={"envelope": work.delivery.envelope_id},
-            )
+        count_settled(work, result)
+
+
+def settle_plan(work: Work, ledger: Ledger, router: Router, limits: RouteLimits) -> None:
+    """Write this run's plan create-only; when one exists, it governs: complete → nothing to
+    do; otherwise rebuild its outputs exactly (PlanMismatch, and nothing sent, if they differ)."""
+    assert work.plan is not None
+    stored = ledger.create_or_get(work.delivery.envelope_id, work.plan)
+    if stored.created:
+        return
+    work.followed = True
+    work.plan = stored.plan
+    if stored.plan.complete:
+        work.outputs = []
+        work.status = Status.SUCCEEDED
+        return
+    try:
+        work.outputs = _rebuild(work, stored.plan, router, limits)
+    except PlanMismatch:
+        work.mismatch = True
+        raise
+
+
+def count_settled(work: Work, result: BatchResult) -> None:
+    result.followed_plans += work.followed
+    result.plan_mismatches += work.mismatch
+    if work.mismatch:
+        logger.error(
+            "PlanMismatch: a re-run's outputs differ from the recorded plan; nothing sent",
+            extra={"envelope": work.delivery.envelope_id},
+        )
 
 
 def _rebuild(work: Work, plan: Plan, router: Router, limits: RouteLimits) -> list[Output]:
@@ -362,19 +365,22 @@ def _rebuild(work: Work, plan: Plan, router: Router, limits: RouteLimits) -> lis
     if delivery.quarantine is not None:
         extra = extras.get(0, ItemExtras())
         failure = Failure(reason=extra.reason or "", detail=extra.detail or "")
-        outputs = quarantine_outputs(delivery.message_id, delivery.body.encode(), failure)
+        outputs = quarantine_of(delivery, failure, limits)
     else:
         envelope, routed = delivery.envelope, work.routed
         assert envelope is not None and routed is not None
         if len(plan.outcomes) != len(envelope.items):
             raise PlanMismatch("the plan has a different number of items")
         next_items = _planned_next_items(envelope, plan, routed, router, limits)
-        outputs = build_outputs(
-            envelope, plan.outcomes, next_items, extras, max_bytes=limits.max_message_bytes
-        )
+        outputs = limits.build_outputs(envelope, plan.outcomes, next_items, extras)
     if not plan.matches(outputs):
         raise PlanMismatch(f"outputs of {delivery.envelope_id} differ from its plan")
     return outputs
+
+
+def quarantine_of(delivery: Delivery, failure: Failure, limits: RouteLimits) -> list[Output]:
+    group = (delivery.group_id or limits.fifo_group) if limits.fifo_group is not None else None
+    return quarantine_outputs(delivery.message_id, delivery.body.encode(), failure, group=group)
 
 
 def _planned_next_items(
@@ -419,13 +425,13 @@ def _send_outputs(works: Sequence[Work], sqs: Any, targets: Targets, max_bytes: 
         works[number].fail("output messages could not be sent")
 
 
-def _write_sink(work: Work, sink: Sink) -> None:
+def write_sink(work: Work, sink: Sink) -> None:
     for output in work.outputs:
         if output.kind is OutputKind.SINK:
             sink.write(work.delivery.envelope_id, output.body)
 
 
-def _complete(work: Work, ledger: Ledger, result: BatchResult) -> None:
+def complete(work: Work, ledger: Ledger, result: BatchResult) -> None:
     assert work.plan is not None
     if work.plan.needs_complete_mark:
         ledger.mark_complete(work.delivery.envelope_id)
@@ -437,13 +443,13 @@ def _each(pool: ThreadPoolExecutor, works: Sequence[Work], step: Callable[[Work]
     """Run `step` for every running work, concurrently; an I/O error fails that work alone."""
     running = [w for w in works if w.running]
     if len(running) == 1:
-        _guarded(step, running[0])
+        guarded(step, running[0])
         return
-    for _ in pool.map(lambda w: _guarded(step, w), running):
+    for _ in pool.map(lambda w: guarded(step, w), running):
         pass
 
 
-def _guarded(step: Callable[[Work], None], work: Work) -> None:
+def guarded(step: Callable[[Work], None], work: Work) -> None:
     try:
         step(work)
     except ENVELOPE_ERRORS as exc:
@@ -465,14 +471,14 @@ def _finish(
     failed_ids = {w.delivery.envelope_id for w in failed}
     failed_ids.update(d.envelope_id for d in deliveries if d.message_id in reported)
     for work in succeeded:
-        _count_outcomes(work, result)
+        count_outcomes(work, result)
     for delivery in deliveries:
         if delivery.envelope_id in failed_ids and delivery.message_id not in reported:
             result.failed_message_ids.append(delivery.message_id)
-    _log_poison(succeeded)
+    log_poison(succeeded)
 
 
-def _count_outcomes(work: Work, result: BatchResult) -> None:
+def count_outcomes(work: Work, result: BatchResult) -> None:
     assert work.plan is not None
     if work.routed is not None:
         result.steps.update(work.routed.steps)
@@ -482,7 +488,7 @@ def _count_outcomes(work: Work, result: BatchResult) -> None:
         result.outcomes.update(OUTCOME_NAMES[o] for o in work.plan.outcomes)
 
 
-def _log_poison(works: Sequence[Work]) -> None:
+def log_poison(works: Sequence[Work]) -> None:
     for work in works:
         for output in work.outputs:
             if output.kind is OutputKind.POISONED:

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 KEY_PREFIX = "{sluice:router}:e:"
+ATTEMPTS_PREFIX = "{sluice:router}:a:"  # FIFO: failed runs per envelope (losing it only allows more)
 DONE_VALUE = "D"
 
 # Per key: -2 = done marker present, -1 = leased to us now, n >= 0 = leased elsewhere for n ms.
@@ -88,13 +89,26 @@ class Leases:
         raw = self._claim(keys=[self.key(e) for e in envelope_ids], args=[self._token, self._lease_ms])
         return [_claim_of(int(value)) for value in raw]
 
-    def finish(self, done: Sequence[str], released: Sequence[str]) -> None:
-        """Mark `done` envelopes done and release the leases of the rest (one round trip)."""
+    def finish(self, done: Sequence[str], released: Sequence[str], *, forget_attempts: bool = False) -> None:
+        """Mark `done` envelopes done and release the leases of the rest (one round trip);
+        `forget_attempts` also drops the FIFO attempt counts of the done envelopes."""
         if not done and not released:
             return
         keys = [self.key(e) for e in done] + [self.key(e) for e in released]
         flags = ["1"] * len(done) + ["0"] * len(released)
-        self._finish(keys=keys, args=[self._token, self._done_ttl_ms, *flags])
+        pipe = self._redis.pipeline(transaction=False)
+        self._finish(keys=keys, args=[self._token, self._done_ttl_ms, *flags], client=pipe)
+        if forget_attempts and done:
+            pipe.delete(*(ATTEMPTS_PREFIX + e for e in done))
+        pipe.execute()
+
+    def count_attempt(self, envelope_id: str, *, ttl_ms: int) -> int:
+        """Count one more failed run of `envelope_id` and return the count (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(ATTEMPTS_PREFIX + envelope_id)
+        pipe.pexpire(ATTEMPTS_PREFIX + envelope_id, ttl_ms)
+        count, _ = pipe.execute()
+        return int(count)
 
 
 def _claim_of(value: int) -> Claim:

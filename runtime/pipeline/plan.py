@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -125,6 +125,7 @@ class Output:
     planned: PlannedOutput
     body: bytes
     attributes: Mapping[str, Mapping[str, str]] | None = None
+    group: str | None = None  # FIFO MessageGroupId (derived from the items, not recorded)
 
     @property
     def kind(self) -> OutputKind:
@@ -186,6 +187,7 @@ def _output(
     item: int | None = None,
     extras: ItemExtras | None = None,
     attributes: Mapping[str, Mapping[str, str]] | None = None,
+    group: str | None = None,
 ) -> Output:
     extras = extras or ItemExtras()
     planned = PlannedOutput(
@@ -197,7 +199,7 @@ def _output(
         reason=extras.reason,
         detail=extras.detail,
     )
-    return Output(planned=planned, body=body, attributes=attributes)
+    return Output(planned=planned, body=body, attributes=attributes, group=group)
 
 
 def sink_body(envelope_id: str, done_items: Sequence[codec.Item]) -> bytes:
@@ -212,26 +214,20 @@ def build_outputs(
     extras: Mapping[int, ItemExtras],
     *,
     max_bytes: int,
+    max_items: int | None = None,
+    group_of: Callable[[int], str] | None = None,
 ) -> list[Output]:
     """Every output of `envelope`, in slot order, as a pure function of its arguments.
 
     `next_items[i]` is item i's next item already encoded (`codec.encode_item`); `extras[i]`
-    holds the delay of a retried item and the reason of a poisoned one.
+    holds the delay of a retried item and the reason of a poisoned one. For FIFO queues,
+    `max_items` bounds the items per next envelope and `group_of(i)` names item i's message
+    group: a next envelope never mixes groups, so order within each group is kept.
     """
-    env_id = envelope.id
-    outputs: list[Output] = []
-    packer = codec.EnvelopePacker(
-        max_bytes=max_bytes, make_id=lambda k: codec.derived_id(env_id, f"n{k}"), parent=env_id
+    outputs = _next_outputs(
+        envelope, outcomes, next_items=next_items, max_bytes=max_bytes, max_items=max_items, group_of=group_of
     )
-    for index, outcome in enumerate(outcomes):
-        if outcome == NEXT:
-            closed = packer.add(next_items[index])
-            if closed is not None:
-                outputs.append(_output(OutputKind.NEXT, closed.id, closed.body))
-    last = packer.flush()
-    if last is not None:
-        outputs.append(_output(OutputKind.NEXT, last.id, last.body))
-
+    env_id = envelope.id
     for index, outcome in enumerate(outcomes):
         if outcome == RETRY:
             item = envelope.items[index]
@@ -240,7 +236,8 @@ def build_outputs(
             body = codec.assemble(out_id, env_id, [codec.encode_item(retried)])
             outputs.append(_output(OutputKind.RETRY, out_id, body, item=index, extras=extras[index]))
         elif outcome == POISONED:
-            outputs.append(_poison_output(envelope, index, extras[index]))
+            group = group_of(index) if group_of else None
+            outputs.append(_poison_output(envelope, index, extras[index], group))
 
     continued = [codec.encode_item(envelope.items[i]) for i, o in enumerate(outcomes) if o == CONTINUED]
     if continued:
@@ -253,7 +250,47 @@ def build_outputs(
     return outputs
 
 
-def _poison_output(envelope: codec.Envelope, index: int, extras: ItemExtras) -> Output:
+def _next_outputs(
+    envelope: codec.Envelope,
+    outcomes: str,
+    *,
+    next_items: Mapping[int, bytes],
+    max_bytes: int,
+    max_items: int | None,
+    group_of: Callable[[int], str] | None,
+) -> list[Output]:
+    """Next items packed greedily in item order: a new envelope when one is full (bytes or
+    items) or when the message group changes."""
+    env_id = envelope.id
+    outputs: list[Output] = []
+    packer = codec.EnvelopePacker(
+        max_bytes=max_bytes, make_id=lambda k: codec.derived_id(env_id, f"n{k}"), parent=env_id
+    )
+    open_group: str | None = None
+    open_count = 0
+
+    def close(part: codec.PackedPart | None) -> None:
+        if part is not None:
+            outputs.append(_output(OutputKind.NEXT, part.id, part.body, group=open_group))
+
+    for index, outcome in enumerate(outcomes):
+        if outcome != NEXT:
+            continue
+        group = group_of(index) if group_of else None
+        if open_count and (group != open_group or (max_items is not None and open_count >= max_items)):
+            close(packer.flush())
+            open_count = 0
+        closed = packer.add(next_items[index])
+        if closed is not None:
+            close(closed)
+            open_count = 0
+        open_group = group
+        open_count += 1
+    close(packer.flush())
+    return outputs
+
+
+def _poison_output(envelope: codec.Envelope, index: int, extras: ItemExtras, group: str | None) -> Output:
     out_id = codec.derived_id(envelope.id, f"p{index}")
     body = codec.assemble(out_id, envelope.id, [codec.encode_item(envelope.items[index])])
     reason = extras.reason or "unknown"
@@ -264,10 +301,13 @@ def _poison_output(envelope: codec.Envelope, index: int, extras: ItemExtras) -> 
         item=index,
         extras=extras,
         attributes=poison_attributes(reason, extras.detail, envelope.id),
+        group=group,
     )
 
 
-def quarantine_outputs(message_id: str, raw_body: bytes, failure: Failure) -> list[Output]:
+def quarantine_outputs(
+    message_id: str, raw_body: bytes, failure: Failure, *, group: str | None = None
+) -> list[Output]:
     """A body that is not JSON (or not a valid envelope) goes to the DLQ as it came."""
     extras = ItemExtras(reason=failure.reason, detail=failure.detail)
     return [
@@ -278,6 +318,7 @@ def quarantine_outputs(message_id: str, raw_body: bytes, failure: Failure) -> li
             item=0,
             extras=extras,
             attributes=poison_attributes(failure.reason, failure.detail, message_id),
+            group=group,
         )
     ]
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from runtime import codec
 from runtime.pipeline.errors import PoisonItem
-from runtime.pipeline.plan import DONE, NEXT, Failure
+from runtime.pipeline.plan import DONE, NEXT, Failure, ItemExtras, Output, build_outputs
 from runtime.pipeline.state import Router, begin_transition, transition_step_name
 
 FAILED, POISON_NOW, NOT_RUN = "F", "X", "-"
@@ -36,9 +36,48 @@ class Routed:
 
 @dataclass(frozen=True, slots=True)
 class RouteLimits:
+    """Guards and packing of one queue type. `fifo_group` set means FIFO outputs: at most
+    `max_items` items per next envelope, grouped by the state field `group_field` (when set
+    and present) or else `fifo_group`."""
+
     max_steps: int
     history_limit: int
     max_message_bytes: int
+    max_items: int | None = None
+    fifo_group: str | None = None
+    group_field: str = ""
+
+    def group_of(self, envelope: codec.Envelope) -> Callable[[int], str] | None:
+        default = self.fifo_group
+        if default is None:
+            return None
+        field_name = self.group_field
+        if not field_name:
+            return lambda _index: default
+
+        def group(index: int) -> str:
+            state = envelope.items[index].state
+            value = state.get(field_name) if isinstance(state, dict) else None
+            return default if value is None or value == "" else str(value)[:128]
+
+        return group
+
+    def build_outputs(
+        self,
+        envelope: codec.Envelope,
+        outcomes: str,
+        next_items: Mapping[int, bytes],
+        extras: Mapping[int, ItemExtras],
+    ) -> list[Output]:
+        return build_outputs(
+            envelope,
+            outcomes,
+            next_items,
+            extras,
+            max_bytes=self.max_message_bytes,
+            max_items=self.max_items,
+            group_of=self.group_of(envelope),
+        )
 
 
 class Deadline:

@@ -134,18 +134,23 @@ def test_concurrent_duplicates_without_redis_reach_the_sink_once(
     assert len(h.sink_objects()) == 1
 
 
-def _run_handler_in_child(h: Harness, moto_url: str, messages: list[dict[str, Any]], **env: str) -> int:
+def run_handler_in_child(
+    h: Harness,
+    moto_url: str,
+    messages: list[dict[str, Any]],
+    *,
+    router: str = f"{__name__}:flaky_router",
+    handler: str = "runtime.handlers.router",
+    **env: str,
+) -> int:
+    """The real handler in a child process (a crashed Lambda sandbox takes only itself down)."""
     settings = h.settings.model_copy(
-        update={
-            "pipeline": h.settings.require_pipeline().model_copy(
-                update={"router": f"{__name__}:flaky_router"}
-            )
-        }
+        update={"pipeline": h.settings.require_pipeline().model_copy(update={"router": router})}
     )
     environ = {**os.environ, **to_environ(settings), "AWS_ENDPOINT_URL": moto_url, **env}
     environ["PYTHONPATH"] = str(ROOT)
     child = subprocess.run(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", CHILD.replace("runtime.handlers.router", handler)],
         check=False,  # the exit code is the point: 137 at the kill point
         input=orjson.dumps({"Records": h.records(messages)}),
         env=environ,
@@ -185,7 +190,7 @@ def test_crash_after_a_partial_send_then_redis_flushed_then_a_rerun_follows_the_
     h.send(envelope("crash-1", states))
     messages = h.receive()
 
-    code = _run_handler_in_child(
+    code = run_handler_in_child(
         h, moto.url, messages, SLUICE_KILL_AT="router.after_first_send", **{FLAKY_ENV: "1"}
     )
     assert code == 137
