@@ -128,11 +128,18 @@ class BatchRun:
 
     # --- reading members -----------------------------------------------------------------------
     def _reads(self) -> Iterator[_Read]:
+        """Members in header order, read on the pool one window ahead of the parser."""
         members = list(enumerate(self.header.members))
         pool = None if self.crash_isolation else self.pool
-        for start in range(0, len(members), READ_AHEAD_FILES):
-            window = members[start : start + READ_AHEAD_FILES]
-            yield from parallel_map(pool, self._read_member, window)
+        windows = [members[i : i + READ_AHEAD_FILES] for i in range(0, len(members), READ_AHEAD_FILES)]
+        if pool is None:
+            yield from map(self._read_member, members)
+            return
+        ahead = parallel_map(pool, self._read_member, windows[0]) if windows else iter(())
+        for following in [*windows[1:], None]:
+            current = ahead
+            ahead = parallel_map(pool, self._read_member, following) if following else iter(())
+            yield from current
 
     def _read_member(self, indexed: tuple[int, Member]) -> _Read:
         index, member = indexed

@@ -100,18 +100,21 @@ def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListin
     now = time.time()
     slice_ = listing.oldest_slice()
     examined: set[str] = set()
-    window = max(64, 2 * ingest.settings.read_threads)
-    for start in range(0, len(slice_), window):
-        group = slice_[start : start + window]
+    start = 0
+    while start < len(slice_) and len(settled) < limit:
+        # Check as many as could still be needed at once (all in flight on EFS), never fewer
+        # than a small window.
+        group = slice_[start : start + max(64, limit - len(settled))]
+        start += len(group)
         specials.extend(c.name for c in group if not c.regular)
-        examined.update(c.name for c in group)
+        examined.update(specials)
         regular = [c.name for c in group if c.regular]
         stats = parallel_map(pool, lambda n: _settled_stat(ingest, n, now), regular)
         for name, st in zip(regular, stats, strict=True):
+            if st is None or len(settled) < limit:  # settled ones past the limit stay listed
+                examined.add(name)
             if st is not None and len(settled) < limit:
                 settled[name] = st
-        if len(settled) >= limit:
-            break
     listing.examined(examined)
     return Selection(settled, specials)
 

@@ -9,7 +9,7 @@ enough to keep the per-future overhead low.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,13 +33,20 @@ def _chunk_size(items: int, workers: int) -> int:
 
 def parallel_map(pool: WorkerPool | None, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
     """fn over items, results in order; chunks run on `pool` (inline when there is none).
-    Work not yet started is cancelled if the consumer stops early."""
+
+    The work is submitted when this is called, not when the results are first asked for,
+    so a caller can start the next window before consuming this one. Work not yet started
+    is cancelled if the consumer stops early.
+    """
     if pool is None or len(items) <= MIN_CHUNK:
-        yield from map(fn, items)
-        return
+        return map(fn, items)
     size = _chunk_size(len(items), pool.workers)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], c) for c in chunks]
+    return _results(futures)
+
+
+def _results(futures: list[Future[list[R]]]) -> Iterator[R]:
     try:
         for future in futures:
             yield from future.result()
