@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +31,7 @@ from runtime.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_LOG = Path("build/local/functions.log")
+NON_LIVE_EVERY_S = 2.0  # a progress line this often without the live display
 
 
 def _pairs(text: str) -> tuple[str, str]:
@@ -67,7 +68,7 @@ def _setting(text: str) -> tuple[str, Any]:
 def _kill_at(text: str) -> tuple[str, str, int]:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not FUNCTION:STEP[:INVOCATION]")
+        raise argparse.ArgumentTypeError(f"{text!r} is not FUNCTION:STEP[:DEATHS]")
     return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1
 
 
@@ -235,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FUNCTION:STEP[:N]",
-        help="set SLUICE_KILL_AT=STEP for invocation N (default 1) of FUNCTION; implies --isolate",
+        help="crash test: run FUNCTION in child processes with SLUICE_KILL_AT=STEP until N "
+        "(default 1) of them died at that step",
     )
     return parser
 
@@ -251,21 +253,9 @@ def _overrides(settings: list[tuple[str, Any]]) -> dict[str, Any]:
     return nested
 
 
-def _kill_environ(kills: list[tuple[str, str, int]]) -> dict[str, Callable[[int], Mapping[str, str]]]:
-    by_function: dict[str, dict[int, str]] = {}
-    for function, step, invocation in kills:
-        by_function.setdefault(function, {})[invocation] = step
-
-    def for_function(steps: dict[int, str]) -> Callable[[int], Mapping[str, str]]:
-        return lambda number: {"SLUICE_KILL_AT": steps[number]} if number in steps else {}
-
-    return {function: for_function(steps) for function, steps in by_function.items()}
-
-
 def options_from(
     args: argparse.Namespace, on_failure: Callable[[str, int, InvocationResult], None] | None = None
 ) -> RunOptions:
-    kills = _kill_environ(args.kill_at)
     return RunOptions(
         duration_s=args.duration,
         rate=args.rate,
@@ -286,8 +276,8 @@ def options_from(
             schedules=dict(args.schedule),
             use_config_schedules=args.config_schedules,
             concurrency=dict(args.concurrency),
-            isolate=frozenset(args.isolate) | frozenset(kills),
-            extra_environ=kills,
+            isolate=frozenset(args.isolate),
+            kill_at={function: (step, deaths) for function, step, deaths in args.kill_at},
             on_failure=on_failure,
         ),
     )
@@ -386,12 +376,13 @@ def _snapshot_printer(console: Console, live: Live | None) -> Callable[[Snapshot
         if live is not None:
             live.update(progress_view(snapshot))
             return
-        if snapshot.elapsed_s - last_line[0] >= 5:
+        if snapshot.elapsed_s - last_line[0] >= NON_LIVE_EVERY_S:
             last_line[0] = snapshot.elapsed_s
             console.print(
                 f"{snapshot.phase:>9} {snapshot.elapsed_s:6.1f}s written {snapshot.records_written:,} "
                 f"delivered {snapshot.records_delivered:,} ({snapshot.records_per_s:,.0f}/s) "
-                f"rejected files {snapshot.share.rejected}"
+                f"rejected files {snapshot.share.rejected} claimed {snapshot.share.claimed} "
+                f"queues {snapshot.queues}"
             )
 
     return show

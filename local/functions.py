@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ import orjson
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "us-east-1"
 HANDLER_PACKAGE = "runtime.handlers"
+KILL_ENV = "SLUICE_KILL_AT"
+# A kill point `os._exit(137)`s (what SIGKILL leaves); a real SIGKILL shows as -9.
+KILLED_RETURN_CODES = (137, -9)
 
 Handler = Callable[[Any, Any], Any]
 
@@ -90,11 +94,22 @@ class FunctionStats:
     timeouts: int = 0
     throttles: int = 0
     last_error: str | None = None
+    # Sums of the integer fields of the responses (the loader reports `records`, `parts_resent`,
+    # ...): what the functions say they did, beside what the run observes.
+    totals: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, result: InvocationResult) -> None:
         with self.lock:
             self.invocations += 1
+            if result.ok and isinstance(result.response, dict):
+                self.totals.update(
+                    {
+                        key: value
+                        for key, value in result.response.items()
+                        if isinstance(value, int) and not isinstance(value, bool)
+                    }
+                )
             if result.timed_out:
                 self.timeouts += 1
             if result.error is not None:
@@ -107,12 +122,36 @@ class FunctionStats:
 
 
 @dataclass
+class KillPlan:
+    """Crash tests: arm `SLUICE_KILL_AT=<step>` in invocations until `deaths` of them have died
+    there (one armed invocation at a time), so the step is reached whenever work arrives."""
+
+    step: str
+    deaths: int = 1
+    died: int = 0
+    armed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def arm(self) -> dict[str, str]:
+        with self.lock:
+            if self.armed or self.died >= self.deaths:
+                return {}
+            self.armed = True
+            return {KILL_ENV: self.step}
+
+    def disarm(self, killed: bool) -> None:
+        with self.lock:
+            self.armed = False
+            self.died += int(killed)
+
+
+@dataclass
 class LocalFunction:
     """One function: its handler, timeout, and (for crash tests) per-invocation isolation.
 
     `handler` defaults to `runtime/handlers/<name>.py`'s, loaded on the first call. `isolate`
-    runs every invocation in a child process with the runtime's environment plus
-    `extra_environ(n)` for the n-th invocation (how a test sets `SLUICE_KILL_AT` for one run).
+    runs every invocation in a child process with the runtime's environment (plus the kill
+    point of `kill`, which implies isolation).
     `on_failure(name, n, result)` hears of every failed or timed-out invocation.
     """
 
@@ -120,7 +159,7 @@ class LocalFunction:
     timeout_s: float
     memory_mb: int = 1024
     isolate: bool = False
-    extra_environ: Callable[[int], Mapping[str, str]] | None = None
+    kill: KillPlan | None = None
     handler: Handler | None = field(default=None, repr=False)
     on_failure: Callable[[str, int, InvocationResult], None] | None = None
     stats: FunctionStats = field(default_factory=FunctionStats)
@@ -135,7 +174,8 @@ class LocalFunction:
     def invoke(self, event: Any) -> InvocationResult:
         number = self._next_number()
         started = time.monotonic()
-        result = self._invoke_in_child(event, number) if self.isolate else self._invoke_here(event)
+        isolated = self.isolate or self.kill is not None
+        result = self._invoke_in_child(event) if isolated else self._invoke_here(event)
         result.duration_s = time.monotonic() - started
         # A handler that returns after its timeout would have been stopped by Lambda: its
         # response never reaches the trigger.
@@ -154,24 +194,32 @@ class LocalFunction:
         except Exception as exc:  # noqa: BLE001 - Lambda reports any exception as a function error
             return InvocationResult(error=f"{type(exc).__name__}: {exc}")
 
-    def _invoke_in_child(self, event: Any, number: int) -> InvocationResult:
-        environ = dict(os.environ)
-        if self.extra_environ is not None:
-            environ.update(self.extra_environ(number))
+    def _invoke_in_child(self, event: Any) -> InvocationResult:
+        armed = self.kill.arm() if self.kill is not None else {}
+        returncode: int | None = None
+        try:
+            result, returncode = self._run_child(event, {**os.environ, **armed})
+        finally:
+            if self.kill is not None and armed:
+                self.kill.disarm(killed=returncode in KILLED_RETURN_CODES)
+        return result
+
+    def _run_child(self, event: Any, environ: Mapping[str, str]) -> tuple[InvocationResult, int | None]:
         command = [sys.executable, "-m", "local.invoke", self.name, str(self.timeout_s), str(self.memory_mb)]
         try:
             finished = subprocess.run(
                 command,
                 input=orjson.dumps(event),
                 capture_output=True,
-                env=environ,
+                env=dict(environ),
                 timeout=self.timeout_s + 30,
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return InvocationResult(timed_out=True, error="timed out")
+            return InvocationResult(timed_out=True, error="timed out"), None
         if finished.returncode != 0:
             tail = finished.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            return InvocationResult(error=f"process exited with {finished.returncode}: {tail[0]}")
+            error = f"process exited with {finished.returncode}: {tail[0]}".rstrip(": ")
+            return InvocationResult(error=error), finished.returncode
         outcome = orjson.loads(finished.stdout)
-        return InvocationResult(response=outcome.get("response"), error=outcome.get("error"))
+        return InvocationResult(response=outcome.get("response"), error=outcome.get("error")), 0

@@ -135,10 +135,14 @@ def render_summary(console: Console, document: dict[str, Any]) -> None:
         for entry in document["problems"][:PROBLEM_ROWS_SHOWN]:
             problems.add_row(entry["file"], entry["problem"])
         parts.append(problems)
-    verdict = (
-        "[bold green]every record reached the sink exactly once[/]"
-        if document["ok"]
-        else "[bold red]FAILED: see lost / duplicates / problems above[/]"
-    )
+    if document["ok"]:
+        verdict = "[bold green]every record reached the sink exactly once[/]"
+    elif document["timed_out"]:
+        verdict = (
+            "[bold red]FAILED: timed out before every file met its fate and the pipeline fell quiet "
+            "(--timeout)[/]"
+        )
+    else:
+        verdict = "[bold red]FAILED: see lost / duplicates / problems above[/]"
     console.print(Group(*parts))
     console.print(verdict)

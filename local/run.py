@@ -65,7 +65,7 @@ class RunResult:
     interrupted: bool
     timed_out: bool
     counters: dict[str, int]
-    invocations: dict[str, dict[str, int]]
+    invocations: dict[str, dict[str, Any]]
     dead_letters: int
     halted_batches: int
     stop_clean: bool
@@ -85,6 +85,8 @@ class RunResult:
             self.reconciliation.ok
             and not self.reconciliation.pending
             and not self.interrupted
+            # Timed out while the pipeline was still busy: a late duplicate cannot be ruled out.
+            and not self.timed_out
             and not self.dead_letters
             and not self.halted_batches
         )
@@ -271,6 +273,7 @@ class LocalRun:
                     "errors": stats.errors,
                     "timeouts": stats.timeouts,
                     "throttles": stats.throttles,
+                    "reported": dict(stats.totals),
                 }
         expectations = self.expectations()
         return RunResult(

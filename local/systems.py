@@ -10,13 +10,14 @@ gateway/jobs HTTP server register here the same way when their handlers land.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from local.environment import LocalEnvironment
 from local.esm import SqsMapping, SqsPoller
-from local.functions import InvocationResult, LocalFunction, handler_available, handler_module
+from local.functions import InvocationResult, KillPlan, LocalFunction, handler_available, handler_module
 from local.scheduler import Schedule, Scheduler, parse_interval
 
 # Local ticks instead of the config's minutes: a loader exits early when nothing is claimable,
@@ -40,7 +41,7 @@ class FunctionOptions:
     use_config_schedules: bool = False
     concurrency: Mapping[str, int] = field(default_factory=dict)
     isolate: frozenset[str] = frozenset()
-    extra_environ: Mapping[str, Callable[[int], Mapping[str, str]]] = field(default_factory=dict)
+    kill_at: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # name -> (step, deaths)
     on_failure: Callable[[str, int, InvocationResult], None] | None = None
 
     def function(self, name: str, timeout_s: float, memory_mb: int) -> LocalFunction:
@@ -49,7 +50,7 @@ class FunctionOptions:
             timeout_s=timeout_s,
             memory_mb=memory_mb,
             isolate=name in self.isolate,
-            extra_environ=self.extra_environ.get(name),
+            kill=KillPlan(*self.kill_at[name]) if name in self.kill_at else None,
             on_failure=self.on_failure,
         )
 
@@ -108,6 +109,7 @@ class IngestSystem:
             schedules.append(Schedule(function, parse_interval(rate), max_concurrency=concurrency))
             self.functions.append(function)
         self.scheduler = Scheduler(schedules)
+        self.claimed = environment.share / "claimed"
 
     def start(self) -> None:
         self.scheduler.start()
@@ -116,7 +118,10 @@ class IngestSystem:
         return self.scheduler.stop(timeout_s)
 
     def idle(self) -> bool:
-        return not self.scheduler.busy()
+        """No batch in flight on the share. Loaders tick all the time, but one with nothing
+        claimed and nothing to claim sends nothing."""
+        with os.scandir(self.claimed) as batches:
+            return not any(True for _ in batches)
 
     def counters(self) -> dict[str, int]:
         return {f"{f.name} runs": f.stats.invocations for f in self.functions}

@@ -117,8 +117,6 @@ def test_cli_options_carry_kill_points_and_overrides() -> None:
     args = build_parser().parse_args(
         [
             "--kill-at",
-            "loader:part.sent",
-            "--kill-at",
             "loader:commit.before_rename:3",
             "--schedule",
             "loader=500ms",
@@ -130,11 +128,10 @@ def test_cli_options_carry_kill_points_and_overrides() -> None:
     )
     options = options_from(args)
     assert options.systems == ("ingest",)
-    assert options.functions.isolate == frozenset({"loader"})
-    kill = options.functions.extra_environ["loader"]
-    assert kill(1) == {"SLUICE_KILL_AT": "part.sent"}
-    assert kill(2) == {}
-    assert kill(3) == {"SLUICE_KILL_AT": "commit.before_rename"}
+    # The last --kill-at of a function wins: one kill plan per function.
+    assert options.functions.kill_at == {"loader": ("commit.before_rename", 3)}
+    loader = options.functions.function("loader", 30, 1024)
+    assert loader.kill is not None and loader.kill.deaths == 3
     assert options.functions.schedules == {"loader": "500ms"}
     assert options.functions.concurrency == {"router": 3}
 

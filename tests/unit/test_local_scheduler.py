@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from local.functions import LambdaContext, LocalFunction
+from local.functions import KillPlan, LambdaContext, LocalFunction
 from local.scheduler import Schedule, Scheduler, parse_interval, scheduled_event
 
 
@@ -52,7 +52,9 @@ def test_function_reports_errors_and_late_responses_as_failures() -> None:
     def boom(event: object, context: object) -> None:
         raise RuntimeError("nope")
 
-    failing = LocalFunction("f", timeout_s=1, handler=boom, on_failure=lambda n, i, r: failures.append((n, i)))
+    failing = LocalFunction(
+        "f", timeout_s=1, handler=boom, on_failure=lambda name, number, _: failures.append((name, number))
+    )
     result = failing.invoke({})
     assert result.error == "RuntimeError: nope" and not result.ok
     assert failures == [("f", 1)]
@@ -104,3 +106,15 @@ def test_scheduler_throttles_past_the_concurrency_limit_and_waits_on_stop() -> N
     assert function.stats.throttles > 0
     assert running == 0  # stop() waited for the invocations in flight
     assert not scheduler.busy()
+
+
+def test_a_kill_plan_arms_one_invocation_at_a_time_until_enough_died() -> None:
+    plan = KillPlan("part.sent", deaths=2)
+    assert plan.arm() == {"SLUICE_KILL_AT": "part.sent"}
+    assert plan.arm() == {}  # another invocation while the armed one runs
+    plan.disarm(killed=False)  # it never reached the step
+    assert plan.arm() == {"SLUICE_KILL_AT": "part.sent"}
+    plan.disarm(killed=True)
+    assert plan.arm() == {"SLUICE_KILL_AT": "part.sent"}
+    plan.disarm(killed=True)
+    assert plan.arm() == {}
