@@ -59,6 +59,17 @@ def relay_environment(settings: RelaySettings) -> dict[str, str]:
     return out
 
 
+def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
+    """The ledger's partition and sort key names ("" without a sort key), read from the table
+    the stateful stack declares, so delivery records always fit its key schema."""
+    if not isinstance(table, dynamodb.Table):
+        raise TypeError("the relay needs the ledger as a dynamodb.Table to read its key schema")
+    schema = table.schema()
+    if schema.partition_key is None:
+        raise TypeError("the ledger table has no partition key")
+    return schema.partition_key.name, schema.sort_key.name if schema.sort_key else ""
+
+
 def failure_bucket_arn(bucket_name: str) -> str:
     return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"
 
@@ -116,14 +127,13 @@ class RelayConstruct(Construct):
         ledger_table: dynamodb.ITable,
         failure_bucket_name: str,
         create_function: CreateFunction,
-        ledger_partition_key: str = "pk",
-        ledger_sort_key: str = "sk",
         ledger_ttl_attribute: str = "expires_at",
         redis_auth_secret: secretsmanager.ISecret | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         relay = config.relay
         self.parameter_name = config.api_key_parameter
+        ledger_partition_key, ledger_sort_key = ledger_key_names(ledger_table)
         self.settings = RelaySettings(
             fifo_url=queue.queue_url,
             dlq_url=dead_letter_queue.queue_url,

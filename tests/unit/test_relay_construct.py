@@ -139,7 +139,19 @@ def _resolve_tokens(environment: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else "resolved-at-deploy" for k, v in environment.items()}
 
 
-def test_the_environment_carries_the_relay_settings_and_never_the_key(template: Template) -> None:
+def _declared_ledger_keys(stage: SluiceStage) -> tuple[str, str]:
+    """The ledger's key names as the stateful template declares them (the table with a TTL)."""
+    tables = Template.from_stack(stage.stateful).find_resources(
+        "AWS::DynamoDB::Table", {"Properties": {"TimeToLiveSpecification": Match.any_value()}}
+    )
+    [ledger] = tables.values()
+    keys = {k["KeyType"]: k["AttributeName"] for k in ledger["Properties"]["KeySchema"]}
+    return keys["HASH"], keys.get("RANGE", "")
+
+
+def test_the_environment_carries_the_relay_settings_and_never_the_key(
+    template: Template, built: tuple[SluiceStage, RelayConstruct]
+) -> None:
     for handler in (RELAY_HANDLER, DRAIN_HANDLER):
         _, props = function_props(template, handler)
         environment = _resolve_tokens(props["Environment"]["Variables"])
@@ -150,6 +162,7 @@ def test_the_environment_carries_the_relay_settings_and_never_the_key(template: 
         assert relay.group_key_field == "customer"
         assert relay.breaker_backoff_cap_s <= 900
         assert relay.fifo_url == relay.dlq_url == relay.ledger_table == "resolved-at-deploy"
+        assert (relay.ledger_partition_key, relay.ledger_sort_key) == _declared_ledger_keys(built[0])
         secretish = [name for name in environment if re.search(r"API_KEY$|SECRET$|TOKEN$", name)]
         assert secretish == []
 
