@@ -32,6 +32,7 @@ from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
+from runtime.ingest.sender import SendRejected
 from runtime.observability import logger, metrics
 
 RemainingSeconds = Callable[[], float]
@@ -138,14 +139,18 @@ def _guarded(ingest: Ingest, batch: str, token: str, work: Callable[[], None]) -
         logger.warning("lease lost", extra={"batch": batch, "detail": str(lost)})
     except BatchMustHalt as halt:
         halt_batch(ingest, batch, token, halt.reason, halt.detail)
-    except (TransientError, OSError, redis.RedisError) as failure:
+    except (TransientError, SendRejected, OSError, redis.RedisError) as failure:
         # Nothing past the failure was sent or skipped; the batch resumes where it stopped.
-        # (Anything else propagates without a release: the handler fails loudly and the
-        # lease's expiry counts the run as one that died.)
         counters.add("transient_failures")
-        logger.warning("transient failure; batch released", extra={"batch": batch, "detail": str(failure)})
+        logger.warning("batch released after a failure", extra={"batch": batch, "detail": str(failure)})
         _release(ingest, batch, token)
         return False
+    except Exception:
+        # A bug, not a death: hand the batch back (clearing any crash-isolation cursor, so no
+        # innocent file is blamed) and fail the invocation loudly. Only a run that really
+        # dies (kill, out of memory, a hang until the timeout) counts towards crash isolation.
+        _release(ingest, batch, token)
+        raise
     return True
 
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from runtime.codec import SQS_MAX_MESSAGE_BYTES, PackedPart, billing_units
 from runtime.errors import SluiceError, TransientError
 
@@ -106,9 +108,13 @@ class SqsSink:
                 self._sleep(random.uniform(0, self._backoff_base_s * 2**attempt))
             self.calls += 1
             self.billing_units += group_billing_units(list(pending.values()))
-            response = self._client.send_message_batch(
-                QueueUrl=self._queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
-            )
+            try:
+                response = self._client.send_message_batch(
+                    QueueUrl=self._queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
+                )
+            except (BotoCoreError, ClientError) as exc:
+                # boto3's standard retries already ran: the queue is unreachable for now.
+                raise TransientError(f"SendMessageBatch failed: {exc}") from exc
             failed = response.get("Failed") or []
             for failure in failed:
                 if failure.get("SenderFault"):

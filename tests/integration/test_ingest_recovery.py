@@ -347,3 +347,20 @@ def test_checker_handler_reports_the_backlog(
         checker._ingest.cache_clear()
     assert result["inbox_depth"] == 3 and result["oldest_file_age_s"] >= 4
     assert result["batches_in_flight"] == 0 and result["requeued_expired"] == []
+
+
+def test_an_unreachable_queue_releases_the_batch_and_blames_no_file(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    expected = write_corpus(tmp_path, files=6, records_per_file=25)
+    sqs.delete_queue(QueueUrl=queue_url)
+    failing = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url, sleep=lambda _: None))
+    run_loader(failing, forever)
+    assert failing.counters.transient_failures == 1 and failing.counters.batches_released == 1
+    assert failing.counters.rejected_files == 0 and failing.counters.batches_halted == 0
+    assert redis_client.zcard(keys.RESUMABLE) == 1 and redis_client.hlen(keys.CURSORS) == 0
+
+    assert sqs.create_queue(QueueName="state")["QueueUrl"] == queue_url
+    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    assert client_is_tidy(redis_client)
