@@ -64,7 +64,7 @@ def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
     the stateful stack declares, so delivery records always fit its key schema."""
     if not isinstance(table, dynamodb.Table):
         raise TypeError("the relay needs the ledger as a dynamodb.Table to read its key schema")
-    schema = table.schema()
+    schema = table.schema_v2()
     if schema.partition_key is None:
         raise TypeError("the ledger table has no partition key")
     return schema.partition_key.name, schema.sort_key.name if schema.sort_key else ""
