@@ -65,9 +65,12 @@ def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
     if not isinstance(table, dynamodb.Table):
         raise TypeError("the relay needs the ledger as a dynamodb.Table to read its key schema")
     schema = table.schema_v2()
-    if schema.partition_key is None:
-        raise TypeError("the ledger table has no partition key")
-    return schema.partition_key.name, schema.sort_key.name if schema.sort_key else ""
+    partition_keys, sort_keys = schema.partition_keys, schema.sort_keys or []
+    if len(partition_keys) != 1 or len(sort_keys) > 1:
+        raise TypeError(
+            "the relay's delivery records need a ledger with one partition key, at most one sort key"
+        )
+    return partition_keys[0].name, sort_keys[0].name if sort_keys else ""
 
 
 def failure_bucket_arn(bucket_name: str) -> str:
