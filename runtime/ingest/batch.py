@@ -55,6 +55,7 @@ class BatchRun:
     pool: WorkerPool | None
     remaining_s: Callable[[], float]
     recorded: dict[int, PartRecord] = field(default_factory=dict)
+    preread: dict[str, bytes] = field(default_factory=dict)  # members' bytes read at the claim
     acked: set[int] = field(default_factory=set)
     crash_isolation: bool = False
 
@@ -130,7 +131,8 @@ class BatchRun:
     def _reads(self) -> Iterator[_Read]:
         """Members in header order, read on the pool one window ahead of the parser."""
         members = list(enumerate(self.header.members))
-        pool = None if self.crash_isolation else self.pool
+        everything_read = len(self.preread) == len(members)
+        pool = None if self.crash_isolation or everything_read else self.pool
         windows = [members[i : i + READ_AHEAD_FILES] for i in range(0, len(members), READ_AHEAD_FILES)]
         if pool is None:
             yield from map(self._read_member, members)
@@ -143,6 +145,9 @@ class BatchRun:
 
     def _read_member(self, indexed: tuple[int, Member]) -> _Read:
         index, member = indexed
+        data = self.preread.pop(member.name, None)
+        if data is not None:
+            return _Read(index, member, data=data)
         path = self.ingest.layout.claimed_file(self.batch, member.name)
         try:
             data, st = self.ingest.fs.read_prefix(path, member.size)

@@ -6,7 +6,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runtime.ingest.fs import FileStat, is_temporary_name
 from runtime.ingest.kill import kill_point
@@ -70,34 +70,68 @@ class InboxListing:
             self._remaining = [c for c in self._remaining if c.name not in names]
 
 
-def _settled_stat(ingest: Ingest, name: str, now: float) -> FileStat | None:
+# A settled file this small is read by its settle check's open (one open per file instead of
+# two); the bytes are used only if the file is unchanged after the claim. Bounded per batch.
+PREREAD_MAX_FILE_BYTES = 64 * 1024
+PREREAD_MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _settle_check(ingest: Ingest, name: str, settled_before_ns: int) -> tuple[FileStat, bytes | None] | None:
+    """(stat, bytes or None) for a settled regular file; None when not claimable now."""
+
+    def settled_and_small(st: FileStat) -> bool:
+        return st.mtime_ns <= settled_before_ns and st.size <= PREREAD_MAX_FILE_BYTES
+
     try:
-        st = ingest.fs.open_stat(ingest.layout.inbox_file(name))
+        st, data = ingest.fs.open_stat_read(ingest.layout.inbox_file(name), settled_and_small)
     except OSError:
         # Vanished since the listing, or became something open refuses (O_NOFOLLOW): either
         # way not ours to claim in this round.
         return None
-    return st if now - st.mtime_ns / 1e9 >= ingest.settings.settle_s else None
+    return (st, data) if st.mtime_ns <= settled_before_ns else None
 
 
 @dataclass(frozen=True)
 class Selection:
-    """What a claim will take: settled regular files (name -> the stat that settled them)
-    and the special entries seen on the way."""
+    """What a claim will take: settled regular files (name -> the stat that settled them,
+    and the bytes read on the way for small ones) and the special entries seen."""
 
     settled: dict[str, FileStat]
     specials: list[str]
+    preread: dict[str, bytes] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.settled or self.specials)
+
+    def preread_for(self, header: Header) -> dict[str, bytes]:
+        """Bytes read before the claim that are exactly a member's first `size` bytes: the
+        file is unchanged since (same size and mtime; the writer only ever appends)."""
+        usable = {}
+        for member in header.members:
+            data = self.preread.get(member.name)
+            st = self.settled.get(member.name)
+            if (
+                data is not None
+                and st is not None
+                and (st.size, st.mtime_ns, len(data))
+                == (
+                    member.size,
+                    member.mtime_ns,
+                    member.size,
+                )
+            ):
+                usable[member.name] = data
+        return usable
 
 
 def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListing) -> Selection:
     """Up to batch_max_files settled regular files from the oldest slice of the inbox."""
     limit = ingest.settings.batch_max_files
     settled: dict[str, FileStat] = {}
+    preread: dict[str, bytes] = {}
+    preread_bytes = 0
     specials: list[str] = []
-    now = time.time()
+    settled_before_ns = time.time_ns() - int(ingest.settings.settle_s * 1e9)
     slice_ = listing.oldest_slice()
     examined: set[str] = set()
     start = 0
@@ -109,14 +143,17 @@ def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListin
         specials.extend(c.name for c in group if not c.regular)
         examined.update(specials)
         regular = [c.name for c in group if c.regular]
-        stats = parallel_map(pool, lambda n: _settled_stat(ingest, n, now), regular)
-        for name, st in zip(regular, stats, strict=True):
-            if st is None or len(settled) < limit:  # settled ones past the limit stay listed
+        checks = parallel_map(pool, lambda n: _settle_check(ingest, n, settled_before_ns), regular)
+        for name, check in zip(regular, checks, strict=True):
+            if check is None or len(settled) < limit:  # settled ones past the limit stay listed
                 examined.add(name)
-            if st is not None and len(settled) < limit:
-                settled[name] = st
+            if check is not None and len(settled) < limit:
+                settled[name], data = check
+                if data is not None and preread_bytes + len(data) <= PREREAD_MAX_BATCH_BYTES:
+                    preread[name] = data
+                    preread_bytes += len(data)
     listing.examined(examined)
-    return Selection(settled, specials)
+    return Selection(settled, specials, preread)
 
 
 def claim_selected(

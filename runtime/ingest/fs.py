@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Operations a write-once publish performs on top of the data write: create the temporary
@@ -133,6 +134,20 @@ class Fs:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             return _file_stat(os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    def open_stat_read(self, path: str, read_if: Callable[[FileStat], bool]) -> tuple[FileStat, bytes | None]:
+        """open + fstat, then (only when `read_if(stat)`) the file's first `size` bytes from
+        the same open: a settle check that also reads a file it is about to claim."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            st = _file_stat(os.fstat(fd))
+            if not (st.is_regular and read_if(st)):
+                self._read_op(2)
+                return st, None
+            self._read_op(3)
+            return st, os.pread(fd, st.size, 0)
         finally:
             os.close(fd)
 

@@ -120,7 +120,7 @@ def _one_batch(
 
     def claim_and_run() -> None:
         header = claim_selected(ingest, batch, token, pool, selection)
-        BatchRun(ingest, header, token, pool, remaining_s).run()
+        BatchRun(ingest, header, token, pool, remaining_s, preread=selection.preread_for(header)).run()
 
     return _guarded(ingest, batch, token, claim_and_run)
 

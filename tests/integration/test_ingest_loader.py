@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ def test_writer_still_writing(tmp_path: Path, redis_client: redis.Redis, sqs: An
     """A fresh file is not claimed; a file that grows between its settle check and the claim
     goes back to the inbox; neither is lost."""
     write_file(tmp_path, "w-settled.json", orjson.dumps(record(1, 0)))
-    write_file(tmp_path, "w-fresh.json", b'{"partial": ', age_s=0)
+    write_file(tmp_path, "w-fresh.json", b'{"partial": ', age_s=-60)  # fresh however slow the machine
     growing = write_file(tmp_path, "w-growing.json", orjson.dumps(record(2, 0)))
 
     class GrowsBeforeClaim(Fs):
@@ -202,16 +203,20 @@ def test_vanished_file_and_stale_claim_after_header(
     batch after its header goes back to the inbox at commit and is loaded by a later batch."""
     expected = write_corpus(tmp_path, files=4, records_per_file=3)
     write_file(tmp_path, "v-vanishing.json", orjson.dumps(record(5, 0)))
-    late = write_file(tmp_path, "z-late.json", orjson.dumps(record(6, 0)), age_s=0)
+    late = write_file(
+        tmp_path, "z-late.json", orjson.dumps(record(6, 0)), age_s=-60
+    )  # fresh however slow the machine
 
     class Interfering(Fs):
         landed = False
 
-        def open_stat(self, path: str) -> FileStat:
-            st = super().open_stat(path)
+        def open_stat_read(
+            self, path: str, read_if: Callable[[FileStat], bool]
+        ) -> tuple[FileStat, bytes | None]:
+            found = super().open_stat_read(path, read_if)
             if path.endswith("v-vanishing.json"):
                 os.unlink(path)  # the writer's operator deleted it after our listing
-            return st
+            return found
 
         def write_once(self, path: str, data: bytes) -> bool:
             published = super().write_once(path, data)
