@@ -22,7 +22,7 @@ from rich.live import Live
 
 from local.environment import load_local_config, local_environment
 from local.functions import InvocationResult
-from local.report import file_report, progress_view, render_summary, summary, write_json
+from local.report import file_report, progress_view, render_files, render_summary, summary, write_json
 from local.run import LocalRun, RunOptions, Snapshot
 from local.scheduler import parse_interval
 from local.systems import SYSTEMS, FunctionOptions, MissingHandler
@@ -359,14 +359,21 @@ def _run(console: Console, args: argparse.Namespace, options: RunOptions, config
         with live if live is not None else contextlib.nullcontext():
             result = LocalRun(environment, options, on_snapshot=on_snapshot).run()
         document = summary(result, share=environment.share)
+        if args.inbox is not None:
+            report = file_report(result, share=environment.share)
+            render_files(console, report)
+            if args.report is not None:
+                write_json(args.report, report)
         render_summary(console, document)
         if args.json is not None:
             write_json(args.json, document)
-        if args.report is not None:
-            write_json(args.report, file_report(result, share=environment.share))
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _depth(depth: dict[str, int]) -> str:
+    return "{visible}/{in_flight}/{delayed}".format(**depth)
 
 
 def _snapshot_printer(console: Console, live: Live | None) -> Callable[[Snapshot], None]:
@@ -381,8 +388,8 @@ def _snapshot_printer(console: Console, live: Live | None) -> Callable[[Snapshot
             console.print(
                 f"{snapshot.phase:>9} {snapshot.elapsed_s:6.1f}s written {snapshot.records_written:,} "
                 f"delivered {snapshot.records_delivered:,} ({snapshot.records_per_s:,.0f}/s) "
-                f"rejected files {snapshot.share.rejected} claimed {snapshot.share.claimed} "
-                f"queues {snapshot.queues}"
+                f"rejected files {snapshot.share.rejected}, claimed {snapshot.share.claimed}, "
+                f"state queue {_depth(snapshot.queues['state'])}, dlq {_depth(snapshot.queues['state dlq'])}"
             )
 
     return show

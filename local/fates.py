@@ -54,7 +54,8 @@ def item_ids_in_sink_object(body: bytes) -> list[str]:
 
 
 class SinkReader:
-    """Reads each sink object once and keeps a count of every item id seen."""
+    """Reads each sink object once and keeps a count of every item id seen. Delivery times are
+    the objects' `LastModified` (the sink's own clock, epoch seconds), not when we looked."""
 
     def __init__(self, s3: Any, bucket: str, prefix: str = "") -> None:
         self.s3 = s3
@@ -62,6 +63,7 @@ class SinkReader:
         self.prefix = prefix
         self.counts: Counter[str] = Counter()
         self.objects = 0
+        self.first_delivery_at: float | None = None
         self.last_delivery_at: float | None = None
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -82,9 +84,13 @@ class SinkReader:
                     self._seen.add(key)
                     self.objects += 1
                     added += len(ids)
-            if added:
-                self.last_delivery_at = time.monotonic()
+                    if ids:
+                        self._delivered_at(entry["LastModified"].timestamp())
             return added
+
+    def _delivered_at(self, when: float) -> None:
+        self.first_delivery_at = min(when, self.first_delivery_at or when)
+        self.last_delivery_at = max(when, self.last_delivery_at or when)
 
     @property
     def records(self) -> int:
@@ -101,6 +107,7 @@ class QueueSink:
         self.queue_url = queue_url
         self.counts: Counter[str] = Counter()
         self.objects = 0
+        self.first_delivery_at: float | None = None
         self.last_delivery_at: float | None = None
         self._lock = threading.Lock()
 
@@ -126,7 +133,8 @@ class QueueSink:
                 ]
                 self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=receipts)
             if added:
-                self.last_delivery_at = time.monotonic()
+                self.first_delivery_at = self.first_delivery_at or time.time()
+                self.last_delivery_at = time.time()
             return added
 
     @property

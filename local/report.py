@@ -35,6 +35,10 @@ def summary(result: RunResult, *, share: Path | None = None) -> dict[str, Any]:
         "duplicates": reconciliation.duplicates,
         "unexpected_records": len(reconciliation.unexpected_ids),
         "records_per_s": round(result.records_per_s, 1),
+        "records_per_s_from_first_write": round(result.records_per_s_from_first_write, 1),
+        "writer_records_per_s": round(result.writer_records_per_s, 1),
+        "first_delivery_s": _rounded(result.first_delivery_s),
+        "drain_s": _rounded(result.drain_s),
         "files_written": result.files_written,
         "files_delivered": sum(1 for f in reconciliation.files if f.fate == "delivered"),
         "files_skipped": sum(1 for f in reconciliation.files if f.fate == "skipped"),
@@ -55,6 +59,10 @@ def summary(result: RunResult, *, share: Path | None = None) -> dict[str, Any]:
     if share is not None:
         out["share"] = str(share)
     return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def file_report(result: RunResult, *, share: Path) -> dict[str, Any]:
@@ -106,6 +114,21 @@ def progress_view(snapshot: Snapshot) -> Table:
     return table
 
 
+def render_files(console: Console, report: dict[str, Any]) -> None:
+    """`--report`'s per-file fates as a table."""
+    table = _table("files", "file", "fate", "records", "reason", "where")
+    for entry in report["files"]:
+        reason = entry["reason"] or entry.get("problem") or ""
+        table.add_row(
+            entry["file"],
+            entry["fate"],
+            f"{entry['records_delivered']:,}",
+            reason,
+            entry.get("rejected_path", ""),
+        )
+    console.print(table)
+
+
 def render_summary(console: Console, document: dict[str, Any]) -> None:
     table = _table("summary", "", "value")
     for key in (
@@ -115,6 +138,10 @@ def render_summary(console: Console, document: dict[str, Any]) -> None:
         "duplicates",
         "unexpected_records",
         "records_per_s",
+        "records_per_s_from_first_write",
+        "writer_records_per_s",
+        "first_delivery_s",
+        "drain_s",
         "files_written",
         "files_delivered",
         "files_skipped",
@@ -123,7 +150,8 @@ def render_summary(console: Console, document: dict[str, Any]) -> None:
         "writing_s",
         "elapsed_s",
     ):
-        table.add_row(key, f"{document[key]:,}" if isinstance(document[key], int) else str(document[key]))
+        value = document[key]
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else "-" if value is None else str(value))
     parts: list[Any] = [table]
     if document["rejected_files"]:
         rejected = _table("rejected files", "file", "code", "where", "detail")

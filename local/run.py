@@ -58,8 +58,9 @@ class RunResult:
     reconciliation: Reconciliation
     records_written: int
     files_written: int
-    started_at: float
+    started_at: float  # wall clock (epoch seconds), like the delivery times
     writing_s: float
+    first_delivery_at: float | None
     last_delivery_at: float | None
     finished_at: float
     interrupted: bool
@@ -72,12 +73,37 @@ class RunResult:
 
     @property
     def records_per_s(self) -> float:
-        """End to end: records at the sink over the time from the first write to the last
-        delivery."""
+        """Sustained throughput at the sink: records delivered over the time from the first
+        delivery to the last (the pipeline's rate once records flow)."""
+        if self.first_delivery_at is None or self.last_delivery_at is None:
+            return 0.0
+        elapsed = self.last_delivery_at - self.first_delivery_at
+        return self.reconciliation.records_delivered / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def records_per_s_from_first_write(self) -> float:
+        """End to end including the pipeline's latency: from the first write to the last
+        delivery (below the writer's rate by the time the last file takes to arrive)."""
         if self.last_delivery_at is None:
             return 0.0
         elapsed = self.last_delivery_at - self.started_at
         return self.reconciliation.records_delivered / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def writer_records_per_s(self) -> float:
+        return self.records_written / self.writing_s if self.writing_s > 0 else 0.0
+
+    @property
+    def first_delivery_s(self) -> float | None:
+        """Seconds from the first write to the first record at the sink."""
+        return None if self.first_delivery_at is None else self.first_delivery_at - self.started_at
+
+    @property
+    def drain_s(self) -> float | None:
+        """Seconds from the end of writing to the last record at the sink."""
+        if self.last_delivery_at is None:
+            return None
+        return self.last_delivery_at - (self.started_at + self.writing_s)
 
     @property
     def ok(self) -> bool:
@@ -125,7 +151,9 @@ class LocalRun:
         self._rate = RateMeter()
         self._stop_source = threading.Event()
         self._started_at = time.monotonic()
+        self._started_wall = time.time()
         self._user_expectations: list[Expected] | None = None
+        self.writer: WriterSimulator | None = None
 
     # -- expectations -----------------------------------------------------------------------
 
@@ -158,12 +186,13 @@ class LocalRun:
             for system in self.systems:
                 system.start()
             self._started_at = time.monotonic()
+            self._started_wall = time.time()
             writer_thread = self._start_source()
             self.phase = "writing" if writer_thread else "loading"
             while writer_thread is not None and writer_thread.is_alive():
                 writer_thread.join(POLL_S)
                 self._report()
-            writing_s = time.monotonic() - self._started_at
+            writing_s = self._writing_s()
             self.phase = "draining"
             timed_out = not self._drain(time.monotonic() + self.options.timeout_s)
         except KeyboardInterrupt:
@@ -184,7 +213,7 @@ class LocalRun:
             imported = import_inbox(self.options.inbox, share / "inbox")
             self._user_expectations = expectations_for(imported)
             return None
-        writer = WriterSimulator(
+        writer = self.writer = WriterSimulator(
             share,
             shape=self.options.shape,
             rate=self.options.rate,
@@ -198,6 +227,12 @@ class LocalRun:
         )
         thread.start()
         return thread
+
+    def _writing_s(self) -> float:
+        writer = self.writer
+        if writer is None or writer.started_at is None or writer.stopped_at is None:
+            return 0.0
+        return writer.stopped_at - writer.started_at
 
     def _drain(self, deadline: float) -> bool:
         """Wait for every file's fate, then for the pipeline to fall quiet. False on timeout."""
@@ -280,10 +315,11 @@ class LocalRun:
             reconciliation=reconciliation,
             records_written=sum(e.records or 0 for e in expectations),
             files_written=len(expectations),
-            started_at=self._started_at,
+            started_at=self._started_wall,
             writing_s=writing_s,
+            first_delivery_at=self.sink.first_delivery_at,
             last_delivery_at=self.sink.last_delivery_at,
-            finished_at=time.monotonic(),
+            finished_at=time.time(),
             interrupted=interrupted,
             timed_out=timed_out,
             counters=self.counters(),

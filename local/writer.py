@@ -106,22 +106,27 @@ def timestamp_name(sequence: int, suffix: str = ".json") -> str:
     return f"{stamp}-{sequence:07d}{suffix}"
 
 
-def make_record(sequence: int, index: int, record_bytes: int) -> dict[str, object]:
-    """A record with many metadata fields, padded to about `record_bytes` of JSON."""
-    record: dict[str, object] = {
-        "seq": sequence,
-        "index": index,
-        "source": "writer-sim",
-        "kind": "reading",
-        "ts": round(time.time(), 6),
-        "device": {"id": f"dev-{sequence % 997}", "fw": "1.0.0", "site": "local"},
-        "value": (sequence * 31 + index) % 1000 / 10,
-        "unit": "celsius",
-        "tags": ["local", "sim"],
-    }
-    padding = record_bytes - len(orjson.dumps(record)) - len(',"note":""')
-    record["note"] = "x" * max(0, padding)
-    return record
+_RECORD_HEAD = (
+    b'{"seq":%d,"index":%d,"source":"writer-sim","kind":"reading","ts":%.6f,'
+    b'"device":{"id":"dev-%03d","fw":"1.0.0","site":"local"},"value":%.1f,"unit":"celsius",'
+    b'"tags":["local","sim"],"note":"'
+)
+
+
+def record_template(record_bytes: int) -> bytes:
+    """A record with many metadata fields, as a %-template padded to about `record_bytes` of
+    JSON. Formatting bytes keeps the writer cheap: at 6,000 records/s it shares two cores with
+    everything it feeds."""
+    sample = _RECORD_HEAD % (1_000_000, 1000, time.time(), 996, 99.9) + b'"}'
+    return _RECORD_HEAD + b"x" * max(0, record_bytes - len(sample)) + b'"}'
+
+
+def make_records(template: bytes, sequence: int, count: int) -> list[bytes]:
+    now = time.time()
+    return [
+        template % (sequence, index, now, sequence % 997, (sequence * 31 + index) % 1000 / 10)
+        for index in range(count)
+    ]
 
 
 def _pieces(data: bytes, count: int) -> list[bytes]:
@@ -152,6 +157,7 @@ class WriterSimulator:
         self.max_message_bytes = max_message_bytes
         self.manifest = manifest if manifest is not None else Manifest()
         self._random = random.Random(seed)
+        self._template = record_template(shape.record_bytes)
         self._sequence = 0
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.outside.mkdir(parents=True, exist_ok=True)
@@ -199,16 +205,16 @@ class WriterSimulator:
         finally:
             os.close(fd)
 
-    def _records_body(self, sequence: int, count: int, record_bytes: int) -> bytes:
-        records = [make_record(sequence, index, record_bytes) for index in range(count)]
+    def _records_body(self, sequence: int, count: int, template: bytes | None = None) -> bytes:
+        records = make_records(template or self._template, sequence, count)
         if self.shape.ndjson:
-            return b"\n".join(orjson.dumps(record) for record in records) + b"\n"
-        return orjson.dumps(records[0] if count == 1 else records)
+            return b"\n".join(records) + b"\n"
+        return records[0] if count == 1 else b"[" + b",".join(records) + b"]"
 
     def write_good(self) -> WrittenFile:
         name = self._next_name()
         count = self.shape.records_per_file
-        body = self._records_body(self._sequence, count, self.shape.record_bytes)
+        body = self._records_body(self._sequence, count)
         self._write_non_atomically(self.inbox / name, self._junk() + body)
         written = WrittenFile(name=name, kind="good", fate="delivered", records=count)
         self.manifest.add(written)
@@ -235,7 +241,7 @@ class WriterSimulator:
         contents = {
             "empty": b"",
             "comments_only": self._junk() or b"# nothing but a comment\n",
-            "truncated_json": self._junk() + self._records_body(self._sequence, 3, 200)[:-7],
+            "truncated_json": self._junk() + self._records_body(self._sequence, 3)[:-7],
             # Latin-1 bytes where UTF-8 is required.
             "not_utf8": self._junk() + b'[{"city": "S\xe3o Paulo", "temp": 21.5}]',
             "scalar_top_level": self._junk() + b'"just a string"',
@@ -254,7 +260,7 @@ class WriterSimulator:
         # ids the manifest does not expect and the run would fail.
         name = self._next_name()
         target = self.outside / f"target-{name}"
-        target.write_bytes(self._records_body(self._sequence, 2, 100))
+        target.write_bytes(self._records_body(self._sequence, 2))
         os.symlink(target, self.inbox / name)
         return name
 
