@@ -251,11 +251,20 @@ def process_batch(
     limits = RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes)
     deadline = Deadline(remaining_ms, cfg.time_budget_margin_s)
     policy = Policy(cfg, rng or random.Random())
-    for work in works:
-        _draft(work, router, limits, deadline, policy)
     ledger = Ledger(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s)
     with ThreadPoolExecutor(max_workers=max(1, min(cfg.io_threads, len(works)))) as pool:
-        _settle_plans(works, ledger, router=router, limits=limits, pool=pool, result=result)
+        # Each plan is written while the next envelope is routed (the ledger is the slow part).
+        pending = []
+        for work in works:
+            _draft(work, router, limits, deadline, policy)
+            if work.running:
+                result.ledger_writes += 1
+                pending.append(pool.submit(guarded, lambda w: store_plan(w, ledger), work))
+        for future in pending:
+            future.result()
+        for work in works:
+            guarded(lambda w: adopt_stored_plan(w, router, limits), work)
+            count_settled(work, result)
         kill_point("router.after_plan")
         _send_outputs(works, clients.sqs, targets, settings.queues.max_message_bytes)
         kill_point("router.after_send")
@@ -312,25 +321,15 @@ def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, 
     work.plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in work.outputs))
 
 
-def _settle_plans(
-    works: Sequence[Work],
-    ledger: Ledger,
-    *,
-    router: Router,
-    limits: RouteLimits,
-    pool: ThreadPoolExecutor,
-    result: BatchResult,
-) -> None:
-    """Create each plan in the ledger, or adopt the stored one (one write per envelope)."""
-    result.ledger_writes += sum(w.running for w in works)
-    _each(pool, works, lambda w: settle_plan(w, ledger, router, limits))
-    for work in works:
-        count_settled(work, result)
-
-
 def settle_plan(work: Work, ledger: Ledger, router: Router, limits: RouteLimits) -> None:
     """Write this run's plan create-only; when one exists, it governs: complete → nothing to
     do; otherwise rebuild its outputs exactly (PlanMismatch, and nothing sent, if they differ)."""
+    store_plan(work, ledger)
+    adopt_stored_plan(work, router, limits)
+
+
+def store_plan(work: Work, ledger: Ledger) -> None:
+    """The ledger write (safe in a worker thread: no user code runs here)."""
     assert work.plan is not None
     stored = ledger.create_or_get(work.delivery.envelope_id, work.plan)
     if stored.created:
@@ -340,9 +339,16 @@ def settle_plan(work: Work, ledger: Ledger, router: Router, limits: RouteLimits)
     if stored.plan.complete:
         work.outputs = []
         work.status = Status.SUCCEEDED
+
+
+def adopt_stored_plan(work: Work, router: Router, limits: RouteLimits) -> None:
+    """Rebuild a stored, incomplete plan's outputs (may call the router again, so it runs on
+    the caller's thread)."""
+    if not (work.running and work.followed):
         return
+    assert work.plan is not None
     try:
-        work.outputs = _rebuild(work, stored.plan, router, limits)
+        work.outputs = _rebuild(work, work.plan, router, limits)
     except PlanMismatch:
         work.mismatch = True
         raise

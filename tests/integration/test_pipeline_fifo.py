@@ -158,3 +158,28 @@ def test_crash_mid_run_then_rerun_sends_exactly_the_first_plan(
     assert set(groups) == {"c1", "c2"}
     for message in outputs:
         assert message["Attributes"]["MessageDeduplicationId"] == orjson.loads(message["Body"])["id"]
+
+
+def test_an_envelope_that_never_fits_the_time_budget_is_poisoned_whole(harness: Harness) -> None:
+    h = harness
+    runs: list[int] = []
+
+    def slow(state: dict[str, Any]) -> None:
+        runs.append(state["n"])
+        time.sleep(0.05)
+        return None
+
+    h.send(envelope("env-big", [{"n": n} for n in range(6)]), group_id="T")
+    send_named(h, "T", "behind")
+    results = []
+    while len(results) < 3:
+        messages = h.receive(wait_s=1)
+        if messages:
+            results.append(h.process(messages, slow, remaining_ms=120))
+    assert [len(r.failed_message_ids) for r in results[:2]] == [2, 2]  # the big one and its mate
+    assert h.ledger.read("env-big") is not None
+    dead = h.drain(h.dlq_url)
+    assert [orjson.loads(m["Body"])["items"][0]["state"]["n"] for m in dead] == list(range(6))
+    assert {m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in dead} == {"time budget"}
+    h.run(make_router([]), timeout_s=10)
+    assert [i["state"]["name"] for i in h.sunk_items()] == ["behind"]

@@ -283,3 +283,53 @@ def test_codec_round_trips_history() -> None:
     item = codec.Item(id="a", step=2, attempt=0, state={}, history=("x", "y"))
     envelope_ = codec.Envelope(id="e", parent=None, items=(item,))
     assert codec.decode(codec.encode(envelope_)) == envelope_
+
+
+def test_ledger_item_expires_after_the_dedup_horizon(make_harness: Any) -> None:
+    import time
+
+    h = make_harness(dedup_horizon_s=3 * 86_400)
+    h.send(envelope("ttl-1", [{}]))
+    h.process(h.receive(), hello_router)
+    item = h.dynamodb.get_item(TableName="sluice-test-ledger", Key={"pk": {"S": "ttl-1"}})["Item"]
+    assert abs(int(item["expires_at"]["N"]) - (time.time() + 3 * 86_400)) < 60
+    assert item["complete"] == {"BOOL": True}
+
+
+def test_the_handler_runs_the_router_its_settings_name(make_harness: Any) -> None:
+    from runtime.pipeline import pipeline
+
+    h = make_harness(router="runtime.examples.hello:router")
+    handler = pipeline(settings=h.settings, clients=h.clients)
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 30_000
+
+    h.send(envelope("named-1", [{}]))
+    messages = h.receive()
+    assert handler({"Records": h.records(messages)}, Context()) == {"batchItemFailures": []}
+    [out] = bodies(h.drain(h.state_url))
+    assert out["items"][0]["state"] == {"greeting": "hello"}
+
+
+def test_a_router_spec_must_name_a_callable() -> None:
+    from runtime.errors import ConfigError
+    from runtime.pipeline.state import load_router
+
+    assert load_router("runtime.examples.hello:router") is hello_router
+    for bad in ("runtime.examples.hello", "runtime.examples.hello:add_greeting.__doc__", ":router"):
+        with pytest.raises((ConfigError, AttributeError)):
+            load_router(bad)
+
+
+def test_metrics_name_plan_mismatches_and_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    from collections import Counter
+
+    from runtime.pipeline import BatchResult, publish
+
+    publish(BatchResult(messages=2, plan_mismatches=1, steps=Counter({("add_name", "ok"): 3})))
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert any(line.get("PlanMismatch") == [1.0] for line in emf)
+    assert any(line.get("Transitions") == [3.0] and line.get("step") == "add_name" for line in emf)
