@@ -337,8 +337,11 @@ class EnvelopePacker:
         finds each cut with a bisect over cumulative sizes instead of a Python step per item:
         the loader packs hundreds of thousands of records a second through here.
         """
-        closed: list[PackedPart] = []
         count = len(encoded_items)
+        if count == 1:  # one-record files: the plain path is cheaper than the set-up below
+            part = self.add(encoded_items[0], first_tag)
+            return [part] if part is not None else []
+        closed: list[PackedPart] = []
         # reach[i]: bytes of items[:i] plus one separator each (what they add to a part).
         reach = list(map(operator.add, accumulate(map(len, encoded_items), initial=0), range(count + 1)))
         start = 0
