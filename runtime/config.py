@@ -119,6 +119,22 @@ class RelaySettings(Section):
     response_excerpt_bytes: int = Field(1024, ge=0, le=100_000)
 
 
+class JobsSettings(Section):
+    """Synchronous jobs (POST /jobs waits on a Redis channel) and their worker step.
+
+    Every field has a default: a function given no jobs section (a router that completes
+    jobs) uses them; the stacks pass the environment's values to the jobs function."""
+
+    # API Gateway's HTTP API cuts every integration at 30 s: the waiter answers 202 before it.
+    wait_s: float = Field(25.0, gt=0, lt=30)
+    results_bucket: str = Field("", description="empty: the pipeline's results bucket")
+    results_prefix: str = "jobs/"
+    inline_max_bytes: int = Field(65_536, ge=0, le=1_000_000, description="larger results: a presigned URL")
+    presign_ttl_s: int = Field(900, ge=1, le=604_800)
+    status_ttl_s: int = Field(86_400, ge=1, description="Redis status lifetime; S3 keeps the result")
+    max_body_bytes: int = Field(262_144, ge=2, le=1_000_000, description="largest POST /jobs body")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -135,6 +151,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings | None = None
     pipeline: PipelineSettings | None = None
     relay: RelaySettings | None = None
+    jobs: JobsSettings | None = None
 
     def require_ingest(self) -> IngestSettings:
         if self.ingest is None:
@@ -145,6 +162,10 @@ class Settings(BaseSettings):
         if self.pipeline is None:
             raise ConfigError(f"{ENV_PREFIX}PIPELINE__* settings are not set")
         return self.pipeline
+
+    def jobs_settings(self) -> JobsSettings:
+        """The jobs section, or its documented defaults when none was given."""
+        return self.jobs if self.jobs is not None else JobsSettings()
 
     def require_relay(self) -> RelaySettings:
         if self.relay is None:

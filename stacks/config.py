@@ -274,6 +274,49 @@ class AlarmConfig(Frozen):
     )
 
 
+HTTP_API_TIMEOUT_S = 30  # API Gateway's HTTP API ends every integration at 30 s, fixed
+
+
+class JobsConfig(Frozen):
+    """POST /jobs waits for its job's completion on Redis, then answers 200, or 202 + GET URL."""
+
+    wait_s: float = Field(25.0, gt=0, lt=HTTP_API_TIMEOUT_S, description="answer 202 after this")
+    timeout_s: int = Field(29, ge=3, le=HTTP_API_TIMEOUT_S, description="the jobs function's timeout")
+    inline_max_bytes: int = Field(65_536, ge=0, le=1_000_000, description="larger results: presigned URL")
+    presign_ttl_s: int = Field(900, ge=1, le=604_800)
+    status_ttl_s: int = Field(86_400, ge=60)
+    max_body_bytes: int = Field(262_144, ge=2, le=1_000_000)
+    memory_mb: int = Field(512, ge=128, le=10_240)
+
+    @model_validator(mode="after")
+    def _waits_inside_the_function(self) -> JobsConfig:
+        # The waiter must still have time to answer 202 before its function is cut off.
+        if self.wait_s + 1 > self.timeout_s:
+            raise ValueError("jobs.wait_s must leave at least 1 s of jobs.timeout_s to answer")
+        return self
+
+
+class GatewayConfig(Frozen):
+    """The HTTP API: POST /messages (straight to the state queue), POST /jobs, GET /jobs/{id}."""
+
+    authorization: Literal["iam", "jwt"] = "iam"
+    jwt_issuer: str = Field("", description="required with authorization 'jwt'")
+    jwt_audience: tuple[str, ...] = ()
+    throttle_rate_per_s: float = Field(100.0, gt=0, le=1_000_000)
+    throttle_burst: int = Field(200, ge=1, le=1_000_000)
+    access_log_retention_days: int = 30
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        if self.authorization == "jwt" and not (self.jwt_issuer.startswith("https://") and self.jwt_audience):
+            raise ValueError("gateway: authorization 'jwt' needs an https:// jwt_issuer and a jwt_audience")
+        if self.authorization == "iam" and (self.jwt_issuer or self.jwt_audience):
+            raise ValueError("gateway: jwt_issuer / jwt_audience are only used with authorization 'jwt'")
+        if self.access_log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"gateway.access_log_retention_days must be one of {LOG_RETENTION_DAYS}")
+        return self
+
+
 class EnvironmentConfig(Frozen):
     name: str
     retain_data: bool = False
@@ -287,6 +330,8 @@ class EnvironmentConfig(Frozen):
     alarms: AlarmConfig = AlarmConfig()
     storage: StorageConfig = StorageConfig()
     relay: RelayConfig = RelayConfig()
+    jobs: JobsConfig = JobsConfig()
+    gateway: GatewayConfig = GatewayConfig()
     relay_api_key_parameter: str = Field(
         "", description="SSM SecureString name; default /sluice/<env>/relay/api-key"
     )
