@@ -170,19 +170,25 @@ def claim_selected(
     fs.mkdir(layout.claimed(batch))
     ingest.counters.add("batches_claimed")
     names = sorted(selection.settled)
-    for index, moved in enumerate(parallel_map(pool, lambda n: _claim_one(ingest, batch, n), names)):
+    after_claim: dict[str, FileStat] = {}
+    for index, (name, st) in enumerate(parallel_map(pool, lambda n: _claim_one(ingest, batch, n), names)):
         if index == 0:
             kill_point("claim.mid")
-        if not moved:
+        if st is None:
             ingest.counters.add("vanished_files")
+        else:
+            after_claim[name] = st
     for name in selection.specials:
         _move_special_aside(ingest, batch, token, name)
-    return publish_header(ingest, batch, pool, selection.settled)
+    return publish_header(ingest, batch, pool, selection.settled, after_claim)
 
 
-def _claim_one(ingest: Ingest, batch: str, name: str) -> bool:
+def _claim_one(ingest: Ingest, batch: str, name: str) -> tuple[str, FileStat | None]:
+    """rename into the batch, then stat it there (in the same task: one pass over EFS)."""
     layout = ingest.layout
-    return rename_checked(ingest.fs, layout.inbox_file(name), layout.claimed_file(batch, name))
+    if not rename_checked(ingest.fs, layout.inbox_file(name), layout.claimed_file(batch, name)):
+        return name, None
+    return name, _member_stat(ingest, batch, name)
 
 
 def _move_special_aside(ingest: Ingest, batch: str, token: str, name: str) -> None:
@@ -211,14 +217,24 @@ def _member_stat(ingest: Ingest, batch: str, name: str) -> FileStat | None:
 
 
 def publish_header(
-    ingest: Ingest, batch: str, pool: WorkerPool | None, settled: dict[str, FileStat] | None
+    ingest: Ingest,
+    batch: str,
+    pool: WorkerPool | None,
+    settled: dict[str, FileStat] | None,
+    after_claim: dict[str, FileStat] | None = None,
 ) -> Header:
     """Membership is what is in the batch directory, whoever put it there. A file whose size
-    or mtime moved since it was settled (a writer still writing) goes back to the inbox."""
+    or mtime moved between its settle check and its claim (a writer still writing) goes back
+    to the inbox. `after_claim`: stats taken right after our own renames (others are taken
+    now)."""
     fs, layout = ingest.fs, ingest.layout
     names = sorted(n for n in fs.listdir(layout.claimed(batch)) if not n.startswith("."))
     members = []
-    stats = parallel_map(pool, lambda n: _member_stat(ingest, batch, n), names)
+    known = after_claim or {}
+    unknown = [n for n in names if n not in known]
+    looked_up = parallel_map(pool, lambda n: _member_stat(ingest, batch, n), unknown)
+    fresh = dict(zip(unknown, looked_up, strict=True))
+    stats = [known[n] if n in known else fresh[n] for n in names]
     for name, st in zip(names, stats, strict=True):
         if st is None or not st.is_regular:
             continue
