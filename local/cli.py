@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.live import Live
 
 from local.environment import load_local_config, local_environment
+from local.faults import SqsFaults
 from local.functions import InvocationResult
 from local.report import file_report, progress_view, render_files, render_summary, summary, write_json
 from local.run import LocalRun, RunOptions, Snapshot
@@ -70,6 +71,13 @@ def _kill_at(text: str) -> tuple[str, str, int]:
     if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not FUNCTION:STEP[:DEATHS]")
     return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1
+
+
+def _sqs_faults(text: str) -> SqsFaults:
+    try:
+        return SqsFaults.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _systems(text: str) -> tuple[str, ...]:
@@ -212,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "loader=1s checker=5s archiver=10s",
     )
     functions.add_argument(
+        "--sqs-faults",
+        type=_sqs_faults,
+        metavar="SPEC",
+        help="inject faults into the functions' SendMessageBatch calls, e.g. "
+        "throttle=0.1,partial=0.2,lost_response=0.05 (probabilities; see local/faults.py)",
+    )
+    functions.add_argument(
         "--config-schedules", action="store_true", help="use the config's schedules as they are"
     )
     functions.add_argument(
@@ -347,8 +362,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(console: Console, args: argparse.Namespace, options: RunOptions, config: Any) -> int:
     live_wanted = not args.no_live and console.is_terminal
+    faults = args.sqs_faults
+    if faults is not None and args.seed is not None:
+        faults = SqsFaults(faults.throttle, faults.partial, faults.lost_response, seed=args.seed)
     with local_environment(
-        config=config, share=args.share, redis_url=args.redis_url, aws_endpoint_url=args.aws_endpoint_url
+        config=config,
+        share=args.share,
+        redis_url=args.redis_url,
+        aws_endpoint_url=args.aws_endpoint_url,
+        sqs_faults=faults,
     ) as environment:
         console.print(
             f"sluice local: redis {environment.redis_url}, moto {environment.aws_endpoint_url}, "
@@ -359,6 +381,8 @@ def _run(console: Console, args: argparse.Namespace, options: RunOptions, config
         with live if live is not None else contextlib.nullcontext():
             result = LocalRun(environment, options, on_snapshot=on_snapshot).run()
         document = summary(result, share=environment.share)
+        if environment.fault_proxy is not None:
+            document["sqs_faults_injected"] = dict(environment.fault_proxy.stats.injected)
         if args.inbox is not None:
             report = file_report(result, share=environment.share)
             render_files(console, report)

@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 
+from local.faults import FaultProxy, SqsFaults, fault_proxy
 from local.resources import Provisioned, function_settings, provision
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
 from runtime.clients import AWS_CLIENT_CONFIG, aws_client
@@ -68,6 +69,7 @@ class LocalEnvironment:
     client: AwsClients
     redis_server: RedisServer | None = None
     moto_server: MotoServer | None = None
+    fault_proxy: FaultProxy | None = None
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -107,8 +109,10 @@ def local_environment(
     redis_url: str | None = None,
     aws_endpoint_url: str | None = None,
     redis_appendonly: bool = False,
+    sqs_faults: SqsFaults | None = None,
 ) -> Iterator[LocalEnvironment]:
-    """Start what is not given, provision, export the environment; undo it all on exit."""
+    """Start what is not given, provision, export the environment; undo it all on exit.
+    `sqs_faults` puts a fault-injecting proxy between the functions and SQS (`local.faults`)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with ExitStack() as stack:
         redis_server = None
@@ -124,7 +128,13 @@ def local_environment(
         make_share(share)
         # A shared moto server may hold another run's resources: give ours their own names.
         instance = "" if moto_server is not None else secrets.token_hex(3)
-        stack.enter_context(_exported({**FAKE_AWS_ENVIRONMENT, "AWS_ENDPOINT_URL": aws_endpoint_url}))
+        # The functions' clients reach moto through the fault proxy when faults are injected;
+        # the runtime's own clients (provisioning, observing) always talk to moto directly.
+        proxy = None
+        if sqs_faults is not None and sqs_faults.active:
+            proxy = stack.enter_context(fault_proxy(aws_endpoint_url, sqs_faults))
+        functions_endpoint = proxy.url if proxy is not None else aws_endpoint_url
+        stack.enter_context(_exported({**FAKE_AWS_ENVIRONMENT, "AWS_ENDPOINT_URL": functions_endpoint}))
         clients = AwsClients(aws_endpoint_url)
         provisioned = provision(clients, config, instance)
         settings = function_settings(config, provisioned, redis_url=redis_url, share=share)
@@ -138,4 +148,5 @@ def local_environment(
             client=clients,
             redis_server=redis_server,
             moto_server=moto_server,
+            fault_proxy=proxy,
         )

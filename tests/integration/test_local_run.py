@@ -217,3 +217,19 @@ def test_a_router_failing_intermittently_still_delivers_each_record_once(tmp_pat
         "--bad-share", "0",
     ).finish()  # fmt: skip
     assert_exactly_once(summary)
+
+
+def test_sqs_throttling_partial_failures_and_lost_answers_still_deliver_each_record_once(
+    tmp_path: Path,
+) -> None:
+    """The loader's and the router's SendMessageBatch calls throttled, partly failed, or
+    answered with an error after SQS took every entry (so the retry sends duplicates)."""
+    summary = Run(
+        tmp_path,
+        "--sqs-faults", "throttle=0.1,partial=0.3,lost_response=0.1",
+        "--seed", "5",
+        "--bad-share", "0",
+    ).finish()  # fmt: skip
+    assert_exactly_once(summary)
+    injected = summary["sqs_faults_injected"]
+    assert injected["throttle"] > 0 and injected["partial_entries"] > 0 and injected["lost_response"] > 0

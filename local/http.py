@@ -1,0 +1,228 @@
+"""The HTTP API on loopback: requests become API Gateway v2 (payload 2.0) events.
+
+`LocalHttpApi` serves the routes the stacks declare:
+- `POST /messages` — the SQS-SendMessage service integration, emulated: the raw body goes to
+  the state queue as the message body (`MessageBody: $request.body`) and the answer is SQS's
+  SendMessage response (the message id); no function runs, as on AWS;
+- `POST /jobs`, `GET /jobs/{id}` — the real jobs handler, called with a v2 event and a
+  Lambda-like context whose remaining time counts down from the function's timeout.
+
+Self-contained: give it an SQS client, the state queue's URL and the jobs handler; it starts
+on a free port (`url`) and serves each request on its own thread (like concurrent Lambdas).
+Authorization is not emulated: loopback callers are trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from local.functions import LOCAL_ACCOUNT, LambdaContext
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+MESSAGES_ROUTE = "POST /messages"
+SUBMIT_ROUTE = "POST /jobs"
+STATUS_ROUTE = "GET /jobs/{id}"
+_JOB_PATH = re.compile(r"^/jobs/([^/]+)$")
+API_ID = "localapi"
+STAGE = "$default"
+
+
+def match_route(method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """The route key and path parameters of a request, as API Gateway would match them."""
+    if method == "POST" and path == "/messages":
+        return MESSAGES_ROUTE, {}
+    if method == "POST" and path == "/jobs":
+        return SUBMIT_ROUTE, {}
+    found = _JOB_PATH.match(path)
+    if method == "GET" and found:
+        return STATUS_ROUTE, {"id": found.group(1)}
+    return None
+
+
+def api_event(
+    method: str,
+    path: str,
+    route_key: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    path_parameters: dict[str, str] | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """An API Gateway HTTP API proxy event (payload format 2.0), the shape AWS documents."""
+    now = datetime.now(UTC)
+    headers = {name.lower(): value for name, value in (headers or {}).items()}
+    try:
+        text, encoded = body.decode(), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": LOCAL_ACCOUNT,
+            "apiId": API_ID,
+            "domainName": headers.get("host", "localhost"),
+            "domainPrefix": API_ID,
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": uuid.uuid4().hex,
+            "routeKey": route_key,
+            "stage": STAGE,
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": encoded,
+    }
+    if body:
+        event["body"] = text
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    return event
+
+
+def send_message_response(message_id: str, body: str) -> dict[str, Any]:
+    """What the SQS-SendMessage integration answers: SQS's SendMessage result."""
+    return {
+        "SendMessageResponse": {
+            "ResponseMetadata": {"RequestId": str(uuid.uuid4())},
+            "SendMessageResult": {
+                "MD5OfMessageBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+                "MessageId": message_id,
+            },
+        }
+    }
+
+
+class LocalHttpApi:
+    """The local HTTP API server (start/stop, or a context manager)."""
+
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        state_url: str,
+        jobs_handler: Handler,
+        jobs_timeout_s: float = 29.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.sqs = sqs
+        self.state_url = state_url
+        self.jobs_handler = jobs_handler
+        self.jobs_timeout_s = jobs_timeout_s
+        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> LocalHttpApi:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-http-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LocalHttpApi:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- the routes -------------------------------------------------------------------------------
+
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        route = match_route(method, path.split("?", 1)[0])
+        if route is None:
+            return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
+        route_key, parameters = route
+        if route_key == MESSAGES_ROUTE:
+            return self.send_to_queue(body)
+        event = api_event(
+            method,
+            path.split("?", 1)[0],
+            route_key,
+            body=body,
+            headers=headers,
+            query=path.partition("?")[2],
+            path_parameters=parameters,
+        )
+        return self.invoke_jobs(event)
+
+    def send_to_queue(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The service integration: `MessageBody` is the request body as it came."""
+        text = body.decode(errors="replace")
+        try:
+            sent = self.sqs.send_message(QueueUrl=self.state_url, MessageBody=text)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+            error = exc.response.get("Error", {})
+            return status, {"content-type": "application/json"}, orjson.dumps({"Error": error})
+        response = send_message_response(sent["MessageId"], text)
+        return 200, {"content-type": "application/json"}, orjson.dumps(response)
+
+    def invoke_jobs(self, event: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        started = time.monotonic()
+        try:
+            response = self.jobs_handler(event, LambdaContext("jobs", self.jobs_timeout_s))
+        except Exception:  # noqa: BLE001 - a function error is API Gateway's 500, as on AWS
+            return 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
+        if time.monotonic() - started > self.jobs_timeout_s:  # Lambda would have cut it off
+            return 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
+        body = response.get("body") or ""
+        data = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
+        return int(response.get("statusCode", 200)), dict(response.get("headers") or {}), data
+
+
+def _make_request_handler(api: LocalHttpApi) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, headers, data = api.answer(self.command, self.path, dict(self.headers.items()), body)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # quiet: the local runtime reports its own progress
+
+    return RequestHandler
