@@ -366,3 +366,37 @@ def test_an_unreachable_queue_releases_the_batch_and_blames_no_file(
     run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
     assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
     assert client_is_tidy(redis_client)
+
+
+def test_a_member_gone_from_a_claimed_batch_halts_it(
+    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, sqs: Any, queue_url: str
+) -> None:
+    corpus(tmp_path)
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url)
+    assert run_handler(env, kill_at="part.published").returncode == KILLED_EXIT_CODE
+    [batch] = list((tmp_path / "claimed").iterdir())
+    next(p for p in sorted(batch.iterdir()) if not p.name.startswith(".")).unlink()  # an operator's rm
+
+    ingest = recover(tmp_path, redis_client, sqs, queue_url, redis_lost=False)
+
+    assert ingest.counters.batches_halted == 1
+    assert orjson.loads((tmp_path / "halted" / batch.name / ".halted.json").read_bytes())["reason"] == (
+        "member_missing"
+    )
+    assert drain(sqs, queue_url) == []
+
+
+def test_checker_hands_back_a_batch_redis_forgot_only_once_it_is_quiet(
+    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, sqs: Any, queue_url: str
+) -> None:
+    corpus(tmp_path)
+    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url)
+    assert run_handler(env, kill_at="part.sent").returncode == KILLED_EXIT_CODE
+    redis_client.flushall()
+    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+
+    assert run_checker(ingest).requeued_unknown == [], "recent activity: its loader may be alive"
+    age_claimed(tmp_path, ingest.settings.lease_s + 1)
+    [batch] = [p.name for p in (tmp_path / "claimed").iterdir()]
+    assert run_checker(ingest).requeued_unknown == [batch]
+    assert run_checker(ingest).requeued_unknown == [], "handed back once"
