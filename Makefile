@@ -68,7 +68,7 @@ pytest: setup
 # fails it on any unacknowledged finding.
 synth: setup
 	rm -rf cdk.out
-	$(CDK) synth --all --quiet
+	$(CDK) synth --quiet
 
 nag: synth
 

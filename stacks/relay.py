@@ -37,11 +37,11 @@ from stacks.alarms import (
     sluice_metric,
     threshold_alarm,
 )
-from stacks.config import EnvironmentConfig
+from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.functions import FunctionSpec
 from stacks.nag import Ack, acknowledge
 
-RELAY_MAX_RECEIVE_COUNT = 1000
+RELAY_MAX_RECEIVE_COUNT = SQS_MAX_RECEIVE_COUNT  # the most SQS allows: a backstop only
 RELAY_HANDLER = "runtime.handlers.relay.handler"
 DRAIN_HANDLER = "runtime.handlers.drain.handler"
 

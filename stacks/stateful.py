@@ -22,7 +22,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import EnvironmentConfig
+from runtime.pipeline import ledger
+from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.nag import Ack, acknowledge
 from stacks.retention import log_retention
 
@@ -30,10 +31,12 @@ REDIS_PORT = 6379
 NFS_PORT = 2049
 EFS_ROOT = "/sluice"
 EFS_POSIX_ID = "1000"
-# The ledger's item layout (runtime/ writes it): string keys and an epoch-seconds TTL.
-LEDGER_PARTITION_KEY = "pk"
-LEDGER_SORT_KEY = "sk"
-LEDGER_TTL_ATTRIBUTE = "expires_at"
+# The ledger's item layout is the runtime's (runtime/pipeline/ledger.py writes it): one string
+# partition key and an epoch-seconds TTL. The relay source table is the user's: pk + sk.
+LEDGER_PARTITION_KEY = ledger.PARTITION_KEY
+LEDGER_TTL_ATTRIBUTE = ledger.TTL_ATTRIBUTE
+SOURCE_PARTITION_KEY = "pk"
+SOURCE_SORT_KEY = "sk"
 
 INTERFACE_ENDPOINTS = {
     "sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
@@ -379,6 +382,19 @@ class StatefulStack(cdk.Stack):
                 queue=self.fifo_dlq, max_receive_count=pipeline.fifo_max_receive_count
             ),
         )
+        # The relay's own FIFO queue: its drain receives on a schedule and sets visibility itself,
+        # so it cannot share the router's FIFO queue (an event source mapping consumes that one).
+        self.relay_dlq = self._dead_letter_queue("RelayDeadLetterQueue", fifo=True)
+        self.relay_queue = self._queue(
+            "RelayQueue",
+            fifo=True,
+            retention_s=queues.retention_s,
+            visibility_timeout=cdk.Duration.seconds(self.config.relay.drain_timeout_s * 6),
+            content_based_deduplication=False,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.relay_dlq, max_receive_count=SQS_MAX_RECEIVE_COUNT
+            ),
+        )
 
     # -- results bucket -----------------------------------------------------------------------
 
@@ -445,12 +461,16 @@ class StatefulStack(cdk.Stack):
 
     # -- tables -------------------------------------------------------------------------------
 
-    def _table(self, construct_id: str, **kwargs: object) -> dynamodb.Table:
+    def _table(
+        self, construct_id: str, partition_key: str, sort_key: str | None, **kwargs: object
+    ) -> dynamodb.Table:
         return dynamodb.Table(
             self,
             construct_id,
-            partition_key=dynamodb.Attribute(name=LEDGER_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name=LEDGER_SORT_KEY, type=dynamodb.AttributeType.STRING),
+            partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING)
+            if sort_key
+            else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
@@ -463,6 +483,10 @@ class StatefulStack(cdk.Stack):
 
     def _build_tables(self) -> None:
         # The router's create-only outcome plans; items expire after the dedup horizon.
-        self.ledger_table = self._table("Ledger", time_to_live_attribute=LEDGER_TTL_ATTRIBUTE)
+        self.ledger_table = self._table(
+            "Ledger", LEDGER_PARTITION_KEY, None, time_to_live_attribute=LEDGER_TTL_ATTRIBUTE
+        )
         # The relay's source: its stream feeds the relay function (INSERTs, filtered at the ESM).
-        self.relay_source_table = self._table("RelaySource", stream=dynamodb.StreamViewType.NEW_IMAGE)
+        self.relay_source_table = self._table(
+            "RelaySource", SOURCE_PARTITION_KEY, SOURCE_SORT_KEY, stream=dynamodb.StreamViewType.NEW_IMAGE
+        )

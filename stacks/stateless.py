@@ -11,7 +11,8 @@ from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory
 from stacks.ingest import IngestConstruct
 from stacks.pipeline import PipelineConstruct
-from stacks.stateful import StatefulStack
+from stacks.relay import RelayConstruct
+from stacks.stateful import StatefulStack, results_bucket_name
 
 
 class StatelessStack(cdk.Stack):
@@ -42,4 +43,16 @@ class StatelessStack(cdk.Stack):
             stateful=stateful,
             factory=self.factory,
             target_dlq_alarm=self.pipeline.dlq_alarms[target],
+        )
+        self.relay = RelayConstruct(
+            self,
+            "Relay",
+            config=config,
+            source_table=stateful.relay_source_table,
+            queue=stateful.relay_queue,
+            dead_letter_queue=stateful.relay_dlq,
+            ledger_table=stateful.ledger_table,
+            failure_bucket_name=results_bucket_name(config),
+            create_function=self.factory.create,
+            redis_auth_secret=stateful.redis_auth_secret,
         )

@@ -10,14 +10,13 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from runtime.config import load_settings
 from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
-from stacks.relay import DRAIN_HANDLER, RELAY_HANDLER, RELAY_MAX_RECEIVE_COUNT, RelayConstruct
+from stacks.relay import DRAIN_HANDLER, RELAY_HANDLER, RelayConstruct
 from stacks.stage import SluiceStage
 from tests.unit.test_stacks_stateful import build_stage
 
@@ -33,37 +32,10 @@ RELAY_OVERRIDES = {
 
 
 def relay_stage() -> tuple[SluiceStage, RelayConstruct]:
+    """A dev stage with relay overrides; the stateless stack wires the relay construct to the
+    stateful stack's relay queue, its DLQ, the source table and the ledger."""
     stage = build_stage("dev", {"relay": RELAY_OVERRIDES})
-    stateful, stateless = stage.stateful, stage.stateless
-    # The relay's own FIFO queue and DLQ (the stateful stack's job once it is wired there).
-    dlq = sqs.Queue(
-        stateful,
-        "RelayDeadLetterTest",
-        fifo=True,
-        encryption=sqs.QueueEncryption.SQS_MANAGED,
-        enforce_ssl=True,
-    )
-    queue = sqs.Queue(
-        stateful,
-        "RelayQueueTest",
-        fifo=True,
-        encryption=sqs.QueueEncryption.SQS_MANAGED,
-        enforce_ssl=True,
-        dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=RELAY_MAX_RECEIVE_COUNT),
-    )
-    relay = RelayConstruct(
-        stateless,
-        "Relay",
-        config=stage.config,
-        source_table=stateful.relay_source_table,
-        queue=queue,
-        dead_letter_queue=dlq,
-        ledger_table=stateful.ledger_table,
-        failure_bucket_name=stateful.results_bucket_name,
-        create_function=stateless.factory.create,
-        redis_auth_secret=stateful.redis_auth_secret,
-    )
-    return stage, relay
+    return stage, stage.stateless.relay
 
 
 @pytest.fixture(scope="module")

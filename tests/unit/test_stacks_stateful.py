@@ -247,7 +247,7 @@ def test_outputs_for_the_writer_container(dev_t: Template) -> None:
 
 def test_every_queue_has_sse_sqs_and_denies_plain_http(dev_t: Template) -> None:
     queues = dev_t.find_resources("AWS::SQS::Queue")
-    assert len(queues) == 4
+    assert len(queues) == 6  # state, router FIFO and relay FIFO, each with its DLQ
     assert all(queue["Properties"]["SqsManagedSseEnabled"] is True for queue in queues.values())
     policies = dev_t.find_resources(
         "AWS::SQS::QueuePolicy",
@@ -265,7 +265,7 @@ def test_every_queue_has_sse_sqs_and_denies_plain_http(dev_t: Template) -> None:
             }
         },
     )
-    assert len(policies) == 4
+    assert len(policies) == 6
 
 
 def test_redrive_counts_visibility_and_retention(dev: SluiceStage, dev_t: Template) -> None:
@@ -295,8 +295,21 @@ def test_redrive_counts_visibility_and_retention(dev: SluiceStage, dev_t: Templa
             },
         },
     )
+    dev_t.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "FifoQueue": True,
+            "ContentBasedDeduplication": False,
+            "VisibilityTimeout": 6 * dev.config.relay.drain_timeout_s,
+            "RedrivePolicy": {"deadLetterTargetArn": Match.any_value(), "maxReceiveCount": 1000},
+        },
+    )
     dlqs = dev_t.find_resources("AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.absent()}})
-    assert sorted(str(q["Properties"].get("FifoQueue", False)) for q in dlqs.values()) == ["False", "True"]
+    assert sorted(str(q["Properties"].get("FifoQueue", False)) for q in dlqs.values()) == [
+        "False",
+        "True",
+        "True",
+    ]
     assert {q["Properties"]["MessageRetentionPeriod"] for q in dlqs.values()} == {queues.dlq_retention_s}
 
 
@@ -355,10 +368,7 @@ def test_ledger_table_on_demand_ttl_pitr(dev_t: Template) -> None:
         "AWS::DynamoDB::Table",
         {
             "BillingMode": "PAY_PER_REQUEST",
-            "KeySchema": [
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
             "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
@@ -385,7 +395,7 @@ def test_relay_source_table_streams_new_images(dev_t: Template) -> None:
         ("AWS::DynamoDB::Table", 2),
         ("AWS::S3::Bucket", 2),
         ("AWS::EFS::FileSystem", 1),
-        ("AWS::SQS::Queue", 4),
+        ("AWS::SQS::Queue", 6),
     ],
 )
 def test_removal_policy_follows_retain_data(dev_t: Template, prod_t: Template, kind: str, count: int) -> None:

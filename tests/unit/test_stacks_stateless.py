@@ -122,7 +122,8 @@ def test_log_retention_follows_the_environment(dev_t: Template, prod_t: Template
     assert {
         g["Properties"]["RetentionInDays"] for g in prod_t.find_resources("AWS::Logs::LogGroup").values()
     } == {365}
-    assert len(prod_t.find_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Retain"})) == 5
+    # loader, checker, archiver, router, fifo-router, relay, drain
+    assert len(prod_t.find_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Retain"})) == 7
 
 
 def test_reserved_concurrency_only_where_config_sets_it() -> None:
@@ -200,11 +201,12 @@ def test_alarm_metrics_match_what_the_runtime_emits() -> None:
 # -- ingest ---------------------------------------------------------------------------------------
 
 
-def test_schedules_per_environment(dev_t: Template) -> None:
+def test_schedules_per_environment(dev: SluiceStage, dev_t: Template) -> None:
     expressions = sorted(
         r["Properties"]["ScheduleExpression"] for r in dev_t.find_resources("AWS::Events::Rule").values()
     )
-    assert expressions == ["rate(1 minute)", "rate(1 minute)", "rate(5 minutes)"]
+    drain = dev.config.relay.drain_schedule
+    assert expressions == sorted(["rate(1 minute)", "rate(1 minute)", "rate(5 minutes)", drain])
     custom = build_stage(
         "dev", {"ingest": {"loader_schedule": "rate(2 minutes)", "archiver_schedule": "cron(0 * * * ? *)"}}
     )
@@ -212,7 +214,7 @@ def test_schedules_per_environment(dev_t: Template) -> None:
     expressions = sorted(
         r["Properties"]["ScheduleExpression"] for r in template.find_resources("AWS::Events::Rule").values()
     )
-    assert expressions == ["cron(0 * * * ? *)", "rate(1 minute)", "rate(2 minutes)"]
+    assert expressions == sorted(["cron(0 * * * ? *)", "rate(1 minute)", "rate(2 minutes)", drain])
 
 
 def test_only_the_loader_sends_and_only_to_its_target(dev_t: Template) -> None:
@@ -312,7 +314,7 @@ def test_dlq_alarm_thresholds_differ_by_environment(dev_t: Template, prod_t: Tem
                 "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "ApproximateNumberOfMessagesVisible"}}
             )
         )
-        == 2
+        == 3  # the state, router FIFO and relay dead-letter queues
     )
 
 
@@ -357,10 +359,12 @@ def test_visibility_covers_six_router_timeouts_plus_window(
     _, router = function(dev_t, "router")
     window = dev.config.pipeline.batching_window_s
     queues = stateful_t.find_resources(
-        "AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.any_value()}}
+        "AWS::SQS::Queue",
+        {"Properties": {"RedrivePolicy": Match.any_value(), "VisibilityTimeout": Match.any_value()}},
     )
-    assert len(queues) == 2
-    for queue in queues.values():
+    router_queues = [q for q in queues.values() if q["Properties"]["RedrivePolicy"]["maxReceiveCount"] < 1000]
+    assert len(router_queues) == 2  # the relay's queue is drained on a schedule, not by the router
+    for queue in router_queues:
         assert queue["Properties"]["VisibilityTimeout"] >= 6 * router["Timeout"] + window
 
 
