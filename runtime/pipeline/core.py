@@ -243,20 +243,54 @@ def process_batch(
 ) -> BatchResult:
     """Process one batch of Lambda SQS records (standard queue). See the module docs."""
     cfg = settings.require_pipeline()
-    targets = targets or Targets.standard(settings)
     deliveries = [parse_delivery(i, record) for i, record in enumerate(records)]
-    result = BatchResult(messages=len(deliveries))
+    batch = _Batch(
+        router=router,
+        clients=clients,
+        settings=settings,
+        targets=targets or Targets.standard(settings),
+        limits=RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes),
+        deadline=Deadline(remaining_ms, cfg.time_budget_margin_s),
+        policy=Policy(cfg, rng or random.Random()),
+        ledger=Ledger(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s),
+        result=BatchResult(messages=len(deliveries)),
+    )
     leases = Leases(clients.redis, lease_ms=cfg.lease_s * 1000, done_ttl_ms=cfg.done_marker_ttl_s * 1000)
-    works = claim_envelopes(deliveries, leases, clients.sqs, targets, result)
-    limits = RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes)
-    deadline = Deadline(remaining_ms, cfg.time_budget_margin_s)
-    policy = Policy(cfg, rng or random.Random())
-    ledger = Ledger(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s)
-    with ThreadPoolExecutor(max_workers=max(1, min(cfg.io_threads, len(works)))) as pool:
+    works = claim_envelopes(deliveries, leases, clients.sqs, batch.targets, batch.result)
+    try:
+        _run_phases(batch, works)
+    except BaseException:
+        # An unexpected error fails the whole invocation (Lambda retries the batch): give the
+        # leases back so the retry is not bounced for a lease nobody holds any more.
+        leases.finish(done=[], released=[w.delivery.envelope_id for w in works])
+        raise
+    _finish(works, deliveries, leases, batch.result)
+    return batch.result
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One invocation's collaborators."""
+
+    router: Router
+    clients: PipelineClients
+    settings: Settings
+    targets: Targets
+    limits: RouteLimits
+    deadline: Deadline
+    policy: Policy
+    ledger: Ledger
+    result: BatchResult
+
+
+def _run_phases(batch: _Batch, works: Sequence[Work]) -> None:
+    router, limits, ledger, result = batch.router, batch.limits, batch.ledger, batch.result
+    io_threads = max(1, min(batch.settings.require_pipeline().io_threads, len(works)))
+    with ThreadPoolExecutor(max_workers=io_threads) as pool:
         # Each plan is written while the next envelope is routed (the ledger is the slow part).
         pending = []
         for work in works:
-            _draft(work, router, limits, deadline, policy)
+            _draft(work, router, limits, batch.deadline, batch.policy)
             if work.running:
                 result.ledger_writes += 1
                 pending.append(pool.submit(guarded, lambda w: store_plan(w, ledger), work))
@@ -266,13 +300,11 @@ def process_batch(
             guarded(lambda w: adopt_stored_plan(w, router, limits), work)
             count_settled(work, result)
         kill_point("router.after_plan")
-        _send_outputs(works, clients.sqs, targets, settings.queues.max_message_bytes)
+        _send_outputs(works, batch.clients.sqs, batch.targets, limits.max_message_bytes)
         kill_point("router.after_send")
-        _each(pool, works, lambda w: write_sink(w, clients.sink))
+        _each(pool, works, lambda w: write_sink(w, batch.clients.sink))
         kill_point("router.after_sink")
         _each(pool, works, lambda w: complete(w, ledger, result))
-    _finish(works, deliveries, leases, result)
-    return result
 
 
 def claim_envelopes(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from runtime.observability import logger
 from runtime.pipeline.core import (
     MAX_VISIBILITY_S,
     BatchResult,
+    Delivery,
     PipelineClients,
     Status,
     Targets,
@@ -48,7 +49,7 @@ from runtime.pipeline.core import (
     settle_plan,
     write_sink,
 )
-from runtime.pipeline.leases import ClaimStatus, Leases
+from runtime.pipeline.leases import Claim, ClaimStatus, Leases
 from runtime.pipeline.ledger import Ledger
 from runtime.pipeline.plan import DONE, NEXT, POISONED, Failure, ItemExtras, OutputKind, Plan, backoff_delay_s
 from runtime.pipeline.routing import FAILED, NOT_RUN, POISON_NOW, Deadline, RouteLimits, route_envelope
@@ -130,10 +131,39 @@ def process_fifo_batch(
     )
     claims = run.leases.claim([d.envelope_id for d in deliveries])
     result.redis_round_trips += 1
-    blocked: set[str] = set()  # groups with a failed message earlier in this batch
-    bounces: list[Bounce] = []
     done: list[str] = []
     released: list[str] = []
+    try:
+        bounces = _in_order(deliveries, claims, run, done, released)
+    except BaseException:
+        # An unexpected error fails the invocation (Lambda retries the batch): keep what
+        # finished, give every other lease back.
+        finished = set(done)
+        acquired = [
+            d.envelope_id
+            for d, c in zip(deliveries, claims, strict=True)
+            if c.status is ClaimStatus.ACQUIRED and d.envelope_id not in finished
+        ]
+        run.leases.finish(done, acquired, forget_attempts=True)
+        raise
+    if bounces:
+        change_visibility(clients.sqs, run.targets.source_url, bounces)
+    run.leases.finish(done, released, forget_attempts=True)
+    result.redis_round_trips += 1
+    return result
+
+
+def _in_order(
+    deliveries: Sequence[Delivery],
+    claims: Sequence[Claim],
+    run: _FifoRun,
+    done: list[str],
+    released: list[str],
+) -> list[Bounce]:
+    """Each message in batch order; a failure holds back the rest of its group."""
+    result = run.result
+    blocked: set[str] = set()  # groups with a failed message earlier in this batch
+    bounces: list[Bounce] = []
     for delivery, claim in zip(deliveries, claims, strict=True):
         group = delivery.group_id or ""
         if group in blocked:
@@ -153,11 +183,7 @@ def process_fifo_batch(
             blocked.add(group)
             bounces.append(Bounce(delivery.receipt_handle, visibility))
             result.failed_message_ids.append(delivery.message_id)
-    if bounces:
-        change_visibility(clients.sqs, run.targets.source_url, bounces)
-    run.leases.finish(done, released, forget_attempts=True)
-    result.redis_round_trips += 1
-    return result
+    return bounces
 
 
 def _run_one(work: Work, run: _FifoRun) -> int | None:

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from runtime import codec
 from runtime.ingest.kill import kill_point
 from runtime.observability import logger
@@ -78,9 +80,13 @@ def _send_chunk(sqs: Any, chunk: list[Outgoing]) -> set[int]:
         if not pending:
             return set()
         queue_url = next(iter(pending.values())).queue_url
-        response = sqs.send_message_batch(
-            QueueUrl=queue_url, Entries=[m.entry(entry_id) for entry_id, m in pending.items()]
-        )
+        try:
+            response = sqs.send_message_batch(
+                QueueUrl=queue_url, Entries=[m.entry(entry_id) for entry_id, m in pending.items()]
+            )
+        except (BotoCoreError, ClientError):  # after botocore's own retries: these owners fail
+            logger.exception("SendMessageBatch failed", extra={"queue": queue_url})
+            return {message.owner for message in pending.values()}
         failed = response.get("Failed", [])
         permanent = [f for f in failed if f.get("SenderFault")]
         if permanent:
@@ -104,6 +110,10 @@ def change_visibility(sqs: Any, queue_url: str, bounces: Sequence[Bounce]) -> No
             {"Id": str(i), "ReceiptHandle": b.receipt_handle, "VisibilityTimeout": b.visibility_s}
             for i, b in enumerate(chunk)
         ]
-        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        try:
+            response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (BotoCoreError, ClientError):
+            logger.exception("visibility change failed; SQS's own visibility timeout applies")
+            continue
         if response.get("Failed"):
             logger.warning("visibility change failed", extra={"failed": response["Failed"]})

@@ -333,3 +333,59 @@ def test_metrics_name_plan_mismatches_and_steps(capsys: pytest.CaptureFixture[st
     emf = [line for line in lines if "_aws" in line]
     assert any(line.get("PlanMismatch") == [1.0] for line in emf)
     assert any(line.get("Transitions") == [3.0] and line.get("step") == "add_name" for line in emf)
+
+
+def test_fifo_handler_takes_the_canonical_lambda_event(
+    redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    from runtime.pipeline import pipeline
+    from tests.events import load_event
+
+    with mock_aws():
+        h = Harness.create(
+            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url, fifo=True
+        )
+        handler = pipeline(hello_router, settings=h.settings, clients=h.clients, fifo=True)
+
+        class Context:
+            def get_remaining_time_in_millis(self) -> int:
+                return 30_000
+
+        assert handler(load_event("sqs_fifo"), Context()) == {"batchItemFailures": []}
+        [out] = h.drain(h.state_url)
+        assert out["Attributes"]["MessageGroupId"] == "sluice"  # the configured group
+        body = orjson.loads(out["Body"])
+        assert out["Attributes"]["MessageDeduplicationId"] == body["id"] and len(body["id"]) == 26
+        assert body["items"][0]["state"] == {"greeting": "hello"}
+
+
+def test_an_unexpected_error_fails_the_batch_and_gives_the_leases_back(make_harness: Any) -> None:
+    from dataclasses import replace
+
+    h = make_harness()
+
+    class BrokenSink:
+        def write(self, envelope_id: str, body: bytes) -> None:
+            raise RuntimeError("a bug, not an I/O failure")
+
+    h.send(envelope("bug-1", [{"greeting": "x", "name": "y"}]))
+    messages = h.receive()
+    from runtime.pipeline import process_batch
+
+    with pytest.raises(RuntimeError):
+        process_batch(
+            h.records(messages),
+            router=hello_router,
+            clients=replace(h.clients, sink=BrokenSink()),
+            settings=h.settings,
+            remaining_ms=30_000,
+        )
+    assert redis_keys(h) == []  # no lease left behind to bounce Lambda's retry
+    again = h.process(messages, hello_router)
+    assert again.bounced == 0 and again.followed_plans == 1 and again.failed_message_ids == []
+    [item] = h.sunk_items()
+    assert item["state"] == {"greeting": "x", "name": "y"}
+
+
+def redis_keys(h: Harness) -> list[bytes]:
+    return [k for k in h.redis.keys("{sluice:router}:e:*") if h.redis.get(k) != b"D"]
