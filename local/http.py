@@ -132,8 +132,7 @@ class LocalHttpApi:
         self.state_url = state_url
         self.jobs_handler = jobs_handler
         self.jobs_timeout_s = jobs_timeout_s
-        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _make_request_handler(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -203,6 +202,13 @@ class LocalHttpApi:
         body = response.get("body") or ""
         data = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
         return int(response.get("statusCode", 200)), dict(response.get("headers") or {}), data
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Hundreds of clients may connect at once (the concurrency test): the default backlog of
+    # 5 would refuse them.
+    request_queue_size = 1024
 
 
 def _make_request_handler(api: LocalHttpApi) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,63 @@
+"""Test harness for jobs: the pipeline harness's queues, bucket and Redis, plus the jobs
+settings and clients, and a worker thread that runs the real router core against the state
+queue the way the event source mapping would."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.config import JobsSettings, Settings
+from runtime.jobs import JobClients, JobsRouter, JobStore
+from runtime.jobs.service import make_store
+from runtime.pipeline.state import Router
+from tests.pipeline_support import Harness
+
+
+@dataclass
+class Jobs:
+    h: Harness
+    settings: Settings
+
+    @classmethod
+    def create(cls, h: Harness, **jobs: Any) -> Jobs:
+        return cls(h, h.settings.model_copy(update={"jobs": JobsSettings(**jobs)}))
+
+    @property
+    def clients(self) -> JobClients:
+        return JobClients(sqs=self.h.sqs, s3=self.h.s3, redis=self.h.redis)
+
+    @property
+    def store(self) -> JobStore:
+        return make_store(self.clients, self.settings)
+
+    def router(self, job_router: Router, fallback: Router | None = None) -> JobsRouter:
+        return JobsRouter(job_router, fallback=fallback, store=self.store)
+
+
+class Worker(threading.Thread):
+    """Receives from the state queue and runs each batch through the router core until
+    stopped (one poller of an event source mapping)."""
+
+    def __init__(self, h: Harness, router: Router) -> None:
+        super().__init__(name="jobs-worker", daemon=True)
+        self.h = h
+        self.router = router
+        self.errors: list[BaseException] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                messages = self.h.receive(wait_s=1)
+                if messages:
+                    self.h.process(messages, self.router)
+            except Exception as exc:
+                self.errors.append(exc)
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+        assert not self.errors, self.errors

@@ -1,0 +1,243 @@
+"""Jobs: request validation, the outcome document, the worker step, the waiter's wake-ups and
+GET's answers (in-process moto, real Redis)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+import redis
+from moto import mock_aws
+
+from local.http import STATUS_ROUTE, SUBMIT_ROUTE, api_event
+from local.servers import RedisServer
+from runtime import codec
+from runtime.examples.jobs_worker import text_stats
+from runtime.handlers.jobs import JobsApi
+from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, submit_job
+from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
+from runtime.pipeline import PoisonItem
+from tests.jobs_support import Jobs
+from tests.pipeline_support import BUCKET, Harness
+
+
+@pytest.fixture
+def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Harness]:
+    with mock_aws():
+        yield Harness.create(
+            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url
+        )
+
+
+def body_of(answer: Any) -> dict[str, Any]:
+    return orjson.loads(answer.response()["body"])  # type: ignore[no-any-return]
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"", 400, "empty_body"),
+        (b"{not json", 400, "invalid_json"),
+        (b"\xff\xfe{}", 400, "invalid_json"),
+        (b"[1, 2]", 400, "not_an_object"),
+        (b'"text"', 400, "not_an_object"),
+        (b'{"text": "' + b"x" * 200 + b'"}', 413, "body_too_large"),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_reason(body: bytes, status: int, code: str) -> None:
+    with pytest.raises(BadJobRequest) as refused:
+        parse_job_body(body, max_bytes=100)
+    assert (refused.value.status, refused.value.code) == (status, code)
+
+
+def test_a_refused_post_enqueues_nothing(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.2)
+    answer = submit_job(b"[]", clients=jobs.clients, settings=jobs.settings)
+    assert answer.status == 400 and body_of(answer)["error"] == "not_an_object"
+    assert harness.in_flight() == 0 and harness.redis.keys("*") == []
+
+
+# -- the outcome document -------------------------------------------------------------------------
+
+
+def test_a_large_result_is_announced_without_it_but_stored_whole() -> None:
+    outcome = JobOutcome.done("a" * 32, {"blob": "x" * 100})
+    stored = orjson.loads(outcome.document())
+    announced = orjson.loads(outcome.announcement(inline_max_bytes=50))
+    assert stored["result"] == {"blob": "x" * 100} and stored["result_bytes"] == outcome.result_bytes
+    assert "result" not in announced and announced["result_bytes"] == outcome.result_bytes
+    assert JobOutcome.from_json(outcome.document()) == outcome
+    assert orjson.loads(outcome.announcement(inline_max_bytes=10_000))["result"] == {"blob": "x" * 100}
+
+
+# -- the worker step ------------------------------------------------------------------------------
+
+
+def test_the_worker_stores_then_announces_and_a_rerun_keeps_the_first_outcome(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    router = jobs.router(text_stats)
+    job_id = "0" * 32
+    listener = harness.redis.pubsub()
+    listener.subscribe(channel(job_id))
+    assert listener.get_message(timeout=1)["type"] == "subscribe"
+
+    state: Any = {JOB_FIELD: job_id, "state": {"text": "one two\nthree"}}
+    while state is not None:
+        state = router(state)
+    message = listener.get_message(timeout=1)
+    assert orjson.loads(message["data"])["result"] == {"text": "one two\nthree", "words": 3, "lines": 2}
+    key = f"jobs/{job_id}.json"
+    assert orjson.loads(harness.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["status"] == "done"
+
+    # A redelivery after a crash computes something else (a changed router): S3 keeps the first.
+    again = router.finish(JobOutcome.done(job_id, {"other": True}))
+    assert orjson.loads(again.result_json or b"") == {"text": "one two\nthree", "words": 3, "lines": 2}
+    assert orjson.loads(harness.redis.get(status_key(job_id)))["result"]["words"] == 3
+    assert 0 < harness.redis.ttl(status_key(job_id)) <= 86_400
+    listener.close()
+
+
+def test_a_poisoned_job_is_recorded_failed_and_still_poisons_the_item(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    router = jobs.router(text_stats)
+    with pytest.raises(PoisonItem) as poisoned:
+        router({JOB_FIELD: "1" * 32, "state": {"text": 7}})
+    assert poisoned.value.reason == "no_text"
+    failed = jobs.store.read_outcome("1" * 32)
+    assert (
+        failed is not None
+        and failed.status == "failed"
+        and failed.error
+        == {
+            "reason": "no_text",
+            "detail": "a text-statistics job needs a string field 'text'",
+        }
+    )
+
+
+def test_items_that_are_not_jobs_go_to_the_fallback_or_are_poison(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    assert jobs.router(text_stats, fallback=lambda s: {**s, "seen": True})({"n": 1}) == {"n": 1, "seen": True}
+    with pytest.raises(PoisonItem):
+        jobs.router(text_stats)({"n": 1})
+
+
+# -- the waiter: no lost wake-ups -----------------------------------------------------------------
+
+
+class CompletingQueue:
+    """The real SQS client, plus a worker that finishes each job the moment it is enqueued,
+    before the waiter starts waiting (the race a subscribe-after-enqueue design loses)."""
+
+    def __init__(self, jobs: Jobs, *, announce: bool = True) -> None:
+        self.jobs, self.announce = jobs, announce
+
+    def send_message(self, **kwargs: Any) -> Any:
+        sent = self.jobs.h.sqs.send_message(**kwargs)
+        [item] = codec.decode(kwargs["MessageBody"]).items
+        outcome = JobOutcome.done(item.state[JOB_FIELD], {"echo": item.state["state"]})
+        store = self.jobs.store
+        store.write_outcome(outcome)
+        if self.announce:
+            store.announce(outcome)
+        return sent
+
+
+def test_a_completion_before_the_wait_begins_is_seen(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=5)
+    clients = JobClients(sqs=CompletingQueue(jobs), s3=harness.s3, redis=harness.redis)
+    answer = submit_job(b'{"a": 1}', clients=clients, settings=jobs.settings)
+    assert answer.status == 200 and body_of(answer)["result"] == {"echo": {"a": 1}}
+
+
+def test_a_completion_lost_with_redis_is_found_in_s3_before_answering_202(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.3)
+    clients = jobs.clients.__class__(
+        sqs=CompletingQueue(jobs, announce=False), s3=harness.s3, redis=harness.redis
+    )
+    answer = submit_job(b'{"a": 2}', clients=clients, settings=jobs.settings)
+    assert answer.status == 200 and body_of(answer)["status"] == "done"
+
+
+def test_a_wait_that_times_out_answers_202_with_the_status_url(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.2)
+    answer = submit_job(b'{"text": "x"}', clients=jobs.clients, settings=jobs.settings)
+    body = body_of(answer)
+    assert answer.status == 202 and answer.headers["location"] == f"/jobs/{body['job_id']}"
+    [message] = harness.receive()
+    [item] = codec.decode(message["Body"]).items
+    assert item.id == body["job_id"] and item.state == {JOB_FIELD: body["job_id"], "state": {"text": "x"}}
+
+
+def test_many_waiters_each_get_their_own_completion(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=5)
+    clients = JobClients(sqs=CompletingQueue(jobs), s3=harness.s3, redis=harness.redis)
+    answers: dict[int, Any] = {}
+
+    def post(n: int) -> None:
+        answers[n] = body_of(submit_job(orjson.dumps({"n": n}), clients=clients, settings=jobs.settings))
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {n: a["result"]["echo"]["n"] for n, a in answers.items()} == {n: n for n in range(20)}
+
+
+# -- GET /jobs/{id} -------------------------------------------------------------------------------
+
+
+def test_get_answers_pending_done_and_done_again_when_redis_lost_the_status(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.1)
+    job_id = body_of(submit_job(b'{"text": "a b"}', clients=jobs.clients, settings=jobs.settings))["job_id"]
+    pending = job_status(job_id, clients=jobs.clients, settings=jobs.settings)
+    assert (pending.status, body_of(pending)["status"]) == (200, "pending")
+
+    jobs.router(text_stats).finish(JobOutcome.done(job_id, {"words": 2}))
+    done = body_of(job_status(job_id, clients=jobs.clients, settings=jobs.settings))
+    assert done["status"] == "done" and done["result"] == {"words": 2}
+
+    harness.redis.flushall()
+    again = job_status(job_id, clients=jobs.clients, settings=jobs.settings)
+    assert again.status == 200 and body_of(again) == done
+
+
+def test_get_answers_a_presigned_url_for_a_large_result(harness: Harness) -> None:
+    jobs = Jobs.create(harness, inline_max_bytes=16)
+    job_id = "2" * 32
+    jobs.router(text_stats).finish(JobOutcome.done(job_id, {"blob": "y" * 64}))
+    for _ in range(2):  # from the Redis status, then from S3 alone
+        body = body_of(job_status(job_id, clients=jobs.clients, settings=jobs.settings))
+        assert "result" not in body and body["result_bytes"] > 16
+        assert f"jobs/{job_id}.json" in body["result_url"] and "Signature" in body["result_url"]
+        harness.redis.flushall()
+
+
+def test_get_refuses_a_malformed_id_and_does_not_know_an_unknown_one(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    assert job_status("../etc", clients=jobs.clients, settings=jobs.settings).status == 400
+    assert job_status("3" * 32, clients=jobs.clients, settings=jobs.settings).status == 404
+
+
+# -- the handler ----------------------------------------------------------------------------------
+
+
+def test_the_handler_dispatches_on_the_route_key(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.1)
+    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
+    posted = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b'{"text": "hi"}'))
+    assert posted["statusCode"] == 202 and posted["headers"]["location"].startswith("/jobs/")
+    job_id = orjson.loads(posted["body"])["job_id"]
+    got = api(api_event("GET", f"/jobs/{job_id}", STATUS_ROUTE, path_parameters={"id": job_id}))
+    assert (got["statusCode"], orjson.loads(got["body"])["status"]) == (200, "pending")
+    binary = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b"\xff\x00"))
+    assert (binary["statusCode"], orjson.loads(binary["body"])["error"]) == (400, "invalid_json")
+    assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
