@@ -135,6 +135,11 @@ def _envelope_prefix(envelope_id: str, parent: str | None) -> bytes:
 _ENVELOPE_SUFFIX = b"]}"
 
 
+def envelope_overhead(envelope_id: str, parent: str | None = None, attribute_bytes: int = 0) -> int:
+    """Bytes an envelope with this id costs besides its items (and their separators)."""
+    return len(_envelope_prefix(envelope_id, parent)) + len(_ENVELOPE_SUFFIX) + attribute_bytes
+
+
 def assemble(envelope_id: str, parent: str | None, encoded_items: list[bytes]) -> bytes:
     """Build an envelope body from items already encoded with `encode_item`."""
     if not encoded_items:

@@ -29,6 +29,8 @@ from runtime.ingest.sender import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 
 # How many members may be read ahead of the one being parsed (bounds memory).
 READ_AHEAD_FILES = 512
+# Far more parts than a batch of batch_max_files can make (sizes items for the widest id).
+LARGEST_PART_NUMBER = 10**9 - 1
 
 
 class OutOfTime(Exception):  # a signal from a run to its loop, not an error
@@ -81,9 +83,12 @@ class BatchRun:
         packer = codec.EnvelopePacker(max_bytes=packing.max_message_bytes, make_id=self._part_id)
         project = compile_projection(packing.projection)
         encoder = codec.ItemEncoder()
+        # A record must fit alone in any part of the batch, whatever its number's width, so
+        # that whether it is "too large" never depends on where it lands.
+        item_limit = packing.max_message_bytes - codec.envelope_overhead(self._part_id(LARGEST_PART_NUMBER))
         for read in self._reads():
             self._keep_lease()
-            items = self._items(read, project, encoder, packer)
+            items = self._items(read, project, encoder, item_limit)
             if items is None:
                 continue
             self._file_starts.append(self._records_seen)
@@ -114,7 +119,7 @@ class BatchRun:
         read: _Read,
         project: Projector | None,
         encoder: codec.ItemEncoder,
-        packer: codec.EnvelopePacker,
+        item_limit: int,
     ) -> list[bytes] | None:
         if read.skipped or read.data is None:
             return None
@@ -122,7 +127,7 @@ class BatchRun:
             self.ingest.coord.set_cursor(self.batch, self.token, self.ingest.settings.lease_s, read.index)
         kill_point("parse.file", read.member.name)
         try:
-            return file_items(read.member.name, read.data, project, encoder, packer.fits_alone)
+            return file_items(read.member.name, read.data, project, encoder, item_limit)
         except RejectedFile as rejected:
             self.reject(read.index, rejected.code, rejected.detail)
             return None

@@ -237,7 +237,7 @@ def file_items(
     data: bytes,
     project: Projector | None,
     encoder: codec.ItemEncoder,
-    fits: Callable[[bytes], bool],
+    max_item_bytes: int,
 ) -> list[bytes]:
     """Parse a whole file into encoded items, or raise RejectedFile. Nothing is packed until
     the whole file has passed, so a rejected file never contributes to a part."""
@@ -248,9 +248,9 @@ def file_items(
     except orjson.JSONEncodeError as exc:
         raise RejectedFile(INVALID_ENCODING, f"a record cannot be encoded: {exc}") from None
     largest = max(items, key=len)
-    if not fits(largest):
+    if len(largest) > max_item_bytes:
         raise RejectedFile(
             RECORD_TOO_LARGE,
-            f"record {items.index(largest)} encodes to {len(largest)} bytes, over the message limit",
+            f"record {items.index(largest)} encodes to {len(largest)} bytes; a part holds {max_item_bytes}",
         )
     return items

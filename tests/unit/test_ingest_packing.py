@@ -148,3 +148,27 @@ def test_add_many_refuses_an_item_that_fits_nowhere() -> None:
     packer.add_many([b"1"], 0)
     with pytest.raises(MessageTooLarge):
         packer.add_many([b"x" * 200], 1)
+
+
+def test_too_large_is_decided_for_the_widest_part_id(tmp_path: Path, redis_client: redis.Redis) -> None:
+    """A record that fits alone in any part of the batch is sent; one byte more is rejected,
+    wherever in the batch it would land (the part number's width never decides)."""
+    limit = 1024
+    ingest = make_ingest(tmp_path, redis_client, CapturingSink(), max_message_bytes=limit)
+    batch_id_length = len("20261125T130955.123Z-1a2b3c4d")
+    item_limit = limit - codec.envelope_overhead("b" * batch_id_length + "/" + "9" * 9)
+
+    def state_for(name: str, item_bytes: int) -> dict[str, str]:
+        empty = codec.ItemEncoder().finish(codec.ItemEncoder.id_prefix(f"{name}#"), 0, b'{"p":""}')
+        return {"p": "x" * (item_bytes - len(empty))}
+
+    write_file(tmp_path, "a-fits.json", orjson.dumps(state_for("a-fits.json", item_limit)))
+    write_file(tmp_path, "b-over.json", orjson.dumps(state_for("b-over.json", item_limit + 1)))
+
+    run_loader(ingest, forever)
+
+    sink = ingest.sink
+    assert isinstance(sink, CapturingSink)
+    assert [i.id for p in sink.parts for i in codec.decode(p.body).items] == ["a-fits.json#0"]
+    reason = orjson.loads(next((tmp_path / "rejected").glob("*/b-over.json.reason.json")).read_bytes())
+    assert reason["code"] == "record_too_large"

@@ -91,7 +91,7 @@ def test_projection_policies() -> None:
 def test_items_match_the_codec_and_escape_noncharacters() -> None:
     encoder = codec.ItemEncoder()
     data = orjson.dumps([{"s": "a\ufffeb\uffff"}, {"n": 2}])
-    items = parse.file_items("f\u00e9.json", data, None, encoder, lambda _: True)
+    items = parse.file_items("f\u00e9.json", data, None, encoder, 10_000)
     assert "\ufffe".encode() not in items[0] and "\uffff".encode() not in items[0]
     assert items[0] == codec.encode_item(
         codec.Item(id="f\u00e9.json#0", step=0, attempt=0, state={"s": "a\ufffeb\uffff"})
@@ -102,7 +102,7 @@ def test_items_match_the_codec_and_escape_noncharacters() -> None:
 def test_a_record_over_the_limit_rejects_the_whole_file() -> None:
     data = orjson.dumps([{"small": 1}, {"big": "x" * 1000}])
     with pytest.raises(RejectedFile) as caught:
-        parse.file_items("f", data, None, codec.ItemEncoder(), lambda item: len(item) < 500)
+        parse.file_items("f", data, None, codec.ItemEncoder(), 500)
     assert caught.value.code == parse.RECORD_TOO_LARGE
 
 
@@ -117,6 +117,6 @@ def test_a_record_over_the_limit_rejects_the_whole_file() -> None:
     ],
 )
 def test_noncharacters_are_escaped_however_they_arrive(data: bytes) -> None:
-    [item] = parse.file_items("f", data, None, codec.ItemEncoder(), lambda _: True)
+    [item] = parse.file_items("f", data, None, codec.ItemEncoder(), 10_000)
     assert b"\xef\xbf\xbe" not in item and b"\xef\xbf\xbf" not in item
     assert orjson.loads(item)["state"]["s"][-1] in "\ufffe\uffff"
