@@ -82,8 +82,8 @@ class SqsSink:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
-        self._queue_url = queue_url
-        self._group_id = group_id
+        self.queue_url = queue_url
+        self.group_id = group_id
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
@@ -92,8 +92,8 @@ class SqsSink:
 
     def _entry(self, slot: int, part: PackedPart) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": str(slot), "MessageBody": part.body.decode()}
-        if self._group_id is not None:
-            entry["MessageGroupId"] = self._group_id
+        if self.group_id is not None:
+            entry["MessageGroupId"] = self.group_id
             entry["MessageDeduplicationId"] = part.id
         return entry
 
@@ -110,7 +110,7 @@ class SqsSink:
             self.billing_units += group_billing_units(list(pending.values()))
             try:
                 response = self._client.send_message_batch(
-                    QueueUrl=self._queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
+                    QueueUrl=self.queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
                 )
             except (BotoCoreError, ClientError) as exc:
                 # boto3's standard retries already ran: the queue is unreachable for now.
