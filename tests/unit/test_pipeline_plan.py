@@ -1,0 +1,99 @@
+"""Pure logic of plans and outputs: no Redis, no AWS."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime import codec
+from runtime.pipeline.plan import (
+    DONE,
+    NEXT,
+    POISONED,
+    RETRY,
+    ItemExtras,
+    OutputKind,
+    Plan,
+    backoff_delay_s,
+    build_outputs,
+)
+from runtime.pipeline.state import copy_state
+
+
+def make_envelope(states: list[object], envelope_id: str = "e/1") -> codec.Envelope:
+    items = tuple(codec.Item(id=f"i#{n}", step=0, attempt=0, state=s) for n, s in enumerate(states))
+    return codec.Envelope(id=envelope_id, parent=None, items=items)
+
+
+def next_items(envelope: codec.Envelope) -> dict[int, bytes]:
+    return {
+        i: codec.encode_item(codec.Item(item.id, 1, 0, {"moved": item.state}))
+        for i, item in enumerate(envelope.items)
+    }
+
+
+@given(st.integers(min_value=0, max_value=20), st.floats(min_value=0.1, max_value=100), st.integers(0, 900))
+def test_backoff_is_exponential_jittered_and_capped(attempt: int, base: float, cap: int) -> None:
+    delay = backoff_delay_s(attempt, base_s=base, cap_s=cap, rng=random.Random(attempt))
+    ceiling = min(cap, base * 2**attempt)
+    assert 0 <= delay <= cap
+    assert ceiling / 2 - 1 <= delay <= ceiling + 1
+
+
+def test_plan_round_trips_and_outputs_are_a_pure_function() -> None:
+    envelope = make_envelope([{"n": n} for n in range(6)])
+    outcomes = NEXT + DONE + RETRY + NEXT + POISONED + DONE
+    extras = {2: ItemExtras(delay_s=7, reason="ValueError"), 4: ItemExtras(reason="step limit", detail="s")}
+    first = build_outputs(envelope, outcomes, next_items(envelope), extras, max_bytes=4096)
+    again = build_outputs(envelope, outcomes, next_items(envelope), extras, max_bytes=4096)
+    assert [o.body for o in first] == [o.body for o in again]
+    plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in first))
+    assert Plan.from_bytes(plan.to_bytes()) == plan
+    assert plan.matches(again)
+    kinds = [o.kind for o in first]
+    assert kinds == [OutputKind.NEXT, OutputKind.RETRY, OutputKind.POISONED, OutputKind.SINK]
+    assert all(len(o.planned.id) == 26 for o in first if o.kind is not OutputKind.SINK)
+    retry = orjson.loads(first[1].body)
+    assert retry["items"][0]["attempt"] == 1 and first[1].planned.delay_s == 7
+    assert plan.needs_complete_mark
+
+
+def test_a_sink_only_plan_needs_no_complete_mark() -> None:
+    envelope = make_envelope([{"n": 0}, {"n": 1}])
+    outputs = build_outputs(envelope, DONE + DONE, {}, {}, max_bytes=4096)
+    assert [o.kind for o in outputs] == [OutputKind.SINK]
+    assert not Plan(outcomes=DONE + DONE, outputs=tuple(o.planned for o in outputs)).needs_complete_mark
+
+
+def test_fifo_next_envelopes_never_mix_groups_and_hold_at_most_max_items() -> None:
+    groups = ["a", "a", "a", "b", "a", "a"]
+    envelope = make_envelope([{"g": g} for g in groups])
+    outputs = build_outputs(
+        envelope,
+        NEXT * 6,
+        next_items(envelope),
+        {},
+        max_bytes=4096,
+        max_items=2,
+        group_of=lambda i: groups[i],
+    )
+    packed = [([i["id"] for i in orjson.loads(o.body)["items"]], o.group) for o in outputs]
+    assert packed == [
+        (["i#0", "i#1"], "a"),
+        (["i#2"], "a"),
+        (["i#3"], "b"),
+        (["i#4", "i#5"], "a"),
+    ]
+
+
+def test_copy_state_is_deep_for_json_containers_only() -> None:
+    original = {"a": [1, {"b": 2}], "c": "text", "d": None}
+    copied = copy_state(original)
+    assert copied == original
+    assert (
+        copied is not original and copied["a"] is not original["a"] and copied["a"][1] is not original["a"][1]
+    )
+    assert copied["c"] is original["c"]  # immutable leaves are shared
