@@ -389,3 +389,20 @@ def test_an_unexpected_error_fails_the_batch_and_gives_the_leases_back(make_harn
 
 def redis_keys(h: Harness) -> list[bytes]:
     return [k for k in h.redis.keys("{sluice:router}:e:*") if h.redis.get(k) != b"D"]
+
+
+def test_a_finished_sink_only_envelope_redelivered_after_redis_loss_sends_nothing(
+    make_harness: Any, redis_client: redis.Redis
+) -> None:
+    h = make_harness()
+    body = envelope("sunk-1", [{"n": 0}, {"n": 1}])
+    h.send(body)
+    first = h.process(h.receive(), lambda s: None)
+    assert first.ledger_writes == 1  # the plan only: its sink object is its completion record
+
+    redis_client.flushall()
+    h.send(body)
+    again = h.process(h.receive(), lambda s: {"changed": True})  # even a router that changed
+    assert again.followed_plans == 1 and again.failed_message_ids == [] and again.plan_mismatches == 0
+    assert h.drain(h.state_url) == []
+    assert [i["state"] for i in h.sunk_items()] == [{"n": 0}, {"n": 1}]
