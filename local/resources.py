@@ -25,10 +25,10 @@ from runtime.config import (
 from runtime.pipeline.ledger import create_ledger_table
 from stacks.config import EnvironmentConfig
 
-# The relay source table's key layout, as `stacks/stateful.py` declares it (importing that
-# module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a test
-# checks the two stay equal). The ledger is created by the router's own `create_ledger_table`,
-# so the local table always has the layout the code that writes it expects.
+# The relay source table's key layout, as `stacks/stateful.py` declares it (SOURCE_*; importing
+# that module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a
+# test checks the two stay equal). The ledger is created by the router's own
+# `create_ledger_table`, so the local table always has the layout the code that writes it expects.
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 # Never a real key: the relay's drain reads it through Parameter Store like it would on AWS.

@@ -154,7 +154,10 @@ def _expire_leases(redis_url: str) -> int:
         client.close()
 
 
-@pytest.mark.parametrize("step", ["part.sent", "claim.mid"])
+# The ingest suite kills the loader at every step in isolation; this one kills it where the
+# whole system is at stake: a part SQS took but the loader never acknowledged is re-sent under
+# its own id, and the router must turn the second delivery into nothing.
+@pytest.mark.parametrize("step", ["part.sent"])
 def test_a_loader_killed_mid_batch_is_resumed_once_its_lease_expires(
     tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis, step: str
 ) -> None:
@@ -197,13 +200,13 @@ def test_redis_restarted_mid_run_loses_and_duplicates_nothing(
 
 
 def flaky_router(state: Any) -> Any:
-    """The enrich-and-store demo, failing a fifth of its calls: a transient fault that the
+    """The enrich-and-store demo, failing a tenth of its calls: a transient fault that the
     framework retries (new envelopes with attempt + 1) and that the plan pins once written."""
     import random
 
     from runtime.examples.enrich import router
 
-    if random.random() < 0.2:
+    if random.random() < 0.1:
         raise RuntimeError("the downstream service hiccuped")
     return router(state)
 
@@ -212,8 +215,8 @@ def test_a_router_failing_intermittently_still_delivers_each_record_once(tmp_pat
     summary = Run(
         tmp_path,
         "--set", "pipeline.router=tests.integration.test_local_run:flaky_router",
-        # At 20 % per call, 12 attempts leave a record in the DLQ with odds of 4e-9.
-        "--set", "pipeline.max_attempts=12",
+        # At 10 % per call, 10 attempts leave a record in the DLQ with odds of 1e-10.
+        "--set", "pipeline.max_attempts=10",
         "--bad-share", "0",
     ).finish()  # fmt: skip
     assert_exactly_once(summary)
