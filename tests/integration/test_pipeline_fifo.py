@@ -183,3 +183,16 @@ def test_an_envelope_that_never_fits_the_time_budget_is_poisoned_whole(harness: 
     assert {m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in dead} == {"time budget"}
     h.run(make_router([]), timeout_s=10)
     assert [i["state"]["name"] for i in h.sunk_items()] == ["behind"]
+
+
+def test_bad_json_on_a_fifo_queue_is_quarantined_in_its_group_and_the_group_goes_on(harness: Harness) -> None:
+    h = harness
+    completed: list[str] = []
+    h.send("{not json", group_id="Q")
+    send_named(h, "Q", "q1")
+    h.run(make_router(completed), timeout_s=10)
+    [dead] = h.drain(h.dlq_url)
+    assert dead["Body"] == "{not json"
+    assert dead["Attributes"]["MessageGroupId"] == "Q"
+    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "invalid_json"
+    assert completed == ["q1"]
