@@ -304,7 +304,7 @@ class GatewayConfig(Frozen):
     jwt_audience: tuple[str, ...] = ()
     throttle_rate_per_s: float = Field(100.0, gt=0, le=1_000_000)
     throttle_burst: int = Field(200, ge=1, le=1_000_000)
-    access_log_retention_days: int = 30
+    access_log_retention_days: int | None = Field(None, description="None: functions.log_retention_days")
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -312,7 +312,10 @@ class GatewayConfig(Frozen):
             raise ValueError("gateway: authorization 'jwt' needs an https:// jwt_issuer and a jwt_audience")
         if self.authorization == "iam" and (self.jwt_issuer or self.jwt_audience):
             raise ValueError("gateway: jwt_issuer / jwt_audience are only used with authorization 'jwt'")
-        if self.access_log_retention_days not in LOG_RETENTION_DAYS:
+        if (
+            self.access_log_retention_days is not None
+            and self.access_log_retention_days not in LOG_RETENTION_DAYS
+        ):
             raise ValueError(f"gateway.access_log_retention_days must be one of {LOG_RETENTION_DAYS}")
         return self
 

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory
+from stacks.gateway import GatewayConstruct
 from stacks.ingest import IngestConstruct
 from stacks.pipeline import PipelineConstruct
 from stacks.relay import RelayConstruct
@@ -55,4 +56,13 @@ class StatelessStack(cdk.Stack):
             failure_bucket_name=results_bucket_name(config),
             create_function=self.factory.create,
             redis_auth_secret=stateful.redis_auth_secret,
+        )
+        # The HTTP API feeds the standard state queue, whose router also completes jobs.
+        self.gateway = GatewayConstruct(
+            self,
+            "Gateway",
+            config=config,
+            stateful=stateful,
+            factory=self.factory,
+            worker=self.pipeline.functions["router"],
         )

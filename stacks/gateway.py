@@ -1,0 +1,233 @@
+"""gateway and jobs: one HTTP API (DESIGN "The systems it must contain").
+
+- `POST /messages` goes straight to the state queue through an SQS-SendMessage service
+  integration (no function in front): the whole request body is the message body
+  (`$request.body`; the integration's default would read a `MessageBody` field) and the
+  integration's role may only `sqs:SendMessage` on that queue (SSE-SQS: no KMS grant needed).
+  The pipeline router takes a non-envelope body as one item keyed by the SQS message id.
+- `POST /jobs` and `GET /jobs/{id}` run the jobs function (in the VPC, beside Redis), which
+  enqueues jobs on the same queue; the queue's router completes them (`runtime.jobs`).
+
+Every route is authorized (IAM by default, a JWT authorizer when config asks), the stage
+throttles by default and writes JSON access logs to a log group with a retention.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_apigateway as apigw_v1
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from runtime.config import JobsSettings, Settings, to_environ
+from stacks.config import EnvironmentConfig, JobsConfig
+from stacks.functions import FunctionFactory, FunctionSpec
+from stacks.nag import Ack, acknowledge
+from stacks.retention import log_retention
+from stacks.stateful import StatefulStack, results_bucket_name
+
+JOBS_PREFIX = "jobs/"
+JOBS_ENVIRONMENT_PREFIX = "SLUICE_JOBS__"
+MESSAGES_ROUTE = "POST /messages"
+# One JSON line per request: who, what, how it ended, how long the integration took.
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "user": "$context.identity.user",
+    "requestTime": "$context.requestTime",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "integrationStatus": "$context.integrationStatus",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integrationErrorMessage",
+    "authorizerError": "$context.authorizer.error",
+}
+
+
+def jobs_environment(jobs: JobsConfig, bucket: str) -> dict[str, str]:
+    """The `SLUICE_JOBS__*` variables both sides of a job read (the waiter and the worker)."""
+    settings = Settings(
+        jobs=JobsSettings(
+            wait_s=jobs.wait_s,
+            results_bucket=bucket,
+            results_prefix=JOBS_PREFIX,
+            inline_max_bytes=jobs.inline_max_bytes,
+            presign_ttl_s=jobs.presign_ttl_s,
+            status_ttl_s=jobs.status_ttl_s,
+            max_body_bytes=jobs.max_body_bytes,
+        )
+    )
+    return {
+        name: value
+        for name, value in to_environ(settings).items()
+        if name.startswith(JOBS_ENVIRONMENT_PREFIX)
+    }
+
+
+@jsii.implements(apigw.IAccessLogSettings)
+class JsonAccessLogs:
+    """Access log settings of an HTTP API stage: one JSON object per request."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._destination = apigw.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigw.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigw_v1.AccessLogFormat:
+        return apigw_v1.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS))
+
+
+class GatewayConstruct(Construct):
+    """The HTTP API, its stage, the queue integration and the jobs function."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        stateful: StatefulStack,
+        factory: FunctionFactory,
+        worker: lambda_.Function,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        gateway = config.gateway
+        self.authorizer = self._authorizer(config)
+        self.api = apigw.HttpApi(
+            self,
+            "Api",
+            api_name=f"{config.prefix}-api",
+            description=f"sluice {config.name}: POST /messages to the state queue; synchronous jobs",
+            create_default_stage=False,
+            default_authorizer=self.authorizer,
+        )
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=log_retention(gateway.access_log_retention_days or config.functions.log_retention_days),
+            removal_policy=factory.removal_policy,
+        )
+        self.stage = apigw.HttpStage(
+            self,
+            "DefaultStage",
+            http_api=self.api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigw.ThrottleSettings(
+                rate_limit=gateway.throttle_rate_per_s, burst_limit=gateway.throttle_burst
+            ),
+            access_log_settings=JsonAccessLogs(self.access_logs),
+        )
+        self.jobs_function = self._jobs(config, stateful, factory)
+        self._messages_route(config, stateful)
+        # The worker completes jobs with the same settings the waiter reads them with.
+        for name, value in jobs_environment(config.jobs, results_bucket_name(config)).items():
+            worker.add_environment(name, value)
+        cdk.CfnOutput(self, "Url", value=self.stage.url, description="the HTTP API's base URL")
+
+    def _authorizer(self, config: EnvironmentConfig) -> apigw.IHttpRouteAuthorizer:
+        gateway = config.gateway
+        if gateway.authorization == "jwt":
+            return authorizers.HttpJwtAuthorizer(
+                "Jwt", gateway.jwt_issuer, jwt_audience=list(gateway.jwt_audience)
+            )
+        return authorizers.HttpIamAuthorizer()
+
+    def _jobs(
+        self, config: EnvironmentConfig, stateful: StatefulStack, factory: FunctionFactory
+    ) -> lambda_.Function:
+        jobs = config.jobs
+        function = factory.create(
+            self,
+            FunctionSpec(
+                name="jobs",
+                handler="runtime.handlers.jobs.handler",
+                timeout_s=jobs.timeout_s,
+                memory_mb=jobs.memory_mb,
+                description="sluice jobs: POST /jobs enqueues and waits on Redis; GET /jobs/{id}",
+            ),
+        )
+        for name, value in jobs_environment(jobs, results_bucket_name(config)).items():
+            function.add_environment(name, value)
+        stateful.state_queue.grant(function, "sqs:SendMessage")
+        stateful.redis_auth_secret.grant_read(function)
+        # Reads a job's outcome and presigns it; the worker (the router) writes it.
+        jobs_objects = f"arn:{cdk.Aws.PARTITION}:s3:::{results_bucket_name(config)}/{JOBS_PREFIX}*"
+        function.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[jobs_objects]))
+        integration = integrations.HttpLambdaIntegration("Jobs", function)
+        self.api.add_routes(path="/jobs", methods=[apigw.HttpMethod.POST], integration=integration)
+        self.api.add_routes(path="/jobs/{id}", methods=[apigw.HttpMethod.GET], integration=integration)
+        acknowledge(
+            function,
+            Ack(
+                "Serverless-LambdaDLQ",
+                "invoked synchronously by the HTTP API only: the caller receives every error, so "
+                "there is no asynchronous event to keep",
+            ),
+            Ack(
+                "Serverless-LambdaAsyncFailureDestination",
+                "invoked synchronously by the HTTP API only; no asynchronous invocation to route",
+            ),
+            Ack(
+                "AwsSolutions-IAM5",
+                "a job's outcome is one object per job id under the results bucket's jobs/ prefix: "
+                "the function reads (and presigns) any of them and nothing else in S3",
+                (
+                    f"Resource::arn:<AWS::Partition>:s3:::{config.prefix}-results-<AWS::AccountId>-"
+                    f"<AWS::Region>/{JOBS_PREFIX}*",
+                ),
+            ),
+        )
+        return function
+
+    def _messages_route(self, config: EnvironmentConfig, stateful: StatefulStack) -> None:
+        """POST /messages → SQS SendMessage: L1 integration and route (the body as it came)."""
+        role = iam.Role(
+            self,
+            "MessagesIntegrationRole",
+            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            description="HTTP API POST /messages: send the request body to the state queue, nothing else",
+        )
+        stateful.state_queue.grant(role, "sqs:SendMessage")
+        integration = apigw.CfnIntegration(
+            self,
+            "MessagesIntegration",
+            api_id=self.api.api_id,
+            integration_type="AWS_PROXY",
+            integration_subtype="SQS-SendMessage",
+            payload_format_version="1.0",
+            credentials_arn=role.role_arn,
+            request_parameters={"QueueUrl": stateful.state_queue.queue_url, "MessageBody": "$request.body"},
+            timeout_in_millis=10_000,
+            description="the request body, unchanged, as one message on the state queue",
+        )
+        if config.gateway.authorization == "jwt":
+            # Bound to the API by the jobs routes above, so its id exists now.
+            authorization = {
+                "authorization_type": "JWT",
+                "authorizer_id": self.authorizer.authorizer_id,  # type: ignore[attr-defined]
+            }
+        else:
+            authorization = {"authorization_type": "AWS_IAM"}
+        apigw.CfnRoute(
+            self,
+            "MessagesRoute",
+            api_id=self.api.api_id,
+            route_key=MESSAGES_ROUTE,
+            target=f"integrations/{integration.ref}",
+            **authorization,
+        )
