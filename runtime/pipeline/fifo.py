@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime import codec
 from runtime.config import PipelineSettings, Settings
+from runtime.errors import SluiceError
 from runtime.ingest.kill import kill_point
 from runtime.observability import logger
 from runtime.pipeline.core import (
@@ -233,7 +234,11 @@ def _draft(work: Work, run: _FifoRun) -> int | None:
             )
             return run.backoff_s(attempts)
     outcomes, extras = _decide(envelope, routed.results, routed.failures, out_of_time)
-    work.outputs = run.limits.build_outputs(envelope, outcomes, routed.next_items, extras)
+    try:
+        work.outputs = run.limits.build_outputs(envelope, outcomes, routed.next_items, extras)
+    except SluiceError as exc:  # e.g. a poison message over the size limit
+        work.fail("outputs could not be built", exc)
+        return run.backoff_s(1)
     work.plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in work.outputs))
     return None
 
