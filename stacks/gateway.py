@@ -37,6 +37,7 @@ from stacks.stateful import StatefulStack, results_bucket_name
 JOBS_PREFIX = "jobs/"
 JOBS_ENVIRONMENT_PREFIX = "SLUICE_JOBS__"
 MESSAGES_ROUTE = "POST /messages"
+JOBS_WORKER_ROUTER = "runtime.examples.jobs_worker:router"
 # One JSON line per request: who, what, how it ended, how long the integration took.
 ACCESS_LOG_FIELDS = {
     "requestId": "$context.requestId",
@@ -73,6 +74,14 @@ def jobs_environment(jobs: JobsConfig, bucket: str) -> dict[str, str]:
         for name, value in to_environ(settings).items()
         if name.startswith(JOBS_ENVIRONMENT_PREFIX)
     }
+
+
+def completes_jobs(router: str) -> bool:
+    """Whether the state queue's router (`package.module:attribute`) is a jobs worker."""
+    from runtime.jobs.worker import JobsRouter
+    from runtime.pipeline.state import load_router
+
+    return isinstance(load_router(router), JobsRouter)
 
 
 @jsii.implements(apigw.IAccessLogSettings)
@@ -137,6 +146,13 @@ class GatewayConstruct(Construct):
         # The worker completes jobs with the same settings the waiter reads them with.
         for name, value in jobs_environment(config.jobs, results_bucket_name(config)).items():
             worker.add_environment(name, value)
+        if not completes_jobs(config.pipeline.router):
+            cdk.Annotations.of(self).add_warning_v2(
+                "sluice:jobs-router",
+                f"pipeline.router {config.pipeline.router!r} does not complete jobs: POST /jobs will answer "
+                "202 and GET will stay pending; use a runtime.jobs.JobsRouter (e.g. "
+                f"{JOBS_WORKER_ROUTER!r}, which passes every other item to the enrich router)",
+            )
         cdk.CfnOutput(self, "Url", value=self.stage.url, description="the HTTP API's base URL")
 
     def _authorizer(self, config: EnvironmentConfig) -> apigw.IHttpRouteAuthorizer:
