@@ -8,6 +8,7 @@ is assembled from byte strings with the codec's `ItemEncoder`, never through a d
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,12 +76,19 @@ def _opens_json(data: bytes, position: int) -> bool:
     return data[following] in b"{]"
 
 
+# The usual junk in one regex pass (whitespace, `#` / `//` / `;` lines, `/* */` blocks); the
+# general loop below takes over only for junk of another kind.
+_COMMON_JUNK = re.compile(rb"(?:[ \t\r\n\f\v]+|#[^\n]*|//[^\n]*|;[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
 def strip_junk(data: bytes) -> bytes:
     """Drop everything before the first JSON value: comment lines (`#`, `//`, `;`, anything
     else that does not open JSON), `/* ... */` blocks, blank lines and a BOM."""
     data = _normalise_encoding(data)
-    position = 0
     end = len(data)
+    position = _COMMON_JUNK.match(data).end()  # type: ignore[union-attr]  # matches the empty string
+    if position < end and data[position] in (_OBJECT_OPEN, _ARRAY_OPEN) and _opens_json(data, position):
+        return data[position:] if position else data
     while True:
         position = _next_non_space(data, position)
         if position >= end:
@@ -210,7 +218,8 @@ def _may_hold_noncharacters(data: bytes) -> bool:
     `\\u` escape in the source; without either, no record needs escaping."""
     if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or data[:4] == codecs.BOM_UTF32_BE:
         return True  # transcoded before parsing: the raw bytes say nothing
-    return b"\xef\xbf" in data or b"\\u" in data
+    # Single-byte needles: CPython searches those with memchr, two-byte ones far slower.
+    return b"\\" in data or b"\xef" in data
 
 
 def encode_file_items(
