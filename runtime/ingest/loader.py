@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -172,7 +173,7 @@ def halt_batch(ingest: Ingest, batch: str, token: str, reason: str, detail: str)
         return
     fs, layout = ingest.fs, ingest.layout
     if fs.exists(layout.claimed(batch)):
-        note = f'{{"reason":"{reason}","at":{time.time():.3f}}}'.encode()
+        note = orjson.dumps({"reason": reason, "detail": detail, "batch": batch, "at": time.time()})
         fs.write_once(f"{layout.claimed(batch)}/.halted.json", note)
         move_directory(fs, layout.claimed(batch), layout.halted_root, batch)
     ingest.coord.halt(batch, token)
