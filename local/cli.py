@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -208,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="probability that a bad file (DESIGN's bad-input table) is written beside a good one",
     )
     writer.add_argument("--seed", type=int, help="seed for the writer's choices")
+    writer.add_argument(
+        "--relay-rate",
+        type=_positive(float),
+        metavar="R",
+        help="with the relay system: items inserted into its source table per second (default: half "
+        "the drain's relay.calls_per_minute budget)",
+    )
 
     functions = parser.add_argument_group("functions")
     functions.add_argument(
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]{name} invocation {number} {what}[/]")
 
         options = options_from(args, report_failure)
+        relay_rate = args.relay_rate or config.relay.calls_per_minute / 60 / 2
+        options = dataclasses.replace(options, relay_rate=relay_rate)
         try:
             return _run(console, args, options, config)
         except MissingHandler as exc:
@@ -371,6 +381,7 @@ def _run(console: Console, args: argparse.Namespace, options: RunOptions, config
         redis_url=args.redis_url,
         aws_endpoint_url=args.aws_endpoint_url,
         sqs_faults=faults,
+        api_stub="relay" in options.systems,
     ) as environment:
         console.print(
             f"sluice local: redis {environment.redis_url}, moto {environment.aws_endpoint_url}, "

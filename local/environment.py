@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 
 from local.faults import FaultProxy, SqsFaults, fault_proxy
+from local.relay import ApiStub
 from local.resources import Provisioned, function_settings, provision
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
 from runtime.clients import AWS_CLIENT_CONFIG, aws_client
@@ -70,6 +71,7 @@ class LocalEnvironment:
     redis_server: RedisServer | None = None
     moto_server: MotoServer | None = None
     fault_proxy: FaultProxy | None = None
+    api_stub: ApiStub | None = None
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -110,6 +112,7 @@ def local_environment(
     aws_endpoint_url: str | None = None,
     redis_appendonly: bool = False,
     sqs_faults: SqsFaults | None = None,
+    api_stub: bool = False,
 ) -> Iterator[LocalEnvironment]:
     """Start what is not given, provision, export the environment; undo it all on exit.
     `sqs_faults` puts a fault-injecting proxy between the functions and SQS (`local.faults`)."""
@@ -137,7 +140,12 @@ def local_environment(
         stack.enter_context(_exported({**FAKE_AWS_ENVIRONMENT, "AWS_ENDPOINT_URL": functions_endpoint}))
         clients = AwsClients(aws_endpoint_url)
         provisioned = provision(clients, config, instance)
-        settings = function_settings(config, provisioned, redis_url=redis_url, share=share)
+        # The relay's third-party API: a stub on loopback, started before the settings that
+        # point the drain at it.
+        stub = stack.enter_context(ApiStub()) if api_stub else None
+        settings = function_settings(
+            config, provisioned, redis_url=redis_url, share=share, relay_api_url=stub.url if stub else ""
+        )
         stack.enter_context(_exported(to_environ(settings)))
         yield LocalEnvironment(
             config=config,
@@ -149,4 +157,5 @@ def local_environment(
             redis_server=redis_server,
             moto_server=moto_server,
             fault_proxy=proxy,
+            api_stub=stub,
         )

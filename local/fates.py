@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -140,6 +140,45 @@ class QueueSink:
     @property
     def records(self) -> int:
         return sum(self.counts.values())
+
+
+class Sink(Protocol):
+    counts: Counter[str]
+    first_delivery_at: float | None
+    last_delivery_at: float | None
+
+    def refresh(self) -> int: ...
+
+
+class Sinks:
+    """Every end a run has (the router's S3 objects, the relay's API), read as one."""
+
+    def __init__(self, sinks: Iterable[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def refresh(self) -> int:
+        return sum(sink.refresh() for sink in self.sinks)
+
+    @property
+    def counts(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for sink in self.sinks:
+            total.update(sink.counts)
+        return total
+
+    @property
+    def records(self) -> int:
+        return sum(sum(sink.counts.values()) for sink in self.sinks)
+
+    @property
+    def first_delivery_at(self) -> float | None:
+        times = [s.first_delivery_at for s in self.sinks if s.first_delivery_at is not None]
+        return min(times) if times else None
+
+    @property
+    def last_delivery_at(self) -> float | None:
+        times = [s.last_delivery_at for s in self.sinks if s.last_delivery_at is not None]
+        return max(times) if times else None
 
 
 @dataclass(frozen=True)

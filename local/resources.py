@@ -20,10 +20,13 @@ from runtime.config import (
     ProjectionRule,
     QueueSettings,
     RedisSettings,
+    RelaySettings,
     Settings,
 )
+from runtime.pipeline.ledger import PARTITION_KEY as LEDGER_PARTITION_KEY
+from runtime.pipeline.ledger import TTL_ATTRIBUTE as LEDGER_TTL_ATTRIBUTE
 from runtime.pipeline.ledger import create_ledger_table
-from stacks.config import EnvironmentConfig
+from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 
 # The relay source table's key layout, as `stacks/stateful.py` declares it (SOURCE_*; importing
 # that module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a
@@ -44,6 +47,8 @@ class ResourceNames:
     state_dlq: str
     fifo_queue: str
     fifo_dlq: str
+    relay_queue: str
+    relay_dlq: str
     results_bucket: str
     ledger_table: str
     relay_source_table: str
@@ -59,6 +64,8 @@ class ResourceNames:
             state_dlq=f"{prefix}-state-dlq",
             fifo_queue=f"{prefix}-state.fifo",
             fifo_dlq=f"{prefix}-state-dlq.fifo",
+            relay_queue=f"{prefix}-relay.fifo",
+            relay_dlq=f"{prefix}-relay-dlq.fifo",
             results_bucket=f"{prefix}-results",
             ledger_table=f"{prefix}-ledger",
             relay_source_table=f"{prefix}-relay-source",
@@ -98,11 +105,15 @@ def _create_queues(sqs: Any, config: EnvironmentConfig, names: ResourceNames) ->
     }
     urls: dict[str, str] = {}
     arns: dict[str, str] = {}
-    pairs = (
-        (names.state_queue, names.state_dlq, pipeline.standard_max_receive_count),
-        (names.fifo_queue, names.fifo_dlq, pipeline.fifo_max_receive_count),
+    # The relay's drain receives on a schedule and sets visibility itself; its redrive is only
+    # a backstop (the stateful stack's choice: SQS's maximum receive count).
+    relay_visibility = {"VisibilityTimeout": str(6 * config.relay.drain_timeout_s)}
+    pairs: tuple[tuple[str, str, int, dict[str, str]], ...] = (
+        (names.state_queue, names.state_dlq, pipeline.standard_max_receive_count, {}),
+        (names.fifo_queue, names.fifo_dlq, pipeline.fifo_max_receive_count, {}),
+        (names.relay_queue, names.relay_dlq, SQS_MAX_RECEIVE_COUNT, relay_visibility),
     )
-    for source, dlq, max_receive_count in pairs:
+    for source, dlq, max_receive_count, extra in pairs:
         urls[dlq], arns[dlq] = _create_queue(
             sqs, dlq, {**common, "MessageRetentionPeriod": str(queues.dlq_retention_s)}
         )
@@ -110,7 +121,7 @@ def _create_queues(sqs: Any, config: EnvironmentConfig, names: ResourceNames) ->
         urls[source], arns[source] = _create_queue(
             sqs,
             source,
-            {**common, "MessageRetentionPeriod": str(queues.retention_s), "RedrivePolicy": redrive},
+            {**common, **extra, "MessageRetentionPeriod": str(queues.retention_s), "RedrivePolicy": redrive},
         )
     return Provisioned(names=names, queue_urls=urls, queue_arns=arns)
 
@@ -147,10 +158,44 @@ def provision(clients: Any, config: EnvironmentConfig, instance: str = "") -> Pr
     return provisioned
 
 
+def _relay_settings(config: EnvironmentConfig, provisioned: Provisioned, api_url: str) -> RelaySettings:
+    names, relay = provisioned.names, config.relay
+    return RelaySettings(
+        fifo_url=provisioned.url(names.relay_queue),
+        dlq_url=provisioned.url(names.relay_dlq),
+        ledger_table=names.ledger_table,
+        ledger_partition_key=LEDGER_PARTITION_KEY,
+        ledger_sort_key="",
+        ledger_ttl_attribute=LEDGER_TTL_ATTRIBUTE,
+        ledger_ttl_s=config.dedup_horizon_s,
+        group_key_field=relay.partition_key_field,
+        api_url=api_url,
+        api_key_parameter=config.api_key_parameter,
+        api_key_header=relay.api_key_header,
+        idempotency_header=relay.idempotency_header,
+        api_key_cache_s=relay.api_key_cache_s,
+        calls_per_minute=relay.calls_per_minute,
+        connect_timeout_s=relay.connect_timeout_s,
+        read_timeout_s=relay.read_timeout_s,
+        deadline_margin_s=relay.deadline_margin_s,
+        retry_backoff_base_s=relay.retry_backoff_base_s,
+        retry_backoff_cap_s=relay.retry_backoff_cap_s,
+        breaker_failure_threshold=relay.breaker_failure_threshold,
+        breaker_backoff_base_s=relay.breaker_backoff_base_s,
+        breaker_backoff_cap_s=relay.breaker_backoff_cap_s,
+    )
+
+
 def function_settings(
-    config: EnvironmentConfig, provisioned: Provisioned, *, redis_url: str, share: Path
+    config: EnvironmentConfig,
+    provisioned: Provisioned,
+    *,
+    redis_url: str,
+    share: Path,
+    relay_api_url: str = "",
 ) -> Settings:
-    """The settings the stacks give every function, pointed at the local servers and share."""
+    """The settings the stacks give every function, pointed at the local servers and share
+    (and, for the relay's drain, at the external-API stub)."""
     names = provisioned.names
     ingest, pipeline = config.ingest, config.pipeline
     return Settings(
@@ -199,4 +244,5 @@ def function_settings(
             io_threads=pipeline.io_threads,
             fifo_group_field=pipeline.fifo_group_field,
         ),
+        relay=_relay_settings(config, provisioned, relay_api_url),
     )

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from local.environment import LocalEnvironment
-from local.fates import Expected, QueueSink, Reconciliation, SinkReader, read_rejections, reconcile
+from local.fates import (
+    Expected,
+    QueueSink,
+    Reconciliation,
+    Sink,
+    SinkReader,
+    Sinks,
+    read_rejections,
+    reconcile,
+)
 from local.inbox import expectations_for, import_inbox
 from local.observe import RateMeter, ShareCounts, count_share, queue_depth
+from local.relay_system import RelaySystem, RelayWriter
 from local.systems import SYSTEMS, FunctionOptions, System
 from local.writer import FileShape, Manifest, WriterSimulator
 
@@ -33,6 +43,7 @@ class RunOptions:
     seed: int | None = None
     inbox: Path | None = None
     functions: FunctionOptions = field(default_factory=FunctionOptions)
+    relay_rate: float = 0.5  # items inserted into the relay source table per second
     # The pipeline must stay quiet (queues empty, nothing running) this long before the final
     # count, so a late duplicate would still be seen.
     quiet_s: float = 2.0
@@ -129,24 +140,23 @@ class LocalRun:
         self.options = options
         self.on_snapshot = on_snapshot
         names = environment.provisioned.names
-        # With the router running, the end is its sink in S3; without it, the state queue.
-        self.sink: SinkReader | QueueSink = (
-            SinkReader(
-                environment.client("s3"),
-                names.results_bucket,
-                prefix=environment.settings.require_pipeline().results_prefix,
-            )
-            if "pipeline" in options.systems
-            else QueueSink(environment.client("sqs"), environment.provisioned.url(names.state_queue))
-        )
         self.queue_urls = {
             "state": environment.provisioned.url(names.state_queue),
             "state dlq": environment.provisioned.url(names.state_dlq),
         }
+        if "relay" in options.systems:
+            self.queue_urls["relay"] = environment.provisioned.url(names.relay_queue)
+            self.queue_urls["relay dlq"] = environment.provisioned.url(names.relay_dlq)
         self.manifest = Manifest()
         self.systems: list[System] = [
             SYSTEMS[name](environment, options.functions) for name in options.systems
         ]
+        self.sink = Sinks(self._sinks())
+        self.relay_writer: RelayWriter | None = None
+        if "relay" in options.systems:
+            self.relay_writer = RelayWriter(
+                environment.client("dynamodb"), names.relay_source_table, rate=options.relay_rate
+            )
         self.phase = "starting"
         self._rate = RateMeter()
         self._stop_source = threading.Event()
@@ -155,15 +165,29 @@ class LocalRun:
         self._user_expectations: list[Expected] | None = None
         self.writer: WriterSimulator | None = None
 
+    def _sinks(self) -> list[Sink]:
+        """With the router running, the ingest's end is its sink in S3; with ingest alone, the
+        state queue. The relay's end is the API stub."""
+        environment, names = self.environment, self.environment.provisioned.names
+        sinks: list[Sink] = [system.sink for system in self.systems if isinstance(system, RelaySystem)]
+        if "pipeline" in self.options.systems:
+            prefix = environment.settings.require_pipeline().results_prefix
+            sinks.append(SinkReader(environment.client("s3"), names.results_bucket, prefix=prefix))
+        elif "ingest" in self.options.systems:
+            sinks.append(QueueSink(environment.client("sqs"), environment.provisioned.url(names.state_queue)))
+        return sinks
+
     # -- expectations -----------------------------------------------------------------------
 
     def expectations(self) -> list[Expected]:
+        relayed = self.relay_writer.snapshot() if self.relay_writer is not None else []
         if self._user_expectations is not None:
-            return self._user_expectations
-        return [
+            return self._user_expectations + relayed
+        written = [
             Expected(file=f.name, fate=f.fate, records=f.records, codes=f.codes)
             for f in self.manifest.snapshot()
         ]
+        return written + relayed
 
     def reconcile_now(self) -> Reconciliation:
         self.sink.refresh()
@@ -180,17 +204,17 @@ class LocalRun:
     def run(self) -> RunResult:
         interrupted = timed_out = False
         stop_clean = True
-        writer_thread: threading.Thread | None = None
+        sources: list[threading.Thread] = []
         writing_s = 0.0
         try:
             for system in self.systems:
                 system.start()
             self._started_at = time.monotonic()
             self._started_wall = time.time()
-            writer_thread = self._start_source()
-            self.phase = "writing" if writer_thread else "loading"
-            while writer_thread is not None and writer_thread.is_alive():
-                writer_thread.join(POLL_S)
+            sources = self._start_sources()
+            self.phase = "writing" if sources else "loading"
+            while any(source.is_alive() for source in sources):
+                sources[0].join(POLL_S)
                 self._report()
             writing_s = self._writing_s()
             self.phase = "draining"
@@ -199,20 +223,36 @@ class LocalRun:
             interrupted = True
         finally:
             self._stop_source.set()
-            if writer_thread is not None:
-                writer_thread.join()
+            for source in sources:
+                source.join()
             self.phase = "stopping"
             stop_clean = self._stop_systems()
         return self._result(
             interrupted=interrupted, timed_out=timed_out, writing_s=writing_s, stop_clean=stop_clean
         )
 
-    def _start_source(self) -> threading.Thread | None:
+    def _start_sources(self) -> list[threading.Thread]:
+        """The writer simulator (or the user's files, copied at once) and the relay's writer."""
+        threads = []
+        if self.relay_writer is not None:
+            threads.append(self._thread("relay-writer", self.relay_writer.run))
         share = self.environment.share
         if self.options.inbox is not None:
             imported = import_inbox(self.options.inbox, share / "inbox")
             self._user_expectations = expectations_for(imported)
-            return None
+        elif "ingest" in self.options.systems:
+            threads.append(self._thread("writer", self._writer().run))
+        return threads
+
+    def _thread(self, name: str, target: Callable[[float, threading.Event], None]) -> threading.Thread:
+        thread = threading.Thread(
+            target=target, args=(self.options.duration_s, self._stop_source), name=name, daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _writer(self) -> WriterSimulator:
+        share = self.environment.share
         writer = self.writer = WriterSimulator(
             share,
             shape=self.options.shape,
@@ -222,16 +262,12 @@ class LocalRun:
             seed=self.options.seed,
             manifest=self.manifest,
         )
-        thread = threading.Thread(
-            target=writer.run, args=(self.options.duration_s, self._stop_source), name="writer", daemon=True
-        )
-        thread.start()
-        return thread
+        return writer
 
     def _writing_s(self) -> float:
         writer = self.writer
         if writer is None or writer.started_at is None or writer.stopped_at is None:
-            return 0.0
+            return time.monotonic() - self._started_at if self.relay_writer is not None else 0.0
         return writer.stopped_at - writer.started_at
 
     def _drain(self, deadline: float) -> bool:
@@ -287,7 +323,8 @@ class LocalRun:
                 phase=self.phase,
                 elapsed_s=time.monotonic() - self._started_at,
                 files_written=len(self.manifest.files),
-                records_written=self.manifest.records,
+                records_written=self.manifest.records
+                + (len(self.relay_writer.snapshot()) if self.relay_writer is not None else 0),
                 share=count_share(self.environment.share),
                 queues={name: queue_depth(sqs, url) for name, url in self.queue_urls.items()},
                 counters=self.counters(),
@@ -298,7 +335,12 @@ class LocalRun:
 
     def _result(self, *, interrupted: bool, timed_out: bool, writing_s: float, stop_clean: bool) -> RunResult:
         reconciliation = self.reconcile_now()
-        dlq = queue_depth(self.environment.client("sqs"), self.queue_urls["state dlq"])
+        sqs = self.environment.client("sqs")
+        dead_letters = sum(
+            sum(queue_depth(sqs, url).values())
+            for name, url in self.queue_urls.items()
+            if name.endswith("dlq")
+        )
         invocations: dict[str, dict[str, Any]] = {}
         for system in self.systems:
             for function in system.functions:
@@ -324,7 +366,7 @@ class LocalRun:
             timed_out=timed_out,
             counters=self.counters(),
             invocations=invocations,
-            dead_letters=sum(dlq.values()),
+            dead_letters=dead_letters,
             halted_batches=count_share(self.environment.share).halted_batches,
             stop_clean=stop_clean,
         )

@@ -4,8 +4,10 @@
 - `ingest`: the loader, checker and archiver on their schedules (`local.scheduler`);
 - `pipeline`: the router behind an SQS event source mapping on the state queue (`local.esm`).
 
-The relay (a DynamoDB-stream poller, an external-API stub and the drain's schedule) and the
-gateway/jobs HTTP server register here the same way when their handlers land.
+- `relay`: the relay function behind the source table's stream and the drain on its schedule,
+  posting to an external-API stub (`local.relay_system`).
+
+The gateway/jobs HTTP server (`local/http.py`) can register here the same way.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class System(Protocol):
     def counters(self) -> dict[str, int]: ...
 
 
-def _require(*names: str) -> None:
+def require_handlers(*names: str) -> None:
     missing = [handler_module(name) for name in names if not handler_available(name)]
     if missing:
         raise MissingHandler(f"needs {', '.join(missing)}, which is not in this tree yet")
@@ -81,7 +83,7 @@ class IngestSystem:
     name = "ingest"
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        _require("loader")
+        require_handlers("loader")
         ingest = environment.config.ingest
         memory = environment.config.functions.memory_mb
         timeouts = {
@@ -133,7 +135,7 @@ class PipelineSystem:
     name = "pipeline"
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        _require("router")
+        require_handlers("router")
         pipeline = environment.config.pipeline
         names = environment.provisioned.names
         router = options.function("router", pipeline.timeout_s, environment.config.functions.memory_mb)
@@ -172,5 +174,11 @@ class PipelineSystem:
         }
 
 
+def _relay(environment: LocalEnvironment, options: FunctionOptions) -> System:
+    from local.relay_system import RelaySystem  # it builds on this module
+
+    return RelaySystem(environment, options)
+
+
 SystemFactory = Callable[[LocalEnvironment, FunctionOptions], System]
-SYSTEMS: dict[str, SystemFactory] = {"ingest": IngestSystem, "pipeline": PipelineSystem}
+SYSTEMS: dict[str, SystemFactory] = {"ingest": IngestSystem, "pipeline": PipelineSystem, "relay": _relay}

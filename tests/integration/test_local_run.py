@@ -236,3 +236,22 @@ def test_sqs_throttling_partial_failures_and_lost_answers_still_deliver_each_rec
     assert_exactly_once(summary)
     injected = summary["sqs_faults_injected"]
     assert injected["throttle"] > 0 and injected["partial_entries"] > 0 and injected["lost_response"] > 0
+
+
+def test_the_relay_runs_beside_ingest_and_calls_the_api_once_per_insert(tmp_path: Path) -> None:
+    """Three systems in one run: ingest → router → S3, and DynamoDB INSERTs → stream → relay →
+    FIFO → drain → the API stub; every record and every inserted item arrives once."""
+    summary = Run(
+        tmp_path,
+        "--systems", "ingest,pipeline,relay",
+        "--relay-rate", "3",
+        "--schedule", "drain=300ms",
+        "--bad-share", "0",
+    ).finish()  # fmt: skip
+    assert_exactly_once(summary)
+    assert summary["invocations"]["relay"]["invocations"] > 0
+    assert (
+        summary["invocations"]["drain"]["reported"].get("delivered", 0) > 0 or summary["files_delivered"] > 0
+    )
+    relayed = summary["records_written"] - summary["invocations"]["loader"]["reported"]["records"]
+    assert relayed >= 4

@@ -72,7 +72,14 @@ def test_function_settings_survive_the_environment_round_trip(tmp_path: Path) ->
         names=names,
         queue_urls={
             q: f"http://moto/{q}"
-            for q in (names.state_queue, names.state_dlq, names.fifo_queue, names.fifo_dlq)
+            for q in (
+                names.state_queue,
+                names.state_dlq,
+                names.fifo_queue,
+                names.fifo_dlq,
+                names.relay_queue,
+                names.relay_dlq,
+            )
         },
         queue_arns={},
     )
@@ -84,6 +91,9 @@ def test_function_settings_survive_the_environment_round_trip(tmp_path: Path) ->
     pipeline = settings.require_pipeline()
     assert pipeline.dedup_horizon_s == config.dedup_horizon_s and pipeline.lease_s == config.pipeline.lease_s
     assert pipeline.router == config.pipeline.router
+    relay = settings.require_relay()
+    assert relay.fifo_url == "http://moto/sluice-dev-relay.fifo" and relay.ledger_table == names.ledger_table
+    assert relay.calls_per_minute == config.relay.calls_per_minute
 
 
 def test_the_table_layouts_match_the_stateful_stack() -> None:
