@@ -31,6 +31,7 @@ transition, which is how logs and metrics are broken down per step.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -75,12 +76,15 @@ def mutation(function: Callable[P, R]) -> Callable[P, R]:
     `__name__` becomes the step name of the transition that calls it.
     """
     name = function.__name__
+    state_parameter = next(iter(inspect.signature(function).parameters), None)
 
     @functools.wraps(function)
     def pure(*args: P.args, **kwargs: P.kwargs) -> R:
         _tracker.name = name
         if args:
             args = (copy_state(args[0]), *args[1:])  # type: ignore[assignment]
+        elif state_parameter in kwargs:
+            kwargs[state_parameter] = copy_state(kwargs[state_parameter])  # type: ignore[index]
         return function(*args, **kwargs)
 
     return pure

@@ -97,3 +97,17 @@ def test_copy_state_is_deep_for_json_containers_only() -> None:
         copied is not original and copied["a"] is not original["a"] and copied["a"][1] is not original["a"][1]
     )
     assert copied["c"] is original["c"]  # immutable leaves are shared
+
+
+def test_a_mutation_copies_its_state_passed_by_keyword_too() -> None:
+    from runtime.pipeline import mutation
+
+    @mutation
+    def tag(state: dict[str, list[int]], value: int) -> dict[str, list[int]]:
+        state["tags"].append(value)
+        return state
+
+    original = {"tags": [1]}
+    assert tag(state=original, value=2) == {"tags": [1, 2]}
+    assert tag(original, 3) == {"tags": [1, 3]}
+    assert original == {"tags": [1]}
