@@ -30,6 +30,8 @@ from local.systems import SYSTEMS, FunctionOptions, System
 from local.writer import FileShape, Manifest, WriterSimulator
 
 POLL_S = 1.0
+# After Ctrl-C, how long invocations in flight may take to finish before the summary.
+INTERRUPTED_STOP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class LocalRun:
             for source in sources:
                 source.join()
             self.phase = "stopping"
-            stop_clean = self._stop_systems()
+            stop_clean = self._stop_systems(INTERRUPTED_STOP_S if interrupted else None)
         return self._result(
             interrupted=interrupted, timed_out=timed_out, writing_s=writing_s, stop_clean=stop_clean
         )
@@ -297,11 +299,14 @@ class LocalRun:
         state = queue_depth(self.environment.client("sqs"), self.queue_urls["state"])
         return not any(state.values()) and all(system.idle() for system in self.systems)
 
-    def _stop_systems(self) -> bool:
+    def _stop_systems(self, timeout_s: float | None = None) -> bool:
+        """Stop every system, waiting for invocations in flight (up to the longest function
+        timeout, or `timeout_s`); False if some were still running."""
         longest = max((f.timeout_s for s in self.systems for f in s.functions), default=0)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else longest + 5)
         clean = True
         for system in self.systems:
-            clean = system.stop(longest + 5) and clean
+            clean = system.stop(max(0.0, deadline - time.monotonic())) and clean
         return clean
 
     # -- reporting --------------------------------------------------------------------------

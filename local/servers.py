@@ -23,6 +23,9 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 20.0
+# Servers run in their own process group: a Ctrl-C at the terminal reaches only the process that
+# started them, which stops them itself after its summary (it still needs them for that).
+OWN_PROCESS_GROUP = 0
 
 # moto needs credentials and a region to sign requests; these are never real.
 FAKE_AWS_ENVIRONMENT = {
@@ -103,7 +106,9 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=OWN_PROCESS_GROUP
+        )
         _wait_until(self._ping, "redis-server", self.process)
 
     def _ping(self) -> bool:
@@ -150,7 +155,11 @@ class MotoServer:
         command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
         env = {**os.environ, **FAKE_AWS_ENVIRONMENT}
         self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            process_group=OWN_PROCESS_GROUP,
         )
         _wait_until(self._ready, "moto server", self.process)
 

@@ -175,6 +175,7 @@ class WriterSimulator:
             while not stop.is_set():
                 due = self.started_at + good_records / self.rate
                 if due >= end:
+                    stop.wait(max(0.0, end - time.monotonic()))  # the window's last interval
                     break
                 if stop.wait(max(0.0, due - time.monotonic())):
                     break

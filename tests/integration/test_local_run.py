@@ -9,6 +9,9 @@ a named step, Redis restarted under the run, a router that fails items at random
 
 from __future__ import annotations
 
+import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -255,3 +258,21 @@ def test_the_relay_runs_beside_ingest_and_calls_the_api_once_per_insert(tmp_path
     )
     relayed = summary["records_written"] - summary["invocations"]["loader"]["reported"]["records"]
     assert relayed >= 4
+
+
+def test_ctrl_c_stops_the_run_and_tears_everything_down(tmp_path: Path) -> None:
+    run = Run(tmp_path, "--duration", "60", "--bad-share", "0")
+    first = run.wait_for_line("sluice local:")
+    run.wait_for_line("writing")
+    run.process.send_signal(signal.SIGINT)
+    run.process.wait(60)
+    output = "".join(run.lines)
+    assert run.process.returncode == 130, output
+    assert "summary" in output
+    ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", first)]
+    share = Path(re.search(r"share (\S+?);", first).group(1))  # type: ignore[union-attr]
+    assert len(ports) == 2
+    for port in ports:  # redis-server and the moto server are gone
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    assert not share.exists()
