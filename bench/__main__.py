@@ -82,10 +82,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         core_latency = sluice_core(
             s, Shape("one_record", sizes.core_latency, 1), latency=True, threads=128, name="core:efs_latency"
         )
-        router = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
+        router = router_alone(s.redis_url, None, sizes.router_batches)
+        router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
         archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
         used_memory_mb = int(redis.Redis.from_url(s.redis_url).info("memory")["used_memory"]) / 2**20
-    measurements = [*baseline, *sluice, core_one, core_hundred, core_latency, router, archiver]
+    measurements = [*baseline, *sluice, core_one, core_hundred, core_latency, router, router_server, archiver]
     ratios = {
         "records_per_s": _ratio(sluice[0].records_per_s, baseline[0].records_per_s),
         "billed_units_per_record": _ratio(
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "ledger_writes_per_message": router.extra["ledger_writes_per_message"],
             "redis_round_trips_per_message": router.extra["redis_round_trips_per_message"],
             "redis_bytes_per_million_transitions": router.extra["redis_bytes_per_million_transitions"],
+            "moto_server": router_server.extra,
         },
         "archiver": {
             "files_per_s": round(archiver.files_per_s, 1),
