@@ -54,15 +54,30 @@ def parallel_map(pool: WorkerPool | None, fn: Callable[[T], R], items: list[T]) 
     rest = items[1:]
     size = _chunk_size(len(rest), pool.workers)
     chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
-    futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], c) for c in chunks]
+    futures = [pool.submit(_run_chunk, fn, c) for c in chunks]
     return _results(head, futures)
 
 
-def _results(head: list[R], futures: list[Future[list[R]]]) -> Iterator[R]:
+def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> tuple[list[R], Exception | None]:
+    """Results up to the first failure, and the failure: the consumer sees every result
+    before it, in order, then the error, exactly as if the map had run inline."""
+    results: list[R] = []
+    for item in chunk:
+        try:
+            results.append(fn(item))
+        except Exception as failure:  # noqa: BLE001 - carried to the consumer and re-raised there
+            return results, failure
+    return results, None
+
+
+def _results(head: list[R], futures: list[Future[tuple[list[R], Exception | None]]]) -> Iterator[R]:
     yield from head
     try:
         for future in futures:
-            yield from future.result()
+            results, failure = future.result()
+            yield from results
+            if failure is not None:
+                raise failure
     finally:
         for future in futures:
             future.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,33 @@ def test_several_processes_claiming_one_inbox(
     assert sum(1 for r in results if r["batches_committed"]) >= 2, "the loaders should share the work"
     assert_exactly_once(bodies(sqs, queue_url), expected)
     assert not files_in(tmp_path, "inbox") and not files_in(tmp_path, "claimed")
+
+
+class EfsLikeFs(Fs):
+    """Round trips slow enough that the loader spreads its file operations over threads."""
+
+    def _read_op(self, count: int = 1) -> None:
+        super()._read_op(count)
+        time.sleep(0.0005 * count)
+
+    def _write_op(self, count: int = 1) -> None:
+        super()._write_op(count)
+        time.sleep(0.001 * count)
+
+
+def test_threaded_path_under_efs_like_latency(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    expected = write_corpus(tmp_path, files=120, records_per_file=3)
+    write_file(tmp_path, "b-bad.json", b"# only junk\n")
+    big = orjson.dumps([record(7, i, pad=300) for i in range(200)])  # over the pre-read size
+    write_file(tmp_path, "c-big.json", big)
+    expected |= {f"c-big.json#{i}" for i in range(200)}
+    ingest = make_ingest(
+        tmp_path, redis_client, SqsSink(sqs, queue_url), fs=EfsLikeFs(), batch_max_files=60, read_threads=8
+    )
+
+    result = run_loader(ingest, forever)
+
+    assert_exactly_once(bodies(sqs, queue_url), expected)
+    assert result.counters["rejected_files"] == 1 and result.counters["batches_committed"] == 3
