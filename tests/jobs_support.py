@@ -19,6 +19,7 @@ from tests.pipeline_support import Harness
 class Jobs:
     h: Harness
     settings: Settings
+    redis: Any = None  # the API side's client; default: the harness's
 
     @classmethod
     def create(cls, h: Harness, **jobs: Any) -> Jobs:
@@ -26,7 +27,7 @@ class Jobs:
 
     @property
     def clients(self) -> JobClients:
-        return JobClients(sqs=self.h.sqs, s3=self.h.s3, redis=self.h.redis)
+        return JobClients(sqs=self.h.sqs, s3=self.h.s3, redis=self.redis or self.h.redis)
 
     @property
     def store(self) -> JobStore:
