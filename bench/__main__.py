@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 
 from bench.archiver import archiver_with_latency
+from bench.footprint import loader_rss_with_inbox, redis_bytes_per_batch
 from bench.loaders import Servers, Shape, baseline_through_moto, sluice_core, sluice_through_moto
 from bench.measure import (
     PRICE_REGION,
@@ -41,13 +41,14 @@ class Sizes:
     core_latency: int
     router_batches: int
     archiver_files: int
+    rss_inbox_files: int
 
     @classmethod
     def for_run(cls, quick: bool, scale: float = 1.0) -> Sizes:
         base = (
-            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000)
+            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000, 50_000)
             if quick
-            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000)
+            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000, 1_000_000)
         )
         return cls(*(max(1, round(n * scale)) for n in base))
 
@@ -85,8 +86,19 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         router = router_alone(s.redis_url, None, sizes.router_batches)
         router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
         archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
-        used_memory_mb = int(redis.Redis.from_url(s.redis_url).info("memory")["used_memory"]) / 2**20
-    measurements = [*baseline, *sluice, core_one, core_hundred, core_latency, router, router_server, archiver]
+        redis_footprint = redis_bytes_per_batch(s.redis_url)
+        rss = loader_rss_with_inbox(s.redis_url, sizes.rss_inbox_files)
+    measurements = [
+        *baseline,
+        *sluice,
+        core_one,
+        core_hundred,
+        core_latency,
+        router,
+        router_server,
+        archiver,
+        rss,
+    ]
     ratios = {
         "records_per_s": _ratio(sluice[0].records_per_s, baseline[0].records_per_s),
         "billed_units_per_record": _ratio(
@@ -109,7 +121,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "hundred_records": core_hundred.as_dict(),
             "efs_latency": core_latency.as_dict(),
         },
-        "loader": {"efs_ops_per_file": sluice[0].extra["efs_ops_per_file"]},
+        "loader": {
+            "efs_ops_per_file": sluice[0].extra["efs_ops_per_file"],
+            # Measured with this many files in the inbox (1,000,000 in the full run).
+            "rss_mb_1m_files" if sizes.rss_inbox_files >= 1_000_000 else "rss_mb_inbox": rss.peak_rss_mb,
+            "rss_inbox_files": sizes.rss_inbox_files,
+        },
         "router": {
             "transitions_per_s": router.extra["transitions_per_s"],
             "ledger_writes_per_message": router.extra["ledger_writes_per_message"],
@@ -121,7 +138,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "files_per_s": round(archiver.files_per_s, 1),
             "arrival_files_per_s": ARRIVAL_FILES_PER_S,
         },
-        "redis": {"used_memory_mb_after_runs": round(used_memory_mb, 2)},
+        "redis": redis_footprint,
         "ratios": ratios,
     }
     out = Path(args.out)
