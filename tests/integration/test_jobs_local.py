@@ -205,3 +205,13 @@ def test_post_messages_enqueues_the_raw_body_keyed_by_its_message_id(harness: Ha
     [dead] = harness.drain(harness.dlq_url)
     assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "invalid_json"
     assert dead["Body"] == "{this is not json" and bad_id != message_id
+
+
+def test_the_jobs_benchmark_runs_and_reports_its_figures(moto: MotoServer, redis_server: RedisServer) -> None:
+    from bench.jobs import jobs_overhead
+
+    figures = jobs_overhead(moto.url, redis_server.url, jobs=5)
+    assert figures["jobs.count"] == 5
+    # e2e contains the worker's own time, and the enqueue is one part of the overhead.
+    assert figures["jobs.e2e_ms_p50"] > figures["jobs.worker_ms_p50"] > 0
+    assert figures["jobs.overhead_ms_p99"] > 0 and figures["jobs.enqueue_ms_p50"] > 0
