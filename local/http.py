@@ -181,6 +181,13 @@ class LocalHttpApi:
 
     def send_to_queue(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """The service integration: `MessageBody` is the request body as it came."""
+        if not body:
+            # SQS refuses an empty message (moto would accept it): answer as the integration does.
+            error = {
+                "Code": "MissingParameter",
+                "Message": "The request must contain the parameter MessageBody.",
+            }
+            return 400, {"content-type": "application/json"}, orjson.dumps({"Error": error})
         text = body.decode(errors="replace")
         try:
             sent = self.sqs.send_message(QueueUrl=self.state_url, MessageBody=text)
