@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -341,6 +342,9 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser, settle_s: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Powertools warns on stderr for every invocation that emitted no metric (an idle checker):
+    # noise on a console whose functions' output goes to the log.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -171,7 +171,7 @@ def test_a_loader_killed_mid_batch_is_resumed_once_its_lease_expires(
         "--concurrency", "loader=1",
         "--bad-share", "0",
     )  # fmt: skip
-    run.wait_for_line("loader invocation 1 failed")
+    run.wait_for_line("failed: process exited with 137")
     # The killed process's lease is the only one: the next loader starts a tick later.
     assert _expire_leases(redis_server.url) == 1
     summary = run.finish()
