@@ -7,13 +7,14 @@ import base64
 import threading
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.config import Settings
 from runtime.jobs import JobClients, job_status, submit_job
 from runtime.jobs.model import Answer
-from runtime.observability import logger
+from runtime.observability import logger, metrics
 
 SUBMIT_ROUTE = "POST /jobs"
 STATUS_ROUTE = "GET /jobs/{id}"
@@ -50,8 +51,21 @@ class JobsApi:
             job_id = (request.path_parameters or {}).get("id", "")
             answer = job_status(job_id, clients=clients, settings=settings)
         else:
-            answer = Answer(404, {"error": "no_route", "detail": f"no route {request.route_key}"})
+            answer = Answer(
+                404, {"error": "no_route", "detail": f"no route {request.route_key}"}, outcome="refused"
+            )
+        count(request.route_key, answer)
         return answer.response()
+
+
+def count(route_key: str, answer: Answer) -> None:
+    """One metric per answer (JobsDone, JobsFailed, JobsPending, JobsRefused, JobsUnknown)
+    and a log line for every refused request, with its reason."""
+    if answer.status >= 400:
+        logger.info(
+            "jobs request refused", extra={"route": route_key, "status": answer.status, "answer": answer.body}
+        )
+    metrics.add_metric(name=f"Jobs{answer.outcome.capitalize()}", unit=MetricUnit.Count, value=1)
 
 
 def raw_body(request: APIGatewayProxyEventV2) -> bytes:
@@ -64,6 +78,7 @@ def raw_body(request: APIGatewayProxyEventV2) -> bytes:
 _api = JobsApi()
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return _api(event)

@@ -123,6 +123,7 @@ class Answer:
     status: int
     body: dict[str, Any] | bytes
     headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = "refused"  # what it told the client: done, failed, pending, refused, unknown
 
     def response(self) -> dict[str, Any]:
         body = self.body if isinstance(self.body, bytes) else orjson.dumps(self.body)
@@ -134,4 +135,4 @@ class Answer:
 
 
 def refused(error: BadJobRequest) -> Answer:
-    return Answer(error.status, {"error": error.code, "detail": error.detail})
+    return Answer(error.status, {"error": error.code, "detail": error.detail}, outcome="refused")

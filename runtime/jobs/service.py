@@ -117,20 +117,22 @@ def job_status(job_id: str, *, clients: JobClients, settings: Settings) -> Answe
         return finished(store, outcome)
     if store.read_status_or_none(job_id) is not None:
         return pending(job_id, 200)
-    return Answer(404, {"error": "unknown_job", "detail": f"no job {job_id} is pending or finished"})
+    return Answer(
+        404, {"error": "unknown_job", "detail": f"no job {job_id} is pending or finished"}, outcome="unknown"
+    )
 
 
 def pending(job_id: str, code: int) -> Answer:
     location = f"/jobs/{job_id}"
     headers = {"location": location} if code == 202 else {}
-    return Answer(code, {"job_id": job_id, "status": PENDING, "location": location}, headers)
+    return Answer(code, {"job_id": job_id, "status": PENDING, "location": location}, headers, outcome=PENDING)
 
 
 def finished(store: JobStore, outcome: JobOutcome) -> Answer:
     """200 with the outcome: the result inline when it is small and at hand, else a URL."""
     if outcome.status != DONE:
-        return Answer(200, outcome.to_json(with_result=False))
+        return Answer(200, outcome.to_json(with_result=False), outcome=outcome.status)
     if outcome.result_json is not None and outcome.result_bytes <= store.inline_max_bytes:
-        return Answer(200, outcome.to_json(with_result=True))
+        return Answer(200, outcome.to_json(with_result=True), outcome=DONE)
     url = store.presign(outcome.job_id)
-    return Answer(200, outcome.to_json(with_result=False, extra={"result_url": url}))
+    return Answer(200, outcome.to_json(with_result=False, extra={"result_url": url}), outcome=DONE)

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
 from runtime.errors import TransientError
 from runtime.jobs.model import FINISHED, PENDING, JobOutcome, channel, status_key
-from runtime.observability import logger
+from runtime.observability import logger, metrics
 
 _ALREADY_THERE = 412  # If-None-Match: * found the outcome: the first writer's stands
 _CONCURRENT_WRITE = 409  # a concurrent conditional write to the key: try again
@@ -97,6 +98,7 @@ class JobStore:
             pipe.publish(channel(outcome.job_id), message)
             pipe.execute()
         except RedisError as exc:
+            metrics.add_metric(name="JobsUnannounced", unit=MetricUnit.Count, value=1)
             logger.warning(
                 "job outcome stored in S3 but not announced in Redis",
                 extra={"job_id": outcome.job_id, "error": repr(exc)},

@@ -20,6 +20,7 @@ from runtime.examples.jobs_worker import text_stats
 from runtime.handlers.jobs import JobsApi
 from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, submit_job
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
+from runtime.observability import metrics
 from runtime.pipeline import PoisonItem
 from tests.jobs_support import Jobs
 from tests.pipeline_support import BUCKET, Harness
@@ -230,7 +231,8 @@ def test_get_refuses_a_malformed_id_and_does_not_know_an_unknown_one(harness: Ha
 # -- the handler ----------------------------------------------------------------------------------
 
 
-def test_the_handler_dispatches_on_the_route_key(harness: Harness) -> None:
+def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness: Harness) -> None:
+    metrics.clear_metrics()
     jobs = Jobs.create(harness, wait_s=0.1)
     api = JobsApi(settings=jobs.settings, clients=jobs.clients)
     posted = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b'{"text": "hi"}'))
@@ -241,3 +243,5 @@ def test_the_handler_dispatches_on_the_route_key(harness: Harness) -> None:
     binary = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b"\xff\x00"))
     assert (binary["statusCode"], orjson.loads(binary["body"])["error"]) == (400, "invalid_json")
     assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
+    counted = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
+    assert counted["JobsPending"] >= 2 and counted["JobsRefused"] >= 2
