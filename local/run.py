@@ -215,8 +215,8 @@ class LocalRun:
             self._started_wall = time.time()
             sources = self._start_sources()
             self.phase = "writing" if sources else "loading"
-            while any(source.is_alive() for source in sources):
-                sources[0].join(POLL_S)
+            while alive := [source for source in sources if source.is_alive()]:
+                alive[0].join(POLL_S)
                 self._report()
             writing_s = self._writing_s()
             self.phase = "draining"
@@ -358,9 +358,14 @@ class LocalRun:
                     "reported": dict(stats.totals),
                 }
         expectations = self.expectations()
+        # Records that should reach the sink: a user's file whose fate was not known in advance
+        # counts only if it was not rejected (its records were parsed, never meant to arrive).
+        rejected = {f.file for f in reconciliation.files if f.fate == "rejected"}
         return RunResult(
             reconciliation=reconciliation,
-            records_written=sum(e.records or 0 for e in expectations),
+            records_written=sum(
+                e.records or 0 for e in expectations if not (e.fate is None and e.file in rejected)
+            ),
             files_written=len(expectations),
             started_at=self._started_wall,
             writing_s=writing_s,

@@ -111,7 +111,7 @@ def test_every_file_of_a_users_directory_meets_its_fate(tmp_path: Path) -> None:
             assert got["reason"] in wanted["codes"], (name, got)
             assert got["rejected_path"].startswith("rejected/") and got["rejected_path"].endswith(name)
     delivered = sum(w["records"] for w in expect.values())
-    assert report["records_delivered"] == delivered
+    assert report["records_delivered"] == report["records_written"] == delivered
     assert report["lost"] == 0 and report["duplicates"] == 0 and report["unexpected_records"] == 0
     assert report["pending_files"] == [] and report["ok"] is True
     assert returncode == 0, output
