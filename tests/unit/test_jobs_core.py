@@ -3,6 +3,7 @@ GET's answers (in-process moto, real Redis)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,8 @@ import orjson
 import pytest
 import redis
 from moto import mock_aws
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from local.http import STATUS_ROUTE, SUBMIT_ROUTE, api_event
 from local.servers import RedisServer
@@ -245,3 +248,34 @@ def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness:
     assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
     counted = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
     assert counted["JobsPending"] >= 2 and counted["JobsRefused"] >= 2
+
+
+# -- Redis unreachable ----------------------------------------------------------------------------
+
+
+def unreachable_redis() -> redis.Redis:
+    """A client for a port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return redis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), retries=0)
+    )
+
+
+def test_without_redis_a_post_fails_before_enqueuing_anything(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=1)
+    clients = JobClients(sqs=harness.sqs, s3=harness.s3, redis=unreachable_redis())
+    with pytest.raises(redis.exceptions.ConnectionError):
+        submit_job(b'{"text": "x"}', clients=clients, settings=jobs.settings)
+    assert harness.in_flight() == 0  # the caller may simply retry: no orphan job exists
+
+
+def test_without_redis_the_worker_still_stores_the_outcome_and_get_finds_it(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    offline = Jobs(harness, jobs.settings, redis=unreachable_redis())
+    job_id = "4" * 32
+    stored = offline.router(text_stats).finish(JobOutcome.done(job_id, {"words": 1}))  # logged, not raised
+    assert stored.status == "done"
+    body = body_of(job_status(job_id, clients=offline.clients, settings=jobs.settings))
+    assert body["status"] == "done" and body["result"] == {"words": 1}
