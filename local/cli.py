@@ -217,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with the relay system: items inserted into its source table per second (default: half "
         "the drain's relay.calls_per_minute budget)",
     )
+    writer.add_argument(
+        "--gateway-rate",
+        type=_positive(float),
+        default=5.0,
+        metavar="R",
+        help="with the gateway system: requests posted to POST /messages per second",
+    )
 
     functions = parser.add_argument_group("functions")
     functions.add_argument(
@@ -363,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
         options = options_from(args, report_failure)
         relay_rate = args.relay_rate or config.relay.calls_per_minute / 60 / 2
-        options = dataclasses.replace(options, relay_rate=relay_rate)
+        options = dataclasses.replace(options, relay_rate=relay_rate, gateway_rate=args.gateway_rate)
         try:
             return _run(console, args, options, config)
         except MissingHandler as exc:

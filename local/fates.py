@@ -23,11 +23,12 @@ import orjson
 REASON_SUFFIX = ".reason.json"
 
 
-def split_item_id(item_id: str) -> tuple[str, int] | None:
-    """`<file>#<index>` → (file, index); None for an id of another shape."""
+def split_item_id(item_id: str) -> tuple[str, int]:
+    """`<file>#<index>` → (file, index). An id of another shape (a request body's SQS message
+    id, through the gateway) names a source of one record: (id, 0)."""
     file, sep, index = item_id.rpartition("#")
     if not sep or not index.isdigit():
-        return None
+        return item_id, 0
     return file, int(index)
 
 
@@ -293,16 +294,12 @@ class Reconciliation:
         return not (self.lost or self.duplicates or self.unexpected_ids or self.problems)
 
 
-def _group_by_file(counts: Counter[str]) -> tuple[dict[str, dict[int, int]], list[str]]:
+def _group_by_file(counts: Counter[str]) -> dict[str, dict[int, int]]:
     by_file: dict[str, dict[int, int]] = {}
-    strays: list[str] = []
     for item_id, count in counts.items():
-        parsed = split_item_id(item_id)
-        if parsed is None:
-            strays.append(item_id)
-            continue
-        by_file.setdefault(parsed[0], {})[parsed[1]] = count
-    return by_file, strays
+        file, index = split_item_id(item_id)
+        by_file.setdefault(file, {})[index] = count
+    return by_file
 
 
 def _observed_fate(
@@ -345,10 +342,10 @@ def reconcile(
     inbox_names: set[str],
 ) -> Reconciliation:
     """Each expected file's fate, and the run's exactly-once totals over the sink."""
-    by_file, strays = _group_by_file(counts)
+    by_file = _group_by_file(counts)
     expected_list = list(expectations)
     known = {expected.file for expected in expected_list}
-    unexpected = strays + [f"{name}#*" for name in by_file if name not in known]
+    unexpected = [f"{name}#*" for name in by_file if name not in known]
     files: list[FileFate] = []
     for expected in expected_list:
         delivered = by_file.get(expected.file, {})

@@ -23,6 +23,7 @@ from local.fates import (
     read_rejections,
     reconcile,
 )
+from local.gateway_system import GatewayClient, GatewaySystem
 from local.inbox import expectations_for, import_inbox
 from local.observe import RateMeter, ShareCounts, count_share, queue_depth
 from local.relay_system import RelaySystem, RelayWriter
@@ -46,6 +47,7 @@ class RunOptions:
     inbox: Path | None = None
     functions: FunctionOptions = field(default_factory=FunctionOptions)
     relay_rate: float = 0.5  # items inserted into the relay source table per second
+    gateway_rate: float = 5.0  # requests posted to the HTTP API's /messages per second
     # The pipeline must stay quiet (queues empty, nothing running) this long before the final
     # count, so a late duplicate would still be seen.
     quiet_s: float = 2.0
@@ -159,6 +161,7 @@ class LocalRun:
             self.relay_writer = RelayWriter(
                 environment.client("dynamodb"), names.relay_source_table, rate=options.relay_rate
             )
+        self.gateway_client: GatewayClient | None = None
         self.phase = "starting"
         self._rate = RateMeter()
         self._stop_source = threading.Event()
@@ -183,6 +186,8 @@ class LocalRun:
 
     def expectations(self) -> list[Expected]:
         relayed = self.relay_writer.snapshot() if self.relay_writer is not None else []
+        if self.gateway_client is not None:
+            relayed += self.gateway_client.snapshot()
         if self._user_expectations is not None:
             return self._user_expectations + relayed
         written = [
@@ -218,7 +223,7 @@ class LocalRun:
             while alive := [source for source in sources if source.is_alive()]:
                 alive[0].join(POLL_S)
                 self._report()
-            writing_s = self._writing_s()
+            writing_s = self._writing_s(time.monotonic() - self._started_at if sources else 0.0)
             self.phase = "draining"
             timed_out = not self._drain(time.monotonic() + self.options.timeout_s)
         except KeyboardInterrupt:
@@ -238,6 +243,10 @@ class LocalRun:
         threads = []
         if self.relay_writer is not None:
             threads.append(self._thread("relay-writer", self.relay_writer.run))
+        for system in self.systems:
+            if isinstance(system, GatewaySystem):
+                self.gateway_client = GatewayClient(system.url, self.options.gateway_rate)
+                threads.append(self._thread("gateway-client", self.gateway_client.run))
         share = self.environment.share
         if self.options.inbox is not None:
             imported = import_inbox(self.options.inbox, share / "inbox")
@@ -266,10 +275,11 @@ class LocalRun:
         )
         return writer
 
-    def _writing_s(self) -> float:
+    def _writing_s(self, sources_s: float) -> float:
+        """The writer simulator's own window when it ran (exact), else how long the sources ran."""
         writer = self.writer
         if writer is None or writer.started_at is None or writer.stopped_at is None:
-            return time.monotonic() - self._started_at if self.relay_writer is not None else 0.0
+            return sources_s
         return writer.stopped_at - writer.started_at
 
     def _drain(self, deadline: float) -> bool:
@@ -328,8 +338,7 @@ class LocalRun:
                 phase=self.phase,
                 elapsed_s=time.monotonic() - self._started_at,
                 files_written=len(self.manifest.files),
-                records_written=self.manifest.records
-                + (len(self.relay_writer.snapshot()) if self.relay_writer is not None else 0),
+                records_written=sum(e.records or 0 for e in self.expectations()),
                 share=count_share(self.environment.share),
                 queues={name: queue_depth(sqs, url) for name, url in self.queue_urls.items()},
                 counters=self.counters(),

@@ -7,7 +7,9 @@
 - `relay`: the relay function behind the source table's stream and the drain on its schedule,
   posting to an external-API stub (`local.relay_system`).
 
-The gateway/jobs HTTP server (`local/http.py`) can register here the same way.
+- `gateway`: the loopback HTTP API (`local/http.py`: API Gateway v2 events; `POST /messages`
+  into the state queue, `/jobs` through the jobs handler) and a client posting to it
+  (`local.gateway_system`); its messages are routed by `pipeline`.
 """
 
 from __future__ import annotations
@@ -180,5 +182,16 @@ def _relay(environment: LocalEnvironment, options: FunctionOptions) -> System:
     return RelaySystem(environment, options)
 
 
+def _gateway(environment: LocalEnvironment, options: FunctionOptions) -> System:
+    from local.gateway_system import GatewaySystem  # it builds on this module
+
+    return GatewaySystem(environment, options)
+
+
 SystemFactory = Callable[[LocalEnvironment, FunctionOptions], System]
-SYSTEMS: dict[str, SystemFactory] = {"ingest": IngestSystem, "pipeline": PipelineSystem, "relay": _relay}
+SYSTEMS: dict[str, SystemFactory] = {
+    "ingest": IngestSystem,
+    "pipeline": PipelineSystem,
+    "relay": _relay,
+    "gateway": _gateway,
+}

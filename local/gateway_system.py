@@ -1,0 +1,111 @@
+"""The gateway as a local system: the loopback HTTP API (`local.http.LocalHttpApi`, API Gateway
+v2 emulated: `POST /messages` is the SQS service integration, `/jobs` the real jobs handler)
+and a client that posts JSON bodies to `/messages` at a chosen rate.
+
+The router takes a body that is not an envelope as one item whose id is the SQS message id, so
+each accepted POST is expected at the sink once, as the item `<message id>`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from local.environment import LocalEnvironment
+from local.fates import Expected
+from local.functions import LocalFunction, handler_available, load_handler
+from local.http import LocalHttpApi
+from local.systems import FunctionOptions
+
+JOBS_TIMEOUT_S = 29.0  # under the HTTP API's fixed 30 s integration timeout
+
+
+def _jobs_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if not handler_available("jobs"):
+        return {"statusCode": 501, "body": '{"message":"runtime/handlers/jobs.py is not in this tree"}'}
+    response: dict[str, Any] = load_handler("jobs")(event, context)
+    return response
+
+
+class GatewaySystem:
+    """The HTTP API on a free loopback port (`url`), serving each request on its own thread."""
+
+    name = "gateway"
+
+    def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
+        del options  # the /messages route runs no function; /jobs runs the jobs handler as is
+        names = environment.provisioned.names
+        self.api = LocalHttpApi(
+            sqs=environment.client("sqs"),
+            state_url=environment.provisioned.url(names.state_queue),
+            jobs_handler=_jobs_handler,
+            jobs_timeout_s=JOBS_TIMEOUT_S,
+        )
+        self.functions: list[LocalFunction] = []
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def start(self) -> None:
+        self.api.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        self.api.stop()
+        return True
+
+    def idle(self) -> bool:
+        return True  # requests are answered synchronously; what they enqueue is the pipeline's
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+
+@dataclass
+class GatewayClient:
+    """Posts one JSON body per 1/`rate` seconds to `POST /messages` and remembers each message id
+    the integration answered with."""
+
+    url: str
+    rate: float
+    posted: list[Expected] = field(default_factory=list)
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, duration_s: float, stop: threading.Event) -> None:
+        started = time.monotonic()
+        sequence = 0
+        while True:
+            due = started + sequence / self.rate
+            if due >= started + duration_s or stop.wait(max(0.0, due - time.monotonic())):
+                return
+            self._post({"order": sequence, "customer": f"c-{sequence % 7}", "amount": sequence * 3})
+            sequence += 1
+
+    def _post(self, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/messages",
+            data=orjson.dumps(body),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                message_id = orjson.loads(answer.read())["SendMessageResponse"]["SendMessageResult"][
+                    "MessageId"
+                ]
+        except OSError:
+            with self.lock:
+                self.refused += 1  # not accepted: the client knows, nothing is expected of it
+            return
+        with self.lock:
+            self.posted.append(Expected(message_id, "delivered", 1))
+
+    def snapshot(self) -> list[Expected]:
+        with self.lock:
+            return list(self.posted)
