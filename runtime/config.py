@@ -81,7 +81,8 @@ class PipelineSettings(Section):
     history_limit: int = Field(0, ge=0)
     fifo_items_per_envelope: int = Field(50, ge=1)
     router: str = Field(
-        "runtime.examples.enrich:router", description="'package.module:attribute' of the router to run"
+        "runtime.examples.jobs_worker:router",
+        description="'package.module:attribute' of the router to run (jobs, else enrich-and-store)",
     )
     results_prefix: str = "results/"
     io_threads: int = Field(8, ge=1, le=64, description="concurrent ledger/sink requests per batch")

@@ -166,7 +166,7 @@ class PipelineConfig(Frozen):
     fifo_bounce_allowance: int = Field(20, ge=0)
     history_limit: int = Field(0, ge=0, description="transitions kept per item; 0 keeps none")
     router: str = Field(
-        "runtime.examples.enrich:router",
+        "runtime.examples.jobs_worker:router",
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="'package.module:attribute' of the router the router functions run",
     )
