@@ -32,10 +32,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runtime.config import IngestSettings
 from runtime.ingest.coord import PROCESSED, TAG
 from runtime.ingest.fs import Fs, is_temporary_name
-from runtime.ingest.kill import kill_point
 from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, REASON_SUFFIX, Layout
 from runtime.ingest.model import Header, Member
 from runtime.ingest.moves import move_directory, reason_document
+from runtime.kill import kill_point
 from runtime.observability import logger, metrics
 
 LATE_WRITE = "late_write"

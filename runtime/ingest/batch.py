@@ -19,13 +19,13 @@ from runtime import codec
 from runtime.errors import TransientError
 from runtime.ingest.claim import return_strays
 from runtime.ingest.errors import BatchMustHalt, RejectedFile
-from runtime.ingest.kill import kill_point
 from runtime.ingest.layout import REASON_SUFFIX
 from runtime.ingest.model import Header, Ingest, Member, PartRecord
 from runtime.ingest.moves import finish_unlink, quarantine, rename_checked
 from runtime.ingest.parallel import WorkerPool, parallel_map
 from runtime.ingest.parse import CRASH, Projector, compile_projection, file_items
 from runtime.ingest.sender import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
+from runtime.kill import kill_point
 
 # How many members may be read ahead of the one being parsed (bounds memory).
 READ_AHEAD_FILES = 512

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from runtime.ingest.fs import FileStat, is_temporary_name
-from runtime.ingest.kill import kill_point
 from runtime.ingest.model import Header, Ingest, Member
 from runtime.ingest.moves import quarantine, rename_checked
 from runtime.ingest.parallel import WorkerPool, parallel_map
 from runtime.ingest.parse import NOT_REGULAR_FILE
+from runtime.kill import kill_point
 
 OLDEST_SLICE_FACTOR = 4
 # A long backlog is listed again at most this often (more often when it runs low); files that

@@ -12,8 +12,8 @@ import os
 import orjson
 
 from runtime.ingest.fs import Fs
-from runtime.ingest.kill import kill_point
 from runtime.ingest.layout import REASON_SUFFIX
+from runtime.kill import kill_point
 from runtime.observability import logger
 
 _MAX_ALTERNATE_NAMES = 1000

@@ -18,9 +18,9 @@ import threading
 from typing import Any
 
 from runtime.config import Settings
-from runtime.ingest.kill import kill_point
 from runtime.jobs.model import INNER_FIELD, JOB_FIELD, JobOutcome
 from runtime.jobs.store import JobStore
+from runtime.kill import kill_point
 from runtime.pipeline.errors import PoisonItem
 from runtime.pipeline.state import Router, State
 

@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime import codec
 from runtime.config import PipelineSettings, Settings
 from runtime.errors import EnvelopeError, SluiceError
-from runtime.ingest.kill import kill_point
+from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.pipeline.errors import PlanMismatch, PlanNotReproducible
 from runtime.pipeline.leases import ClaimStatus, Leases

@@ -30,7 +30,7 @@ from typing import Any
 from runtime import codec
 from runtime.config import PipelineSettings, Settings
 from runtime.errors import SluiceError
-from runtime.ingest.kill import kill_point
+from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.pipeline.core import (
     MAX_VISIBILITY_S,

@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime import codec
-from runtime.ingest.kill import kill_point
+from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.pipeline.plan import Output
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from runtime import codec
 from runtime.config import RelaySettings
 from runtime.errors import ConfigError, EnvelopeError
-from runtime.ingest.kill import kill_point
+from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.relay.api import ApiClient, ApiResponse, Verdict
 from runtime.relay.breaker import Admission, CallBudget, CircuitBreaker

@@ -23,10 +23,10 @@ from runtime.ingest import coord as keys
 from runtime.ingest.batch import BatchRun
 from runtime.ingest.claim import InboxListing, claim_selected, ensure_layout, select_settled
 from runtime.ingest.coord import new_owner_token
-from runtime.ingest.kill import KILLED_EXIT_CODE
 from runtime.ingest.layout import new_batch_id
 from runtime.ingest.loader import halt_batch, resume
 from runtime.ingest.model import Ingest, PartRecord
+from runtime.kill import KILLED_EXIT_CODE
 from tests.fixtures.ingest import (
     drain,
     forever,

@@ -1,5 +1,5 @@
-"""Named kill points for crash tests: `SLUICE_KILL_AT=<step>` makes the process `_exit(137)`
-(what a SIGKILL leaves behind) the first time it reaches that step.
+"""Named kill points for crash tests, shared by every system: `SLUICE_KILL_AT=<step>` makes
+the process `_exit(137)` (what a SIGKILL leaves behind) the first time it reaches that step.
 
 `<step>=<detail>` narrows a step to one detail (e.g. `parse.file=2026-01-01T00.json`, a file
 that "kills the loader"). Steps: claim.mid, header.before, part.published, part.sent,
