@@ -187,10 +187,12 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = orjson.dumps(value).decode()
 
 
-def to_environ(settings: Settings) -> dict[str, str]:
-    """The environment variables that make `get_settings()` rebuild `settings` exactly."""
+def to_environ(settings: Settings, *, exclude_defaults: bool = False) -> dict[str, str]:
+    """The environment variables that make `get_settings()` rebuild `settings` exactly
+    (`exclude_defaults` leaves out what the model's defaults already give: Lambda allows
+    only 4 KB of environment)."""
     out: dict[str, str] = {}
-    for key, value in settings.model_dump(mode="json").items():
+    for key, value in settings.model_dump(mode="json", exclude_defaults=exclude_defaults).items():
         _flatten(f"{ENV_PREFIX}{key.upper()}", value, out)
     return out
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import aws_cdk as cdk
 import jsii
-import orjson
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -26,7 +25,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.config import ENV_PREFIX, NESTED_DELIMITER, RelaySettings
+from runtime.config import ENV_PREFIX, NESTED_DELIMITER, RelaySettings, Settings, to_environ
 from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.alarms import (
@@ -52,11 +51,9 @@ CreateFunction = Callable[[Construct, FunctionSpec], lambda_.Function]
 def relay_environment(settings: RelaySettings) -> dict[str, str]:
     """`SLUICE_RELAY__*` variables for the values that differ from the defaults (the runtime
     validates with the same model, so an omitted variable means the same default)."""
-    out: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json", exclude_defaults=True).items():
-        key = f"{ENV_PREFIX}RELAY{NESTED_DELIMITER}{name.upper()}"
-        out[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return out
+    prefix = f"{ENV_PREFIX}RELAY{NESTED_DELIMITER}"
+    environment = to_environ(Settings(relay=settings), exclude_defaults=True)
+    return {name: value for name, value in environment.items() if name.startswith(prefix)}
 
 
 def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
