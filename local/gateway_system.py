@@ -22,8 +22,6 @@ from local.functions import LocalFunction, handler_available, load_handler
 from local.http import LocalHttpApi
 from local.systems import FunctionOptions
 
-JOBS_TIMEOUT_S = 29.0  # under the HTTP API's fixed 30 s integration timeout
-
 
 def _jobs_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not handler_available("jobs"):
@@ -44,7 +42,7 @@ class GatewaySystem:
             sqs=environment.client("sqs"),
             state_url=environment.provisioned.url(names.state_queue),
             jobs_handler=_jobs_handler,
-            jobs_timeout_s=JOBS_TIMEOUT_S,
+            jobs_timeout_s=environment.config.jobs.timeout_s,
         )
         self.functions: list[LocalFunction] = []
 

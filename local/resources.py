@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.config import (
     IngestSettings,
+    JobsSettings,
     PipelineSettings,
     ProjectionRule,
     QueueSettings,
@@ -32,6 +33,7 @@ from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 # that module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a
 # test checks the two stay equal). The ledger is created by the router's own
 # `create_ledger_table`, so the local table always has the layout the code that writes it expects.
+JOBS_RESULTS_PREFIX = "jobs/"  # stacks/gateway.py's JOBS_PREFIX (a test keeps them equal)
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 # Never a real key: the relay's drain reads it through Parameter Store like it would on AWS.
@@ -245,4 +247,13 @@ def function_settings(
             fifo_group_field=pipeline.fifo_group_field,
         ),
         relay=_relay_settings(config, provisioned, relay_api_url),
+        jobs=JobsSettings(
+            wait_s=config.jobs.wait_s,
+            results_bucket=names.results_bucket,
+            results_prefix=JOBS_RESULTS_PREFIX,
+            inline_max_bytes=config.jobs.inline_max_bytes,
+            presign_ttl_s=config.jobs.presign_ttl_s,
+            status_ttl_s=config.jobs.status_ttl_s,
+            max_body_bytes=config.jobs.max_body_bytes,
+        ),
     )

@@ -94,6 +94,8 @@ def test_function_settings_survive_the_environment_round_trip(tmp_path: Path) ->
     relay = settings.require_relay()
     assert relay.fifo_url == "http://moto/sluice-dev-relay.fifo" and relay.ledger_table == names.ledger_table
     assert relay.calls_per_minute == config.relay.calls_per_minute
+    jobs = settings.jobs_settings()
+    assert jobs.wait_s == config.jobs.wait_s and jobs.results_bucket == names.results_bucket
 
 
 def test_the_table_layouts_match_the_stateful_stack() -> None:
@@ -103,6 +105,11 @@ def test_the_table_layouts_match_the_stateful_stack() -> None:
     # The ledger is created by the router's own code locally; the stack must declare the same.
     assert ledger_module.PARTITION_KEY == stateful.LEDGER_PARTITION_KEY
     assert ledger_module.TTL_ATTRIBUTE == stateful.LEDGER_TTL_ATTRIBUTE
+
+
+def test_jobs_results_go_where_the_gateway_stack_puts_them() -> None:
+    gateway = pytest.importorskip("stacks.gateway")
+    assert resources.JOBS_RESULTS_PREFIX == gateway.JOBS_PREFIX
 
 
 def test_config_overrides_are_validated_like_cdk_json() -> None:
