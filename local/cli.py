@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write every file's fate (with its delivered item ids) as JSON",
     )
     run.add_argument(
-        "--share", type=Path, metavar="DIR", help="the local 'EFS' share (default: a temporary directory)"
+        "--share",
+        type=Path,
+        metavar="DIR",
+        help="the local 'EFS' share, kept after the run (unset: a temporary directory, removed)",
     )
     run.add_argument("--env", default="dev", help="the cdk.json environment to overlay the `local` block on")
     run.add_argument(
@@ -180,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     writer = parser.add_argument_group("writer simulator")
-    writer.add_argument("--records-per-file", type=_positive(int), default=100, metavar="N")
+    writer.add_argument(
+        "--records-per-file", type=_positive(int), default=100, metavar="N", help="records in each good file"
+    )
     writer.add_argument(
         "--record-bytes",
         type=_positive(int),
@@ -233,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=RATE",
         help="tick a scheduled function at RATE (2s, 500ms, rate(1 minute)); local defaults: "
-        "loader=1s checker=5s archiver=10s",
+        "loader=1s checker=5s archiver=10s drain=1s",
     )
     functions.add_argument(
         "--sqs-faults",
