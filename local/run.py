@@ -148,6 +148,9 @@ class LocalRun:
             "state": environment.provisioned.url(names.state_queue),
             "state dlq": environment.provisioned.url(names.state_dlq),
         }
+        if "fifo" in options.systems:
+            self.queue_urls["fifo"] = environment.provisioned.url(names.fifo_queue)
+            self.queue_urls["fifo dlq"] = environment.provisioned.url(names.fifo_dlq)
         if "relay" in options.systems:
             self.queue_urls["relay"] = environment.provisioned.url(names.relay_queue)
             self.queue_urls["relay dlq"] = environment.provisioned.url(names.relay_dlq)
@@ -175,7 +178,7 @@ class LocalRun:
         state queue. The relay's end is the API stub."""
         environment, names = self.environment, self.environment.provisioned.names
         sinks: list[Sink] = [system.sink for system in self.systems if isinstance(system, RelaySystem)]
-        if "pipeline" in self.options.systems:
+        if {"pipeline", "fifo"} & set(self.options.systems):
             prefix = environment.settings.require_pipeline().results_prefix
             sinks.append(SinkReader(environment.client("s3"), names.results_bucket, prefix=prefix))
         elif "ingest" in self.options.systems:
@@ -306,8 +309,11 @@ class LocalRun:
         return False
 
     def _quiet(self) -> bool:
-        state = queue_depth(self.environment.client("sqs"), self.queue_urls["state"])
-        return not any(state.values()) and all(system.idle() for system in self.systems)
+        sqs = self.environment.client("sqs")
+        working = [url for name, url in self.queue_urls.items() if not name.endswith("dlq")]
+        return not any(any(queue_depth(sqs, url).values()) for url in working) and all(
+            system.idle() for system in self.systems
+        )
 
     def _stop_systems(self, timeout_s: float | None = None) -> bool:
         """Stop every system, waiting for invocations in flight (up to the longest function

@@ -2,7 +2,8 @@
 `start()`, `stop()`, `idle()` and a few counters for the progress display.
 
 - `ingest`: the loader, checker and archiver on their schedules (`local.scheduler`);
-- `pipeline`: the router behind an SQS event source mapping on the state queue (`local.esm`).
+- `pipeline`: the router behind an SQS event source mapping on the state queue (`local.esm`);
+- `fifo`: the FIFO router behind the FIFO state queue's mapping (10 per batch, no window);
 
 - `relay`: the relay function behind the source table's stream and the drain on its schedule,
   posting to an external-API stub (`local.relay_system`).
@@ -135,23 +136,29 @@ class PipelineSystem:
     """The router on the state queue's event source mapping (settings from the config)."""
 
     name = "pipeline"
+    function_name = "router"
+    fifo = False
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        require_handlers("router")
+        require_handlers(self.function_name)
         pipeline = environment.config.pipeline
         names = environment.provisioned.names
-        router = options.function("router", pipeline.timeout_s, environment.config.functions.memory_mb)
+        router = options.function(
+            self.function_name, pipeline.timeout_s, environment.config.functions.memory_mb
+        )
         self.functions = [router]
         concurrency = (
-            options.concurrency.get("router")
-            or environment.config.functions.reserved_concurrency.get("router")
+            options.concurrency.get(self.function_name)
+            or environment.config.functions.reserved_concurrency.get(self.function_name)
             or pipeline.max_concurrency
         )
+        queue = names.fifo_queue if self.fifo else names.state_queue
         mapping = SqsMapping(
-            queue_url=environment.provisioned.url(names.state_queue),
-            queue_arn=environment.provisioned.arn(names.state_queue),
-            batch_size=pipeline.batch_size,
-            batching_window_s=pipeline.batching_window_s,
+            queue_url=environment.provisioned.url(queue),
+            queue_arn=environment.provisioned.arn(queue),
+            # Lambda's rules for FIFO sources: at most 10 per batch, no batching window.
+            batch_size=pipeline.fifo_batch_size if self.fifo else pipeline.batch_size,
+            batching_window_s=0 if self.fifo else pipeline.batching_window_s,
             max_concurrency=concurrency,
             report_batch_item_failures=True,
         )
@@ -176,6 +183,15 @@ class PipelineSystem:
         }
 
 
+class FifoPipelineSystem(PipelineSystem):
+    """The FIFO router on the FIFO state queue (the loader sends there with
+    `--set ingest.target=fifo`)."""
+
+    name = "fifo"
+    function_name = "fifo-router"
+    fifo = True
+
+
 def _relay(environment: LocalEnvironment, options: FunctionOptions) -> System:
     from local.relay_system import RelaySystem  # it builds on this module
 
@@ -192,6 +208,7 @@ SystemFactory = Callable[[LocalEnvironment, FunctionOptions], System]
 SYSTEMS: dict[str, SystemFactory] = {
     "ingest": IngestSystem,
     "pipeline": PipelineSystem,
+    "fifo": FifoPipelineSystem,
     "relay": _relay,
     "gateway": _gateway,
 }

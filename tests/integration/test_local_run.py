@@ -244,12 +244,13 @@ def test_sqs_throttling_partial_failures_and_lost_answers_still_deliver_each_rec
 
 
 def test_every_system_in_one_run_delivers_each_record_once(tmp_path: Path) -> None:
-    """ingest → router → S3; HTTP POST /messages → state queue → router → S3; and DynamoDB
-    INSERTs → stream → relay → FIFO → drain → the API stub: every record, request and inserted
-    item arrives once."""
+    """ingest → FIFO state queue → FIFO router → S3; HTTP POST /messages → state queue → router
+    → S3; and DynamoDB INSERTs → stream → relay → relay FIFO → drain → the API stub: every
+    record, request and inserted item arrives once."""
     summary = Run(
         tmp_path,
-        "--systems", "ingest,pipeline,relay,gateway",
+        "--systems", "ingest,fifo,pipeline,relay,gateway",
+        "--set", "ingest.target=fifo",
         "--relay-rate", "3",
         "--gateway-rate", "5",
         "--schedule", "drain=300ms",
@@ -261,6 +262,7 @@ def test_every_system_in_one_run_delivers_each_record_once(tmp_path: Path) -> No
     # The drain says it delivered each insert once; the rest came through the HTTP API.
     assert relayed >= 4
     assert summary["records_written"] - loaded - relayed >= 8
+    assert summary["invocations"]["fifo-router"]["invocations"] > 0
 
 
 def test_ctrl_c_stops_the_run_and_tears_everything_down(tmp_path: Path) -> None:
