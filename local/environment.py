@@ -29,6 +29,7 @@ from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running
 from runtime.clients import AWS_CLIENT_CONFIG, aws_client
 from runtime.config import Settings, get_settings, to_environ
 from stacks.config import EnvironmentConfig, _deep_merge, load_environment
+from stacks.validation import validate_for_synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"
@@ -40,7 +41,9 @@ def load_local_config(env: str = "dev", overrides: Mapping[str, Any] | None = No
     context = json.loads(CDK_JSON.read_text())["context"]["sluice"]
     if overrides:
         context = {**context, "local": _deep_merge(context.get("local") or {}, overrides)}
-    return load_environment(context, env, local=True)
+    config = load_environment(context, env, local=True)
+    validate_for_synth(config)  # DESIGN: the local block follows the same rules as a deploy
+    return config
 
 
 class AwsClients:

@@ -14,28 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.config import (
-    IngestSettings,
-    JobsSettings,
-    PipelineSettings,
-    ProjectionRule,
-    QueueSettings,
-    RedisSettings,
-    RelaySettings,
-    Settings,
-)
+from runtime.config import RedisSettings, Settings
 from runtime.pipeline.ledger import PARTITION_KEY as LEDGER_PARTITION_KEY
 from runtime.pipeline.ledger import TTL_ATTRIBUTE as LEDGER_TTL_ATTRIBUTE
 from runtime.pipeline.ledger import create_ledger_table
 from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
+from stacks.contract import (
+    SOURCE_PARTITION_KEY,
+    SOURCE_SORT_KEY,
+    RelayResources,
+    Resources,
+    ingest_settings,
+    jobs_settings,
+    pipeline_settings,
+    queue_settings,
+    relay_settings,
+)
 
-# The relay source table's key layout, as `stacks/stateful.py` declares it (SOURCE_*; importing
-# that module loads aws_cdk and starts jsii's node process: too heavy for the local runtime; a
-# test checks the two stay equal). The ledger is created by the router's own
-# `create_ledger_table`, so the local table always has the layout the code that writes it expects.
-JOBS_RESULTS_PREFIX = "jobs/"  # stacks/gateway.py's JOBS_PREFIX (a test keeps them equal)
-TABLE_PARTITION_KEY = "pk"
-TABLE_SORT_KEY = "sk"
+# The relay source table's key layout is the stacks' (stacks/contract.py, shared without CDK).
+# The ledger is created by the router's own `create_ledger_table`, so the local table always has
+# the layout the code that writes it expects.
+TABLE_PARTITION_KEY = SOURCE_PARTITION_KEY
+TABLE_SORT_KEY = SOURCE_SORT_KEY
 # Never a real key: the relay's drain reads it through Parameter Store like it would on AWS.
 LOCAL_API_KEY = "local-api-key-not-a-secret"
 LOCAL_REDIS_AUTH_TOKEN = "local-redis-token"  # noqa: S105 - a fixed value for a loopback server
@@ -160,34 +160,6 @@ def provision(clients: Any, config: EnvironmentConfig, instance: str = "") -> Pr
     return provisioned
 
 
-def _relay_settings(config: EnvironmentConfig, provisioned: Provisioned, api_url: str) -> RelaySettings:
-    names, relay = provisioned.names, config.relay
-    return RelaySettings(
-        fifo_url=provisioned.url(names.relay_queue),
-        dlq_url=provisioned.url(names.relay_dlq),
-        ledger_table=names.ledger_table,
-        ledger_partition_key=LEDGER_PARTITION_KEY,
-        ledger_sort_key="",
-        ledger_ttl_attribute=LEDGER_TTL_ATTRIBUTE,
-        ledger_ttl_s=config.dedup_horizon_s,
-        group_key_field=relay.partition_key_field,
-        api_url=api_url,
-        api_key_parameter=config.api_key_parameter,
-        api_key_header=relay.api_key_header,
-        idempotency_header=relay.idempotency_header,
-        api_key_cache_s=relay.api_key_cache_s,
-        calls_per_minute=relay.calls_per_minute,
-        connect_timeout_s=relay.connect_timeout_s,
-        read_timeout_s=relay.read_timeout_s,
-        deadline_margin_s=relay.deadline_margin_s,
-        retry_backoff_base_s=relay.retry_backoff_base_s,
-        retry_backoff_cap_s=relay.retry_backoff_cap_s,
-        breaker_failure_threshold=relay.breaker_failure_threshold,
-        breaker_backoff_base_s=relay.breaker_backoff_base_s,
-        breaker_backoff_cap_s=relay.breaker_backoff_cap_s,
-    )
-
-
 def function_settings(
     config: EnvironmentConfig,
     provisioned: Provisioned,
@@ -199,61 +171,29 @@ def function_settings(
     """The settings the stacks give every function, pointed at the local servers and share
     (and, for the relay's drain, at the external-API stub)."""
     names = provisioned.names
-    ingest, pipeline = config.ingest, config.pipeline
+    resources = Resources(
+        state_url=provisioned.url(names.state_queue),
+        state_dlq_url=provisioned.url(names.state_dlq),
+        fifo_url=provisioned.url(names.fifo_queue),
+        fifo_dlq_url=provisioned.url(names.fifo_dlq),
+        ledger_table=names.ledger_table,
+        results_bucket=names.results_bucket,
+        ingest_root=str(share),
+    )
+    relay = RelayResources(
+        queue_url=provisioned.url(names.relay_queue),
+        dlq_url=provisioned.url(names.relay_dlq),
+        ledger_table=names.ledger_table,
+        ledger_partition_key=LEDGER_PARTITION_KEY,
+        ledger_sort_key="",
+        ledger_ttl_attribute=LEDGER_TTL_ATTRIBUTE,
+    )
     return Settings(
         env=config.name,
         redis=RedisSettings(url=redis_url, tls=False),
-        queues=QueueSettings(
-            state_url=provisioned.url(names.state_queue),
-            state_dlq_url=provisioned.url(names.state_dlq),
-            fifo_url=provisioned.url(names.fifo_queue),
-            fifo_dlq_url=provisioned.url(names.fifo_dlq),
-            max_message_bytes=config.queues.max_message_bytes,
-            fifo_message_group_id=config.queues.fifo_message_group_id,
-        ),
-        ingest=IngestSettings(
-            root=str(share),
-            settle_s=ingest.settle_s,
-            lease_s=ingest.lease_s,
-            deadline_margin_s=ingest.deadline_margin_s,
-            batch_max_files=ingest.batch_max_files,
-            read_threads=ingest.read_threads,
-            resend_horizon_s=ingest.resend_horizon_s,
-            max_crash_runs=ingest.max_crash_runs,
-            # DESIGN step 8: committed batches are archived after the lease plus the timeout.
-            archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
-            archive_retention_days=ingest.archive_retention_days,
-            projection={
-                field: ProjectionRule(path=rule.path, missing=rule.missing)
-                for field, rule in ingest.projection.items()
-            },
-            target=ingest.target,
-        ),
-        pipeline=PipelineSettings(
-            ledger_table=names.ledger_table,
-            results_bucket=names.results_bucket,
-            max_attempts=pipeline.max_attempts,
-            backoff_base_s=pipeline.backoff_base_s,
-            backoff_cap_s=pipeline.backoff_cap_s,
-            max_steps=pipeline.max_steps,
-            time_budget_margin_s=pipeline.time_budget_margin_s,
-            lease_s=pipeline.lease_s,
-            done_marker_ttl_s=pipeline.done_marker_ttl_s,
-            dedup_horizon_s=config.dedup_horizon_s,
-            history_limit=pipeline.history_limit,
-            fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
-            router=pipeline.router,
-            io_threads=pipeline.io_threads,
-            fifo_group_field=pipeline.fifo_group_field,
-        ),
-        relay=_relay_settings(config, provisioned, relay_api_url),
-        jobs=JobsSettings(
-            wait_s=config.jobs.wait_s,
-            results_bucket=names.results_bucket,
-            results_prefix=JOBS_RESULTS_PREFIX,
-            inline_max_bytes=config.jobs.inline_max_bytes,
-            presign_ttl_s=config.jobs.presign_ttl_s,
-            status_ttl_s=config.jobs.status_ttl_s,
-            max_body_bytes=config.jobs.max_body_bytes,
-        ),
+        queues=queue_settings(config, resources),
+        ingest=ingest_settings(config, resources),
+        pipeline=pipeline_settings(config, resources),
+        relay=relay_settings(config, relay, api_url=relay_api_url),
+        jobs=jobs_settings(config, names.results_bucket),
     )

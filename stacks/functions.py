@@ -23,17 +23,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from runtime.config import (
-    IngestSettings,
-    PipelineSettings,
-    ProjectionRule,
-    QueueSettings,
-    RedisSettings,
-    Settings,
-    to_environ,
-)
+from runtime.config import RedisSettings, Settings, to_environ
 from runtime.errors import ConfigError
 from stacks.config import EnvironmentConfig
+from stacks.contract import Resources, ingest_settings, pipeline_settings, queue_settings
 from stacks.nag import LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS, Ack, acknowledge
 from stacks.retention import log_retention
 from stacks.stateful import StatefulStack
@@ -191,9 +184,21 @@ class FunctionFactory(Construct):
 
     # -- the environment contract ---------------------------------------------------------------
 
+    def resources(self) -> Resources:
+        stateful = self.stateful
+        return Resources(
+            state_url=stateful.state_queue.queue_url,
+            state_dlq_url=stateful.state_dlq.queue_url,
+            fifo_url=stateful.fifo_queue.queue_url,
+            fifo_dlq_url=stateful.fifo_dlq.queue_url,
+            ledger_table=stateful.ledger_table.table_name,
+            results_bucket=stateful.results_bucket_name,
+            ingest_root=EFS_MOUNT_PATH,
+        )
+
     def settings(self, sections: frozenset[str]) -> Settings:
         """The `runtime.config.Settings` a function with these sections validates at run time."""
-        stateful, config = self.stateful, self.config
+        stateful, config, resources = self.stateful, self.config, self.resources()
         return Settings(
             env=config.name,
             redis=RedisSettings(
@@ -202,58 +207,9 @@ class FunctionFactory(Construct):
                 tls=True,
                 auth_secret_arn=stateful.redis_auth_secret.secret_arn,
             ),
-            queues=QueueSettings(
-                state_url=stateful.state_queue.queue_url,
-                state_dlq_url=stateful.state_dlq.queue_url,
-                fifo_url=stateful.fifo_queue.queue_url,
-                fifo_dlq_url=stateful.fifo_dlq.queue_url,
-                max_message_bytes=config.queues.max_message_bytes,
-                fifo_message_group_id=config.queues.fifo_message_group_id,
-            ),
-            ingest=self._ingest_settings() if "ingest" in sections else None,
-            pipeline=self._pipeline_settings() if "pipeline" in sections else None,
-        )
-
-    def _ingest_settings(self) -> IngestSettings:
-        ingest = self.config.ingest
-        return IngestSettings(
-            root=EFS_MOUNT_PATH,
-            settle_s=ingest.settle_s,
-            lease_s=ingest.lease_s,
-            deadline_margin_s=ingest.deadline_margin_s,
-            batch_max_files=ingest.batch_max_files,
-            read_threads=ingest.read_threads,
-            resend_horizon_s=ingest.resend_horizon_s,
-            max_crash_runs=ingest.max_crash_runs,
-            # A committed batch is archived once no loader that could still hold it is alive:
-            # past its lease plus one more loader run.
-            archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
-            archive_retention_days=ingest.archive_retention_days,
-            projection={
-                field: ProjectionRule(path=rule.path, missing=rule.missing)
-                for field, rule in ingest.projection.items()
-            },
-            target=ingest.target,
-        )
-
-    def _pipeline_settings(self) -> PipelineSettings:
-        pipeline = self.config.pipeline
-        return PipelineSettings(
-            ledger_table=self.stateful.ledger_table.table_name,
-            results_bucket=self.stateful.results_bucket_name,
-            max_attempts=pipeline.max_attempts,
-            backoff_base_s=pipeline.backoff_base_s,
-            backoff_cap_s=pipeline.backoff_cap_s,
-            max_steps=pipeline.max_steps,
-            time_budget_margin_s=pipeline.time_budget_margin_s,
-            lease_s=pipeline.lease_s,
-            done_marker_ttl_s=pipeline.done_marker_ttl_s,
-            dedup_horizon_s=self.config.dedup_horizon_s,
-            history_limit=pipeline.history_limit,
-            fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
-            router=pipeline.router,
-            io_threads=pipeline.io_threads,
-            fifo_group_field=pipeline.fifo_group_field,
+            queues=queue_settings(config, resources),
+            ingest=ingest_settings(config, resources) if "ingest" in sections else None,
+            pipeline=pipeline_settings(config, resources) if "pipeline" in sections else None,
         )
 
     def environment(self, spec: FunctionSpec) -> dict[str, str]:

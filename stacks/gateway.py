@@ -27,14 +27,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from runtime.config import JobsSettings, Settings, to_environ
-from stacks.config import EnvironmentConfig, JobsConfig
+from runtime.config import Settings, to_environ
+from stacks.config import EnvironmentConfig
+from stacks.contract import JOBS_RESULTS_PREFIX, jobs_settings
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge
 from stacks.retention import log_retention
 from stacks.stateful import StatefulStack, results_bucket_name
 
-JOBS_PREFIX = "jobs/"
+JOBS_PREFIX = JOBS_RESULTS_PREFIX
 JOBS_ENVIRONMENT_PREFIX = "SLUICE_JOBS__"
 MESSAGES_ROUTE = "POST /messages"
 JOBS_WORKER_ROUTER = "runtime.examples.jobs_worker:router"
@@ -56,19 +57,9 @@ ACCESS_LOG_FIELDS = {
 }
 
 
-def jobs_environment(jobs: JobsConfig, bucket: str) -> dict[str, str]:
+def jobs_environment(config: EnvironmentConfig, bucket: str) -> dict[str, str]:
     """The `SLUICE_JOBS__*` variables both sides of a job read (the waiter and the worker)."""
-    settings = Settings(
-        jobs=JobsSettings(
-            wait_s=jobs.wait_s,
-            results_bucket=bucket,
-            results_prefix=JOBS_PREFIX,
-            inline_max_bytes=jobs.inline_max_bytes,
-            presign_ttl_s=jobs.presign_ttl_s,
-            status_ttl_s=jobs.status_ttl_s,
-            max_body_bytes=jobs.max_body_bytes,
-        )
-    )
+    settings = Settings(jobs=jobs_settings(config, bucket))
     return {
         name: value
         for name, value in to_environ(settings).items()
@@ -144,7 +135,7 @@ class GatewayConstruct(Construct):
         self.jobs_function = self._jobs(config, stateful, factory)
         self._messages_route(config, stateful)
         # The worker completes jobs with the same settings the waiter reads them with.
-        for name, value in jobs_environment(config.jobs, results_bucket_name(config)).items():
+        for name, value in jobs_environment(config, results_bucket_name(config)).items():
             worker.add_environment(name, value)
         if not completes_jobs(config.pipeline.router):
             cdk.Annotations.of(self).add_warning_v2(
@@ -177,7 +168,7 @@ class GatewayConstruct(Construct):
                 description="sluice jobs: POST /jobs enqueues and waits on Redis; GET /jobs/{id}",
             ),
         )
-        for name, value in jobs_environment(jobs, results_bucket_name(config)).items():
+        for name, value in jobs_environment(config, results_bucket_name(config)).items():
             function.add_environment(name, value)
         stateful.state_queue.grant(function, "sqs:SendMessage")
         stateful.redis_auth_secret.grant_read(function)

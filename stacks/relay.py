@@ -37,6 +37,7 @@ from stacks.alarms import (
     threshold_alarm,
 )
 from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
+from stacks.contract import RelayResources, relay_settings
 from stacks.functions import FunctionSpec
 from stacks.nag import Ack, acknowledge
 
@@ -134,31 +135,16 @@ class RelayConstruct(Construct):
         relay = config.relay
         self.parameter_name = config.api_key_parameter
         ledger_partition_key, ledger_sort_key = ledger_key_names(ledger_table)
-        self.settings = RelaySettings(
-            fifo_url=queue.queue_url,
-            dlq_url=dead_letter_queue.queue_url,
-            ledger_table=ledger_table.table_name,
-            ledger_partition_key=ledger_partition_key,
-            ledger_sort_key=ledger_sort_key,
-            ledger_ttl_attribute=ledger_ttl_attribute,
-            # A delivery must stay recognisable while its message can still come back, through
-            # the queue, its DLQ and a redrive: the environment's dedup horizon covers all three.
-            ledger_ttl_s=config.dedup_horizon_s,
-            group_key_field=relay.partition_key_field,
-            api_url=relay.api_url,
-            api_key_parameter=self.parameter_name,
-            api_key_header=relay.api_key_header,
-            idempotency_header=relay.idempotency_header,
-            api_key_cache_s=relay.api_key_cache_s,
-            calls_per_minute=relay.calls_per_minute,
-            connect_timeout_s=relay.connect_timeout_s,
-            read_timeout_s=relay.read_timeout_s,
-            deadline_margin_s=relay.deadline_margin_s,
-            retry_backoff_base_s=relay.retry_backoff_base_s,
-            retry_backoff_cap_s=relay.retry_backoff_cap_s,
-            breaker_failure_threshold=relay.breaker_failure_threshold,
-            breaker_backoff_base_s=relay.breaker_backoff_base_s,
-            breaker_backoff_cap_s=relay.breaker_backoff_cap_s,
+        self.settings = relay_settings(
+            config,
+            RelayResources(
+                queue_url=queue.queue_url,
+                dlq_url=dead_letter_queue.queue_url,
+                ledger_table=ledger_table.table_name,
+                ledger_partition_key=ledger_partition_key,
+                ledger_sort_key=ledger_sort_key,
+                ledger_ttl_attribute=ledger_ttl_attribute,
+            ),
         )
         self.relay_function = self._relay_function(
             config, create_function, source_table, queue, failure_bucket_name

@@ -24,6 +24,7 @@ from constructs import Construct
 
 from runtime.pipeline import ledger
 from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
+from stacks.contract import SOURCE_PARTITION_KEY, SOURCE_SORT_KEY
 from stacks.nag import Ack, acknowledge
 from stacks.retention import log_retention
 
@@ -35,8 +36,6 @@ EFS_POSIX_ID = "1000"
 # partition key and an epoch-seconds TTL. The relay source table is the user's: pk + sk.
 LEDGER_PARTITION_KEY = ledger.PARTITION_KEY
 LEDGER_TTL_ATTRIBUTE = ledger.TTL_ATTRIBUTE
-SOURCE_PARTITION_KEY = "pk"
-SOURCE_SORT_KEY = "sk"
 
 INTERFACE_ENDPOINTS = {
     "sqs": ec2.InterfaceVpcEndpointAwsService.SQS,

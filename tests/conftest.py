@@ -24,6 +24,8 @@ for _name, _value in FAKE_AWS_ENVIRONMENT.items():
 os.environ.pop("AWS_PROFILE", None)
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "sluice-tests")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
+# jsii (CDK) prints a Node end-of-life banner on Node 20; the Makefile sets the same.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 @pytest.fixture(scope="session")

@@ -98,18 +98,42 @@ def test_function_settings_survive_the_environment_round_trip(tmp_path: Path) ->
     assert jobs.wait_s == config.jobs.wait_s and jobs.results_bucket == names.results_bucket
 
 
-def test_the_table_layouts_match_the_stateful_stack() -> None:
-    stateful = pytest.importorskip("stacks.stateful")
-    assert resources.TABLE_PARTITION_KEY == stateful.SOURCE_PARTITION_KEY
-    assert resources.TABLE_SORT_KEY == stateful.SOURCE_SORT_KEY
-    # The ledger is created by the router's own code locally; the stack must declare the same.
-    assert ledger_module.PARTITION_KEY == stateful.LEDGER_PARTITION_KEY
-    assert ledger_module.TTL_ATTRIBUTE == stateful.LEDGER_TTL_ATTRIBUTE
+# Where each resource is: the only settings allowed to differ between AWS and this machine.
+LOCATIONS = {
+    "root",
+    "ledger_table",
+    "results_bucket",
+    "state_url",
+    "state_dlq_url",
+    "fifo_url",
+    "fifo_dlq_url",
+}
 
 
-def test_jobs_results_go_where_the_gateway_stack_puts_them() -> None:
-    gateway = pytest.importorskip("stacks.gateway")
-    assert resources.JOBS_RESULTS_PREFIX == gateway.JOBS_PREFIX
+def test_local_functions_get_the_stacks_settings_apart_from_where_resources_are(tmp_path: Path) -> None:
+    build_stage = pytest.importorskip("tests.unit.test_stacks_stateful").build_stage
+    config = load_local_config()
+    local_block = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"][
+        "sluice"
+    ]
+    stage = build_stage("dev", local_block["local"])
+    assert stage.config == config
+    cloud = stage.stateless.factory.settings(frozenset({"ingest", "pipeline"}))
+    names = ResourceNames.for_config(config)
+    urls = {
+        q: f"http://moto/{q}" for q in (names.state_queue, names.state_dlq, names.fifo_queue, names.fifo_dlq)
+    }
+    urls |= {names.relay_queue: "http://moto/relay.fifo", names.relay_dlq: "http://moto/relay-dlq.fifo"}
+    local = function_settings(
+        config,
+        resources.Provisioned(names=names, queue_urls=urls, queue_arns={}),
+        redis_url="redis://127.0.0.1:1/0",
+        share=tmp_path,
+    )
+    for section in ("queues", "ingest", "pipeline"):
+        assert getattr(cloud, section).model_dump(exclude=LOCATIONS) == getattr(local, section).model_dump(
+            exclude=LOCATIONS
+        ), section
 
 
 def test_config_overrides_are_validated_like_cdk_json() -> None:
