@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.archiver import archiver_with_latency
+from bench.end_to_end import through_local_runtime
 from bench.footprint import loader_rss_with_inbox, redis_bytes_per_batch
 from bench.loaders import Servers, Shape, baseline_through_moto, sluice_core, sluice_through_moto
 from bench.measure import (
@@ -28,6 +29,7 @@ from bench.router import router_alone
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
 
 ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
+E2E_RATE = 6000.0  # records/s the writer simulator produces in the end-to-end scenario
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,14 @@ class Sizes:
     router_batches: int
     archiver_files: int
     rss_inbox_files: int
+    end_to_end_s: int
 
     @classmethod
     def for_run(cls, quick: bool, scale: float = 1.0) -> Sizes:
         base = (
-            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000, 50_000)
+            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000, 50_000, 10)
             if quick
-            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000, 1_000_000)
+            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000, 1_000_000, 60)
         )
         return cls(*(max(1, round(n * scale)) for n in base))
 
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
         redis_footprint = redis_bytes_per_batch(s.redis_url)
         rss = loader_rss_with_inbox(s.redis_url, sizes.rss_inbox_files)
+        end_to_end = through_local_runtime(s.redis_url, s.aws_endpoint_url, sizes.end_to_end_s, E2E_RATE)
     measurements = [
         *baseline,
         *sluice,
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "arrival_files_per_s": ARRIVAL_FILES_PER_S,
         },
         "redis": redis_footprint,
+        "end_to_end": end_to_end.as_dict(),
         "ratios": ratios,
     }
     out = Path(args.out)
