@@ -17,8 +17,11 @@ SQS_STANDARD_MAX_BATCH_WITHOUT_WINDOW = 10
 MIN_REDIS_MAJOR = 7
 
 
-def validate_for_synth(config: EnvironmentConfig) -> None:
-    problems = [problem for check in _CHECKS if (problem := check(config))]
+def validate_for_synth(config: EnvironmentConfig, *, deployed: bool = True) -> None:
+    """Every check; `deployed=False` (the local runtime) skips those about what ships to Lambda,
+    so a router under development can run locally from anywhere on the path."""
+    checks = _CHECKS + (_DEPLOY_CHECKS if deployed else ())
+    problems = [problem for check in checks if (problem := check(config))]
     if problems:
         details = "\n".join(f"  {problem}" for problem in problems)
         raise ConfigError(f"invalid sluice config for environment {config.name!r}:\n{details}")
@@ -91,4 +94,5 @@ def _router_ships(config: EnvironmentConfig) -> str | None:
     return None
 
 
-_CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue, _router_ships)
+_CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue)
+_DEPLOY_CHECKS = (_router_ships,)
