@@ -3,9 +3,10 @@
 `JobsRouter(job_router, fallback=...)` routes an item whose state carries `_job` through
 `job_router` (the job's own state machine, deterministic like every router); when that router
 says done, the step stores the final state as the job's result in S3 (create-only, keyed by the
-job id), then records the status in Redis and publishes the completion. A job whose router
-raises `PoisonItem` is recorded as failed the same way and the item goes on to the DLQ with
-its reason. Other items go to `fallback` (the queue's ordinary router), so one router function
+job id), then records the status in Redis and publishes the completion. A job item the
+framework gives up on — its router raised `PoisonItem`, failed `max_attempts` times, or hit the
+step limit — is recorded as failed the same way (`on_poisoned`, called once the item is in the
+DLQ with its reason). Other items go to `fallback` (the queue's ordinary router), so one router function
 serves both jobs and gateway messages.
 
 A crash anywhere re-runs the step on redelivery: the S3 write answers 412 and the outcome
@@ -58,15 +59,18 @@ class JobsRouter:
         if not isinstance(job_id, str) or INNER_FIELD not in state:
             raise PoisonItem("invalid_job", f"a job state needs a string {JOB_FIELD} and a {INNER_FIELD}")
         inner = state[INNER_FIELD]
-        try:
-            next_inner = self._job_router(inner)
-        except PoisonItem as exc:
-            self.finish(JobOutcome.failed(job_id, exc.reason, exc.detail))
-            raise
+        next_inner = self._job_router(inner)  # a failure is recorded by `on_poisoned`, below
         if next_inner is not None:
             return job_state(job_id, next_inner)
         self.finish(JobOutcome.done(job_id, inner))
         return None
+
+    def on_poisoned(self, state: State, reason: str, detail: str) -> None:
+        """The framework sent this item to the DLQ (a `PoisonItem`, attempts exhausted, the step
+        limit...): a job ends `failed` with that reason, so GET never stays pending."""
+        job_id = state.get(JOB_FIELD) if isinstance(state, dict) else None
+        if isinstance(job_id, str):
+            self.finish(JobOutcome.failed(job_id, reason, detail))
 
     def finish(self, outcome: JobOutcome) -> JobOutcome:
         """S3 first (the record of truth), then the Redis status and the completion."""

@@ -264,7 +264,7 @@ def process_batch(
         # leases back so the retry is not bounced for a lease nobody holds any more.
         leases.finish(done=[], released=[w.delivery.envelope_id for w in works])
         raise
-    _finish(works, deliveries, leases, batch.result)
+    _finish(works, deliveries, leases, batch.result, batch.router)
     return batch.result
 
 
@@ -500,7 +500,11 @@ def guarded(step: Callable[[Work], None], work: Work) -> None:
 
 
 def _finish(
-    works: Sequence[Work], deliveries: Sequence[Delivery], leases: Leases, result: BatchResult
+    works: Sequence[Work],
+    deliveries: Sequence[Delivery],
+    leases: Leases,
+    result: BatchResult,
+    router: Router,
 ) -> None:
     """Turn leases into done markers (or release them), count, and list the failed messages."""
     succeeded = [w for w in works if w.status is Status.SUCCEEDED]
@@ -518,7 +522,7 @@ def _finish(
     for delivery in deliveries:
         if delivery.envelope_id in failed_ids and delivery.message_id not in reported:
             result.failed_message_ids.append(delivery.message_id)
-    log_poison(succeeded)
+    report_poison(succeeded, router)
 
 
 def count_outcomes(work: Work, result: BatchResult) -> None:
@@ -531,16 +535,30 @@ def count_outcomes(work: Work, result: BatchResult) -> None:
         result.outcomes.update(OUTCOME_NAMES[o] for o in work.plan.outcomes)
 
 
-def log_poison(works: Sequence[Work]) -> None:
+def report_poison(works: Sequence[Work], router: Router) -> None:
+    """Log each item sent to the DLQ, and tell a router that asks (`on_poisoned(state, reason,
+    detail)`, e.g. the jobs worker, which records the job as failed). Called after the DLQ send,
+    on every run that sent it, so the hook must be idempotent; its failure never fails the
+    batch: the item is already safe in the DLQ."""
+    on_poisoned = getattr(router, "on_poisoned", None)
     for work in works:
         for output in work.outputs:
-            if output.kind is OutputKind.POISONED:
-                logger.warning(
-                    "item quarantined to the DLQ",
-                    extra={
-                        "envelope": work.delivery.envelope_id,
-                        "output": output.planned.id,
-                        "reason": output.planned.reason,
-                        "detail": output.planned.detail,
-                    },
-                )
+            if output.kind is not OutputKind.POISONED:
+                continue
+            planned = output.planned
+            logger.warning(
+                "item quarantined to the DLQ",
+                extra={
+                    "envelope": work.delivery.envelope_id,
+                    "output": planned.id,
+                    "reason": planned.reason,
+                    "detail": planned.detail,
+                },
+            )
+            envelope = work.delivery.envelope
+            if on_poisoned is None or envelope is None or planned.item is None:
+                continue
+            try:
+                on_poisoned(envelope.items[planned.item].state, planned.reason or "", planned.detail or "")
+            except Exception as exc:  # noqa: BLE001 - a hook's failure must not fail a sent batch
+                logger.exception("on_poisoned hook failed", extra={"output": planned.id, "error": repr(exc)})

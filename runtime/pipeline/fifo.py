@@ -44,9 +44,9 @@ from runtime.pipeline.core import (
     count_outcomes,
     count_settled,
     guarded,
-    log_poison,
     parse_delivery,
     quarantine_of,
+    report_poison,
     settle_plan,
     write_sink,
 )
@@ -207,7 +207,7 @@ def _run_one(work: Work, run: _FifoRun) -> int | None:
         guarded(lambda w: complete(w, run.ledger, run.result), work)
     if work.status is Status.SUCCEEDED:
         count_outcomes(work, run.result)
-        log_poison([work])
+        report_poison([work], run.router)
         return None
     return run.backoff_s(1)
 

@@ -25,6 +25,7 @@ from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, subm
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
 from runtime.observability import metrics
 from runtime.pipeline import PoisonItem
+from runtime.pipeline.plan import REASON_ATTRIBUTE
 from tests.jobs_support import Jobs
 from tests.pipeline_support import BUCKET, Harness
 
@@ -108,22 +109,46 @@ def test_the_worker_stores_then_announces_and_a_rerun_keeps_the_first_outcome(ha
     listener.close()
 
 
-def test_a_poisoned_job_is_recorded_failed_and_still_poisons_the_item(harness: Harness) -> None:
+def _job_envelope(job_id: str, inner: Any) -> bytes:
+    item = codec.Item(id=job_id, step=0, attempt=0, state={JOB_FIELD: job_id, "state": inner})
+    return codec.encode(codec.Envelope(id=job_id, parent=None, items=(item,)))
+
+
+def _dead_letter_reasons(harness: Harness) -> list[str]:
+    return [m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in harness.drain(harness.dlq_url)]
+
+
+def test_a_poisoned_job_is_recorded_failed_once_its_item_is_in_the_dlq(harness: Harness) -> None:
     jobs = Jobs.create(harness)
     router = jobs.router(text_stats)
-    with pytest.raises(PoisonItem) as poisoned:
+    with pytest.raises(PoisonItem) as poisoned:  # the step itself only raises ...
         router({JOB_FIELD: "1" * 32, "state": {"text": 7}})
-    assert poisoned.value.reason == "no_text"
+    assert poisoned.value.reason == "no_text" and jobs.store.read_outcome("1" * 32) is None
+    harness.send(_job_envelope("1" * 32, {"text": 7}))
+    harness.run(router)  # ... the framework quarantines the item, then records the job failed
+    assert _dead_letter_reasons(harness) == ["no_text"]
     failed = jobs.store.read_outcome("1" * 32)
-    assert (
-        failed is not None
-        and failed.status == "failed"
-        and failed.error
-        == {
-            "reason": "no_text",
-            "detail": "a text-statistics job needs a string field 'text'",
-        }
-    )
+    assert failed is not None and failed.status == "failed"
+    assert failed.error == {
+        "reason": "no_text",
+        "detail": "a text-statistics job needs a string field 'text'",
+    }
+
+
+def test_a_job_whose_router_keeps_failing_ends_failed_not_pending(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+
+    def always_broken(state: Any) -> Any:
+        raise ConnectionError("the job's dependency is down")
+
+    router = jobs.router(always_broken)
+    harness.send(_job_envelope("2" * 32, {"text": "x"}))
+    harness.run(router)  # max_attempts (3) runs: two retries, then the DLQ
+    assert _dead_letter_reasons(harness) == ["ConnectionError"]
+    failed = jobs.store.read_outcome("2" * 32)
+    assert failed is not None and failed.status == "failed" and failed.error["reason"] == "ConnectionError"
+    answer = job_status("2" * 32, clients=jobs.clients, settings=jobs.settings)
+    assert answer.status == 200 and body_of(answer)["status"] == "failed"
 
 
 def test_items_that_are_not_jobs_go_to_the_fallback_or_are_poison(harness: Harness) -> None:
