@@ -102,6 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         router_server,
         archiver,
         rss,
+        end_to_end,
     ]
     ratios = {
         "records_per_s": _ratio(sluice[0].records_per_s, baseline[0].records_per_s),

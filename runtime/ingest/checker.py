@@ -7,7 +7,9 @@ claimed/ unknown to Redis (Redis lost it) and has been quiet for longer than a l
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -89,9 +91,18 @@ def _halt_past_horizon(ingest: Ingest, batch: str, result: CheckerResult) -> Non
 
 def _measure_backlog(ingest: Ingest, result: CheckerResult) -> None:
     fs, layout = ingest.fs, ingest.layout
-    names = sorted(e.name for e in fs.scandir(layout.inbox) if not e.is_dir and not is_temporary_name(e.name))
-    result.inbox_depth = len(names)
-    for name in names[:8]:  # names are timestamps: the oldest is near the front
+    depth = 0
+
+    def loadable() -> Iterator[str]:
+        nonlocal depth
+        for entry in fs.iter_dir(layout.inbox):  # streamed: the backlog may be a million files
+            if not entry.is_dir and not is_temporary_name(entry.name):
+                depth += 1
+                yield entry.name
+
+    oldest = heapq.nsmallest(8, loadable())  # names are timestamps: the oldest sort first
+    result.inbox_depth = depth
+    for name in oldest:
         try:
             age = time.time() - fs.stat(layout.inbox_file(name)).mtime_ns / 1e9
         except FileNotFoundError:

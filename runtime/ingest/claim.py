@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from runtime.ingest.fs import FileStat, is_temporary_name
@@ -16,6 +17,9 @@ from runtime.ingest.parse import NOT_REGULAR_FILE
 from runtime.kill import kill_point
 
 OLDEST_SLICE_FACTOR = 4
+# A listing keeps only this many batches' worth of the oldest names: memory stays bounded
+# however deep the backlog (a million files), at the cost of listing again once they are used.
+LISTING_KEEP_FACTOR = 16
 # A long backlog is listed again at most this often (more often when it runs low); files that
 # were too young at the last listing wait at most this long on top of their settle time.
 LISTING_MAX_AGE_S = 10.0
@@ -28,12 +32,14 @@ class Candidate:
 
 
 class InboxListing:
-    """The inbox as last listed, minus what this loader has examined since.
+    """The oldest names of the inbox as last listed, minus what this loader has examined since.
 
     Listing a large inbox for every batch would cost more than the claims; the listing is
     refreshed once fewer than a batch of unexamined names remain, or after the settle time
-    (files that were too young then may be settled now). A name another loader took since
-    simply vanishes at its settle check.
+    (files that were too young then may be settled now). Only the oldest
+    `LISTING_KEEP_FACTOR` batches' worth of names are kept (the inbox is streamed through a
+    bounded heap), so a deep backlog costs listings, not memory. A name another loader took
+    since simply vanishes at its settle check.
     """
 
     def __init__(self, ingest: Ingest) -> None:
@@ -42,15 +48,18 @@ class InboxListing:
         self._listed_at = float("-inf")
 
     def _refresh(self) -> None:
-        candidates = []
-        for entry in self._ingest.fs.scandir(self._ingest.layout.inbox):
-            if entry.is_dir or is_temporary_name(entry.name):
-                self._ingest.counters.add("skipped_entries")
-                continue
-            candidates.append(Candidate(entry.name, entry.is_regular))
-        candidates.sort(key=lambda c: c.name)
-        self._remaining = candidates
+        keep = LISTING_KEEP_FACTOR * self._ingest.settings.batch_max_files
+        self._remaining = heapq.nsmallest(keep, self._candidates(), key=lambda c: c.name)
         self._listed_at = time.monotonic()
+
+    def _candidates(self) -> Iterator[Candidate]:
+        skipped = 0
+        for entry in self._ingest.fs.iter_dir(self._ingest.layout.inbox):
+            if entry.is_dir or is_temporary_name(entry.name):
+                skipped += 1
+                continue
+            yield Candidate(entry.name, entry.is_regular)
+        self._ingest.counters.add("skipped_entries", skipped)
 
     def oldest_slice(self) -> list[Candidate]:
         """The oldest slice (names are timestamps), rotated to a random offset so concurrent

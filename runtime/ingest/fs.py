@@ -12,7 +12,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # Operations a write-once publish performs on top of the data write: create the temporary
@@ -109,20 +109,21 @@ class Fs:
         self.ops.add(writes=count)
 
     # --- reads ---------------------------------------------------------------------------
-    def scandir(self, path: str) -> list[Entry]:
-        """A directory's entries. On file systems without d_type this costs an lstat each."""
+    def iter_dir(self, path: str) -> Iterator[Entry]:
+        """A directory's entries, streamed: a listing of a million-file inbox never has to be
+        held whole. On file systems without d_type this costs an lstat each."""
         self._read_op()
-        out = []
         with os.scandir(path) as it:
             for entry in it:
-                out.append(
-                    Entry(
-                        name=entry.name,
-                        is_regular=entry.is_file(follow_symlinks=False),
-                        is_dir=entry.is_dir(follow_symlinks=False),
-                    )
+                yield Entry(
+                    name=entry.name,
+                    is_regular=entry.is_file(follow_symlinks=False),
+                    is_dir=entry.is_dir(follow_symlinks=False),
                 )
-        return out
+
+    def scandir(self, path: str) -> list[Entry]:
+        """A (small) directory's entries: a batch directory, an archive hour."""
+        return list(self.iter_dir(path))
 
     def listdir(self, path: str) -> list[str]:
         self._read_op()
