@@ -4,6 +4,7 @@ arrival rate follows (6,000 files/s, the archiver on its schedule)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -51,7 +52,14 @@ def _ingest(root: Path, client: redis.Redis, **overrides: object) -> Ingest:
 
 
 def loader_rss_with_inbox(redis_url: str, files: int, run_s: float = 10.0) -> Measurement:
-    """Peak RSS of a loader run (for `run_s` seconds) over an inbox of `files` files."""
+    """Peak RSS of a loader run (for `run_s` seconds) over an inbox of `files` files, in a fresh
+    interpreter of its own: this process's peak already holds every earlier scenario's."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_loader_rss_with_inbox, (redis_url, files, run_s))
+
+
+def _loader_rss_with_inbox(redis_url: str, files: int, run_s: float) -> Measurement:
     root = Path(tempfile.mkdtemp(prefix="sluice-bench-rss-"))
     client = redis.Redis.from_url(redis_url)
     client.flushall()
