@@ -153,6 +153,26 @@ class Harness:
                     return
         raise AssertionError("the queue did not drain in time")
 
+    def rerun_after_redis_loss(
+        self, redis_client: Any, envelope_id: str, router: Router
+    ) -> tuple[BatchResult, list[dict[str, Any]]]:
+        """Flush Redis, wait for the crashed delivery of `envelope_id` to come back and process
+        it with `router`; returns that run and every other message on the queue (its outputs,
+        including what the crashed run had already sent)."""
+        redis_client.flushall()
+        time.sleep(1.1)  # the crashed delivery's visibility timeout (about 1 s in tests)
+        outputs: list[dict[str, Any]] = []
+        rerun = None
+        while rerun is None:
+            for message in self.receive(wait_s=1):
+                if orjson.loads(message["Body"])["id"] == envelope_id:
+                    rerun = self.process([message], router)
+                else:
+                    outputs.append(message)
+                    self.sqs.delete_message(QueueUrl=self.state_url, ReceiptHandle=message["ReceiptHandle"])
+        outputs.extend(self.drain(self.state_url))
+        return rerun, outputs
+
     def in_flight(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.state_url, AttributeNames=["All"])[
             "Attributes"

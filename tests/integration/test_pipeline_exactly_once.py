@@ -203,19 +203,8 @@ def test_crash_after_a_partial_send_then_redis_flushed_then_a_rerun_follows_the_
 
     # Redis loses everything; the original message comes back; the flaky item now succeeds
     # (this process has no SLUICE_TEST_FLAKY), yet the re-run must follow the first plan.
-    redis_client.flushall()
-    time.sleep(1.1)
-    outputs: list[dict[str, Any]] = []
-    rerun = None
-    while rerun is None:
-        for message in h.receive(wait_s=1):
-            if orjson.loads(message["Body"])["id"] == "crash-1":
-                rerun = h.process([message], flaky_router)
-            else:
-                outputs.append(message)
-                h.sqs.delete_message(QueueUrl=h.state_url, ReceiptHandle=message["ReceiptHandle"])
+    rerun, outputs = h.rerun_after_redis_loss(redis_client, "crash-1", flaky_router)
     assert rerun.followed_plans == 1 and rerun.failed_message_ids == []
-    outputs.extend(h.drain(h.state_url))
 
     sent = {(orjson.loads(m["Body"])["id"], hashlib.sha256(m["Body"].encode()).hexdigest()) for m in outputs}
     assert sent == {(o.id, o.sha256) for o in queued}  # the first plan's outputs, nothing else

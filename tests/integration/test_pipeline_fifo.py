@@ -137,21 +137,10 @@ def test_crash_mid_run_then_rerun_sends_exactly_the_first_plan(
     queued = [o for o in plan.outputs if o.kind is OutputKind.NEXT]
     assert len(queued) == 4  # c1 c1 | c2 | c1 c1 | c1: groups never mixed, 2 items at most
 
-    redis_client.flushall()
-    time.sleep(1.1)
     from runtime.examples.hello import router as hello
 
-    outputs: list[dict[str, Any]] = []
-    rerun = None
-    while rerun is None:
-        for message in h.receive(wait_s=1):
-            if orjson.loads(message["Body"])["id"] == "fifo-crash":
-                rerun = h.process([message], hello)
-            else:
-                outputs.append(message)
-                h.sqs.delete_message(QueueUrl=h.state_url, ReceiptHandle=message["ReceiptHandle"])
+    rerun, outputs = h.rerun_after_redis_loss(redis_client, "fifo-crash", hello)
     assert rerun.followed_plans == 1 and rerun.failed_message_ids == []
-    outputs.extend(h.drain(h.state_url))
     sent = {(orjson.loads(m["Body"])["id"], hashlib.sha256(m["Body"].encode()).hexdigest()) for m in outputs}
     assert sent == {(o.id, o.sha256) for o in queued}
     groups = [m["Attributes"]["MessageGroupId"] for m in outputs]
