@@ -9,7 +9,7 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.stage import SluiceStage
-from tests.unit.test_stacks_stateful import build_stage
+from tests.stacks_support import build_stage
 
 
 def with_nag(stage: SluiceStage) -> cdk.App:

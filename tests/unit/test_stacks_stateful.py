@@ -4,44 +4,14 @@ bundling is skipped."""
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from stacks.config import load_environment
 from stacks.stage import SluiceStage
-
-ROOT = Path(__file__).resolve().parents[2]
-CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
-
-
-def build_stage(env: str, overrides: dict[str, Any] | None = None) -> SluiceStage:
-    """One environment's stage from cdk.json's context, with `overrides` merged into its block."""
-    context = copy.deepcopy(CDK_CONTEXT)
-    block = context["sluice"]["environments"][env]
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict):
-            block.setdefault(section, {}).update(values)
-        else:
-            block[section] = values
-    app = cdk.App(context={**context, "aws:cdk:bundling-stacks": []})
-    config = load_environment(context["sluice"], env)
-    return SluiceStage(app, config.prefix, config=config, env=cdk.Environment())
-
-
-@pytest.fixture(scope="module")
-def dev() -> SluiceStage:
-    return build_stage("dev")
-
-
-@pytest.fixture(scope="module")
-def prod() -> SluiceStage:
-    return build_stage("prod")
+from tests.stacks_support import build_stage
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from stacks.functions import (
     code_asset,
 )
 from stacks.stage import SluiceStage
-from tests.unit.test_stacks_stateful import build_stage
+from tests.stacks_support import build_stage
 
 HANDLERS = {
     "loader": "runtime.handlers.loader.handler",
@@ -37,16 +37,6 @@ HANDLERS = {
 }
 INGEST = ("loader", "checker", "archiver")
 ROUTERS = ("router", "fifo-router")
-
-
-@pytest.fixture(scope="module")
-def dev() -> SluiceStage:
-    return build_stage("dev")
-
-
-@pytest.fixture(scope="module")
-def prod() -> SluiceStage:
-    return build_stage("prod")
 
 
 @pytest.fixture(scope="module")
