@@ -25,6 +25,7 @@ from runtime.ingest.loader import LoaderResult, run_loader
 from runtime.ingest.model import Ingest
 from runtime.ingest.sender import DiscardingSink, Sink, SqsSink
 
+LAMBDA_MAX_S = 900.0  # a benchmark invocation has Lambda's longest timeout
 # DESIGN "Defaults and names": the EFS latency model.
 EFS_READ_LATENCY_S = 0.001
 EFS_WRITE_LATENCY_S = 0.0027
@@ -60,6 +61,11 @@ class Servers:
         client.flushall()
         return client
 
+    def fresh_redis_url(self) -> str:
+        """The Redis URL, emptied first (every scenario starts from nothing)."""
+        self.redis()
+        return self.redis_url
+
     def sqs(self, meter: SqsMeter) -> Any:
         client = boto3.session.Session().client(
             "sqs", endpoint_url=self.aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
@@ -71,24 +77,41 @@ class Servers:
         return url
 
 
-def _settings(root: Path, threads: int) -> IngestSettings:
-    return IngestSettings(
-        root=str(root), settle_s=1.0, lease_s=600, deadline_margin_s=1.0, read_threads=threads
-    )
+@dataclass(frozen=True)
+class LoaderIngest:
+    """Builds a benchmark loader's `Ingest`; pickles, so helper processes build theirs with it."""
+
+    root: str
+    redis_url: str
+    threads: int
+    processes: int = 1
+    latency: bool = False  # DESIGN's EFS latency model
+    max_message_bytes: int = 1_048_576
+
+    def __call__(self, sink: Sink | None = None) -> Ingest:
+        settings = IngestSettings(
+            root=self.root,
+            settle_s=1.0,
+            lease_s=600,
+            deadline_margin_s=1.0,
+            read_threads=self.threads,
+            processes=self.processes,
+        )
+        return Ingest(
+            settings=settings,
+            max_message_bytes=self.max_message_bytes,
+            fs=LatencyFs() if self.latency else Fs(),
+            coord=Coordinator(redis.Redis.from_url(self.redis_url)),
+            sink=sink or DiscardingSink(),
+            layout=Layout(self.root),
+        )
 
 
-def _run_sluice(
-    root: Path, client: redis.Redis, sink: Sink, fs: Fs, threads: int, max_message_bytes: int
-) -> LoaderResult:
-    ingest = Ingest(
-        settings=_settings(root, threads),
-        max_message_bytes=max_message_bytes,
-        fs=fs,
-        coord=Coordinator(client),
-        sink=sink,
-        layout=Layout(str(root)),
-    )
-    return run_loader(ingest, lambda: 1e9)
+def _run_sluice(build: LoaderIngest, sink: Sink | None = None) -> LoaderResult:
+    """One loader invocation; helper processes (if any) build their `Ingest` with `build` and
+    discard what they pack."""
+    deadline = time.monotonic() + LAMBDA_MAX_S
+    return run_loader(build(sink), lambda: deadline - time.monotonic(), helper_ingest=build)
 
 
 def _fresh_share(shape: Shape) -> Path:
@@ -129,28 +152,32 @@ def sluice_through_moto(servers: Servers, shape: Shape, threads: int = 16) -> Me
     queue = servers.fresh_queue(sqs, "sluice")
     try:
         with Stopwatch() as watch:
-            result = _run_sluice(root, servers.redis(), SqsSink(sqs, queue), Fs(), threads, 1_048_576)
+            build = LoaderIngest(str(root), servers.fresh_redis_url(), threads)
+            result = _run_sluice(build, SqsSink(sqs, queue))
     finally:
         shutil.rmtree(root)
     return _from_loader(f"sluice:{shape.key}", watch, result, meter)
 
 
 def sluice_core(
-    servers: Servers, shape: Shape, *, latency: bool = False, threads: int = 16, name: str = ""
+    servers: Servers,
+    shape: Shape,
+    *,
+    latency: bool = False,
+    threads: int = 16,
+    processes: int = 1,
+    name: str = "",
 ) -> Measurement:
-    """The loader core alone: a discarding sink, so only parsing, packing, EFS and Redis count."""
+    """The loader core alone: a discarding sink, so only parsing, packing, EFS and Redis count.
+    With `processes` above 1, one invocation's processes together (start-up included)."""
     root = _fresh_share(shape)
-    fs: Fs = LatencyFs() if latency else Fs()
-    sink = DiscardingSink()
+    build = LoaderIngest(str(root), servers.fresh_redis_url(), threads, processes, latency)
     try:
         with Stopwatch() as watch:
-            result = _run_sluice(root, servers.redis(), sink, fs, threads, 1_048_576)
+            result = _run_sluice(build)
     finally:
         shutil.rmtree(root)
-    measurement = _from_loader(name or f"core:{shape.key}", watch, result, None)
-    measurement.billed_units = sink.billing_units
-    measurement.sqs_calls = sink.calls
-    return measurement
+    return _from_loader(name or f"core:{shape.key}", watch, result, None)
 
 
 def _from_loader(name: str, watch: Stopwatch, result: LoaderResult, meter: SqsMeter | None) -> Measurement:
@@ -170,5 +197,6 @@ def _from_loader(name: str, watch: Stopwatch, result: LoaderResult, meter: SqsMe
             "efs_ops_per_file": round(result.efs_ops / files, 2) if files else 0.0,
             "efs_read_ops": result.efs_read_ops,
             "efs_write_ops": result.efs_write_ops,
+            "processes": len(result.files_per_process),
         },
     )

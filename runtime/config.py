@@ -59,6 +59,9 @@ class IngestSettings(Section):
     batch_max_files: int = Field(2000, ge=1)
     # EFS answers each operation in ~1-3 ms: ~6,000 files/s per loader needs ~50 in flight.
     read_threads: int = Field(64, ge=1, le=256)
+    # Processes per loader invocation, each loading a disjoint share of the inbox: one per vCPU
+    # the function's memory buys (Lambda: 1,769 MB per vCPU).
+    processes: int = Field(1, ge=1, le=6)
     resend_horizon_s: int = Field(86_400, ge=1)
     max_crash_runs: int = Field(3, ge=1)
     archive_after_s: int = Field(420, ge=0)

@@ -14,6 +14,7 @@ from runtime.ingest.model import Header, Ingest, Member
 from runtime.ingest.moves import quarantine, rename_checked
 from runtime.ingest.parallel import WorkerPool, parallel_map
 from runtime.ingest.parse import NOT_REGULAR_FILE
+from runtime.ingest.processes import EVERYTHING, Share
 from runtime.kill import kill_point
 
 OLDEST_SLICE_FACTOR = 4
@@ -32,7 +33,8 @@ class Candidate:
 
 
 class InboxListing:
-    """The oldest names of the inbox as last listed, minus what this loader has examined since.
+    """The oldest names of the inbox as last listed (those in this process's `share`), minus
+    what this loader has examined since.
 
     Listing a large inbox for every batch would cost more than the claims; the listing is
     refreshed once fewer than a batch of unexamined names remain, or after the settle time
@@ -42,8 +44,9 @@ class InboxListing:
     since simply vanishes at its settle check.
     """
 
-    def __init__(self, ingest: Ingest) -> None:
+    def __init__(self, ingest: Ingest, share: Share = EVERYTHING) -> None:
         self._ingest = ingest
+        self._share = share
         self._remaining: list[Candidate] = []
         self._listed_at = float("-inf")
 
@@ -55,6 +58,8 @@ class InboxListing:
     def _candidates(self) -> Iterator[Candidate]:
         skipped = 0
         for entry in self._ingest.fs.iter_dir(self._ingest.layout.inbox):
+            if not self._share.holds(entry.name):
+                continue  # another process of this invocation loads (or skips) it
             if entry.is_dir or is_temporary_name(entry.name):
                 skipped += 1
                 continue

@@ -2,7 +2,9 @@
 claimable — resumable batches first, then new claims — and report what it did.
 
 `run_loader` is the one entry point (the Lambda handler and the benchmarks call it); every
-client it uses is injected through `Ingest`.
+client it uses is injected through `Ingest`. With `ingest.processes` above 1 it loads one share
+of the inbox itself and the others in helper processes (`processes.py`), each building its own
+clients with the picklable factory the caller passes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import orjson
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
-from runtime.errors import LeaseLost, TransientError
+from runtime.errors import ConfigError, LeaseLost, TransientError
 from runtime.ingest.batch import BatchRun, OutOfTime
 from runtime.ingest.claim import (
     InboxListing,
@@ -33,10 +35,14 @@ from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
+from runtime.ingest.processes import EVERYTHING, Share, run_shares
 from runtime.ingest.sender import SendRejected
 from runtime.observability import logger, metrics
 
 RemainingSeconds = Callable[[], float]
+# Builds a helper process's `Ingest` (its own clients); pickled to the helper, so a module-level
+# function or a picklable object.
+IngestFactory = Callable[[], Ingest]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,24 @@ class LoaderResult:
     sqs_calls: int
     billing_units: int
     elapsed_s: float
+    files_per_process: tuple[int, ...] = ()
+
+    @classmethod
+    def combined(cls, results: list[LoaderResult], elapsed_s: float) -> LoaderResult:
+        """One invocation's result from its processes' results."""
+        counters: dict[str, int] = {}
+        for result in results:
+            for name, value in result.counters.items():
+                counters[name] = counters.get(name, 0) + value
+        return cls(
+            counters=counters,
+            efs_read_ops=sum(r.efs_read_ops for r in results),
+            efs_write_ops=sum(r.efs_write_ops for r in results),
+            sqs_calls=sum(r.sqs_calls for r in results),
+            billing_units=sum(r.billing_units for r in results),
+            elapsed_s=elapsed_s,
+            files_per_process=tuple(r.counters.get("files", 0) for r in results),
+        )
 
     @property
     def efs_ops(self) -> int:
@@ -61,19 +85,59 @@ class LoaderResult:
             "sqs_calls": self.sqs_calls,
             "billing_units": self.billing_units,
             "elapsed_s": round(self.elapsed_s, 3),
+            "files_per_process": list(self.files_per_process),
         }
 
 
-def run_loader(ingest: Ingest, remaining_s: RemainingSeconds) -> LoaderResult:
+def run_loader(
+    ingest: Ingest, remaining_s: RemainingSeconds, *, helper_ingest: IngestFactory | None = None
+) -> LoaderResult:
     """Load until `remaining_s()` falls to the deadline margin or nothing is claimable.
-    Every thread it starts is joined before it returns."""
+    With `ingest.settings.processes` above 1, `helper_ingest` (picklable) builds each helper
+    process's `Ingest`. Every thread and process it starts is gone before it returns."""
+    processes = ingest.settings.processes
+    if processes == 1:
+        result = load_share(ingest, remaining_s, EVERYTHING)
+    elif helper_ingest is None:
+        raise ConfigError(f"ingest.processes is {processes}: say how helper processes build their clients")
+    else:
+        started = time.monotonic()
+        deadline = started + remaining_s()
+        results = run_shares(
+            processes,
+            lambda share: load_share(ingest, remaining_s, share),
+            HelperLoader(helper_ingest, deadline),
+            # Helpers stop at the deadline margin like this process; past half of it they
+            # are killed, so the invocation still ends in time (their leases expire).
+            deadline - ingest.settings.deadline_margin_s / 2,
+        )
+        result = LoaderResult.combined(results, time.monotonic() - started)
+    _emit_metrics(result)
+    return result
+
+
+@dataclass(frozen=True)
+class HelperLoader:
+    """A helper process's loader (pickled to it): its own clients, the invocation's deadline
+    (CLOCK_MONOTONIC is one clock for every process on the machine)."""
+
+    build: IngestFactory
+    deadline: float
+
+    def __call__(self, share: Share) -> LoaderResult:
+        logger.append_keys(loader_share=f"{share.index}/{share.count}")
+        return load_share(self.build(), lambda: self.deadline - time.monotonic(), share)
+
+
+def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> LoaderResult:
+    """One process's loop over the inbox names in `share`."""
     started = time.monotonic()
     ops_before = (ingest.fs.ops.reads, ingest.fs.ops.writes)
     calls_before, units_before = ingest.sink.calls, ingest.sink.billing_units
     ensure_layout(ingest)
     threads = ingest.settings.read_threads
     pool = WorkerPool(threads) if threads > 1 else None
-    listing = InboxListing(ingest)
+    listing = InboxListing(ingest, share)
     try:
         while remaining_s() > ingest.settings.deadline_margin_s and _one_batch(
             ingest, pool, listing, remaining_s
@@ -82,16 +146,16 @@ def run_loader(ingest: Ingest, remaining_s: RemainingSeconds) -> LoaderResult:
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    result = LoaderResult(
-        counters=ingest.counters.as_dict(),
+    counters = ingest.counters.as_dict()
+    return LoaderResult(
+        counters=counters,
         efs_read_ops=ingest.fs.ops.reads - ops_before[0],
         efs_write_ops=ingest.fs.ops.writes - ops_before[1],
         sqs_calls=ingest.sink.calls - calls_before,
         billing_units=ingest.sink.billing_units - units_before,
         elapsed_s=time.monotonic() - started,
+        files_per_process=(counters["files"],),
     )
-    _emit_metrics(result)
-    return result
 
 
 def _emit_metrics(result: LoaderResult) -> None:

@@ -4,7 +4,7 @@ path; tests and benchmarks build `Ingest` themselves with the clients they want)
 from __future__ import annotations
 
 from runtime import clients
-from runtime.config import Settings
+from runtime.config import Settings, get_settings
 from runtime.errors import ConfigError
 from runtime.ingest.coord import Coordinator
 from runtime.ingest.fs import Fs
@@ -36,6 +36,12 @@ def ingest_from_settings(settings: Settings, *, with_sink: bool = True) -> Inges
         sink=sink,
         layout=Layout(ingest.root),
     )
+
+
+def ingest_from_environment() -> Ingest:
+    """A loader helper process's `Ingest`: settings from the environment it inherited, its own
+    clients (module-level, so it pickles to a spawned process by name)."""
+    return ingest_from_settings(get_settings())
 
 
 class _NoSink:

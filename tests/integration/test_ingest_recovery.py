@@ -28,7 +28,9 @@ from runtime.ingest.loader import halt_batch, resume
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.kill import KILLED_EXIT_CODE
 from tests.fixtures.ingest import (
+    client_is_tidy,
     drain,
+    expire_leases,
     forever,
     handler_environment,
     make_ingest,
@@ -55,12 +57,6 @@ def corpus(root: Path) -> set[str]:
     expected = write_corpus(root, files=8, records_per_file=25)
     write_file(root, BAD_FILE, b'# junk\n{"a": tru}')
     return expected
-
-
-def expire_leases(client: redis.Redis) -> None:
-    """DESIGN: expire a lease by rewriting its score, never by waiting."""
-    for batch in client.zrange(keys.PROCESSING, 0, -1):
-        client.zadd(keys.PROCESSING, {batch: 0})
 
 
 def age_claimed(root: Path, seconds: float) -> None:
@@ -158,10 +154,6 @@ def test_kill_at_each_step_then_resume(
     assert orjson.loads(reason.read_bytes())["code"] == "invalid_json"
     assert len(list((tmp_path / "rejected").glob(f"*/{BAD_FILE}*"))) == 2, "one file, one reason"
     assert client_is_tidy(redis_client)
-
-
-def client_is_tidy(client: redis.Redis) -> bool:
-    return client.zcard(keys.PROCESSING) == 0 and client.zcard(keys.RESUMABLE) == 0
 
 
 def _claim(ingest: Ingest, token: str) -> Any:
