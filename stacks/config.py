@@ -48,6 +48,11 @@ LOG_RETENTION_DAYS = (
 SQS_MAX_RECEIVE_COUNT = 1000
 LAMBDA_MAX_TIMEOUT_S = 900
 SQS_MAX_VISIBILITY_S = 43_200
+# Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU, and its maximum
+# memory, 10,240 MB, is documented as six.
+LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_MAX_MEMORY_MB = 10_240
+LAMBDA_MAX_VCPUS = 6
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
@@ -118,6 +123,17 @@ class IngestConfig(Frozen):
     batch_max_files: int = Field(2000, ge=1, le=100_000)
     # EFS answers each operation in ~1-3 ms: ~6,000 files/s per loader needs ~50 in flight.
     read_threads: int = Field(64, ge=1, le=256)
+    # A CPython loader is bound by one core (the GIL), so more processes help only as far as the
+    # function's memory buys vCPUs: Lambda gives one per 1,769 MB (checked at synth).
+    processes: int = Field(
+        1, ge=1, le=6, description="processes per loader run, each loading a disjoint share of the inbox"
+    )
+    loader_memory_mb: int = Field(
+        LAMBDA_MB_PER_VCPU,
+        ge=128,
+        le=LAMBDA_MAX_MEMORY_MB,
+        description="the loader function's memory; 1,769 MB buys one full vCPU for a CPU-bound loader",
+    )
     resend_horizon_s: int = Field(86_400, ge=60)
     max_crash_runs: int = Field(3, ge=1, le=100)
     archive_retention_days: int | None = Field(None, ge=1)

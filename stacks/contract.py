@@ -59,6 +59,7 @@ def ingest_settings(config: EnvironmentConfig, resources: Resources) -> IngestSe
         deadline_margin_s=ingest.deadline_margin_s,
         batch_max_files=ingest.batch_max_files,
         read_threads=ingest.read_threads,
+        processes=ingest.processes,
         resend_horizon_s=ingest.resend_horizon_s,
         max_crash_runs=ingest.max_crash_runs,
         # DESIGN step 8: a committed batch is archived once no loader that could still hold it

@@ -55,17 +55,25 @@ class IngestConstruct(Construct):
         self.target_queue: sqs.IQueue = (
             stateful.state_queue if ingest.target == "standard" else stateful.fifo_queue
         )
+        # Only the loader is CPU-bound (decoding and packing records); the checker and archiver
+        # mostly wait on EFS and Redis, so they keep the functions' default memory (None).
         specs = {
             "loader": (
                 ingest.loader_timeout_s,
                 ingest.loader_schedule,
                 "claims settled inbox files and sends them",
+                ingest.loader_memory_mb,
             ),
-            "checker": (ingest.checker_timeout_s, ingest.checker_schedule, "hands expired claims back"),
-            "archiver": (ingest.archiver_timeout_s, ingest.archiver_schedule, "archives committed batches"),
+            "checker": (ingest.checker_timeout_s, ingest.checker_schedule, "hands expired claims back", None),
+            "archiver": (
+                ingest.archiver_timeout_s,
+                ingest.archiver_schedule,
+                "archives committed batches",
+                None,
+            ),
         }
         self.functions: dict[str, lambda_.Function] = {}
-        for name, (timeout_s, schedule, does) in specs.items():
+        for name, (timeout_s, schedule, does, memory_mb) in specs.items():
             function = factory.create(
                 self,
                 FunctionSpec(
@@ -74,6 +82,7 @@ class IngestConstruct(Construct):
                     timeout_s=timeout_s,
                     description=f"sluice ingest {name}: {does}",
                     mount_efs=True,
+                    memory_mb=memory_mb,
                     sections=frozenset({"ingest"}),
                 ),
             )

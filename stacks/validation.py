@@ -10,7 +10,7 @@ import importlib.util
 import re
 
 from runtime.errors import ConfigError
-from stacks.config import EnvironmentConfig
+from stacks.config import LAMBDA_MAX_MEMORY_MB, LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU, EnvironmentConfig
 
 SQS_STANDARD_MAX_BATCH_WITHOUT_WINDOW = 10
 # `transit_encryption_mode: required` and the parameter family naming need Redis 7 or later.
@@ -94,5 +94,29 @@ def _router_ships(config: EnvironmentConfig) -> str | None:
     return None
 
 
+def lambda_vcpus(memory_mb: int) -> int:
+    """Whole vCPUs a function of `memory_mb` gets: one per 1,769 MB, and the documented six at
+    the 10,240 MB maximum (where the proportional share, 5.8, would leave six processes unreachable)."""
+    if memory_mb >= LAMBDA_MAX_MEMORY_MB:
+        return LAMBDA_MAX_VCPUS
+    return max(1, memory_mb // LAMBDA_MB_PER_VCPU)
+
+
+def _loader_processes_have_vcpus(config: EnvironmentConfig) -> str | None:
+    ingest = config.ingest
+    # Each loader process is CPU-bound on its own core; processes beyond the vCPUs Lambda gives
+    # the function's memory would only time-slice one another (and pay for the extra spawns).
+    vcpus = lambda_vcpus(ingest.loader_memory_mb)
+    if ingest.processes > vcpus:
+        needed = min(ingest.processes * LAMBDA_MB_PER_VCPU, LAMBDA_MAX_MEMORY_MB)
+        return (
+            f"ingest.processes: {ingest.processes} needs ingest.loader_memory_mb >= {needed} "
+            f"(Lambda gives one vCPU per {LAMBDA_MB_PER_VCPU:,} MB; {ingest.loader_memory_mb} MB "
+            f"buys {vcpus})"
+        )
+    return None
+
+
 _CHECKS = (_batch_needs_window, _redis_engine, _schedules, _dlq_outlives_its_queue)
-_DEPLOY_CHECKS = (_router_ships,)
+# The local runtime runs on a laptop, not Lambda: its cores have nothing to do with memory_mb.
+_DEPLOY_CHECKS = (_router_ships, _loader_processes_have_vcpus)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from runtime.errors import ConfigError
-from stacks.config import SQS_MAX_RECEIVE_COUNT, environment_names, load_environment
+from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig, environment_names, load_environment
 from stacks.validation import validate_for_synth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +63,19 @@ def test_differences_that_matter_between_dev_and_prod() -> None:
     assert (dev.retain_data, prod.retain_data) == (False, True)
     assert (dev.termination_protection, prod.termination_protection) == (False, True)
     assert dev.functions.log_retention_days < prod.functions.log_retention_days
+
+
+def test_prod_and_staging_loaders_run_two_processes_on_two_vcpus() -> None:
+    dev = load_environment(CONTEXT, "dev").ingest
+    assert (dev.processes, dev.loader_memory_mb) == (1, 1769)
+    for env in ("staging", "prod"):
+        ingest = load_environment(CONTEXT, env).ingest
+        assert (ingest.processes, ingest.loader_memory_mb) == (2, 3538)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_local_runtime_loads_on_one_process(env: str) -> None:
+    assert load_environment(CONTEXT, env, local=True).ingest.processes == 1
 
 
 def test_unknown_environment_is_named_with_the_known_ones() -> None:
@@ -189,3 +202,33 @@ def test_the_router_must_ship_with_the_functions(router: str, problem: str) -> N
     config = load_environment(with_block("dev", {"pipeline": {"router": router}}), "dev")
     with pytest.raises(ConfigError, match=rf"pipeline\.router: .*{problem}"):
         validate_for_synth(config)
+
+
+def loader_sized(processes: int, memory_mb: int) -> EnvironmentConfig:
+    return load_environment(
+        with_block("dev", {"ingest": {"processes": processes, "loader_memory_mb": memory_mb}}), "dev"
+    )
+
+
+@pytest.mark.parametrize(
+    ("processes", "memory_mb", "needed"),
+    [(3, 3538, 5307), (2, 3537, 3538), (2, 1769, 3538), (2, 1024, 3538), (6, 10_239, 10_240)],
+)
+def test_loader_processes_beyond_the_memorys_vcpus_fail_synth(
+    processes: int, memory_mb: int, needed: int
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_for_synth(loader_sized(processes, memory_mb))
+    assert (
+        f"ingest.processes: {processes} needs ingest.loader_memory_mb >= {needed} "
+        "(Lambda gives one vCPU per 1,769 MB" in str(caught.value)
+    )
+
+
+@pytest.mark.parametrize(("processes", "memory_mb"), [(2, 3538), (1, 128), (1, 1769), (6, 10_240), (3, 5307)])
+def test_loader_processes_within_the_memorys_vcpus_pass_synth(processes: int, memory_mb: int) -> None:
+    validate_for_synth(loader_sized(processes, memory_mb))
+
+
+def test_the_local_runtime_is_not_held_to_lambdas_vcpus() -> None:
+    validate_for_synth(loader_sized(3, 3538), deployed=False)

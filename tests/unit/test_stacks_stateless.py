@@ -142,6 +142,21 @@ def test_routers_do_not_mount_efs(dev_t: Template, name: str) -> None:
     assert "FileSystemConfigs" not in function(dev_t, name)[1]
 
 
+@pytest.mark.parametrize(("stage_t", "memory_mb", "processes"), [("dev_t", 1769, "1"), ("prod_t", 3538, "2")])
+def test_the_loader_gets_the_memory_its_processes_need(
+    request: pytest.FixtureRequest, stage_t: str, memory_mb: int, processes: str
+) -> None:
+    template: Template = request.getfixturevalue(stage_t)
+    _, loader = function(template, "loader")
+    assert loader["MemorySize"] == memory_mb
+    assert loader["Environment"]["Variables"]["SLUICE_INGEST__PROCESSES"] == processes
+    # The checker and archiver wait on EFS and Redis, not the CPU: they keep the default.
+    for name in ("checker", "archiver"):
+        _, props = function(template, name)
+        assert props["MemorySize"] == 1024
+        assert props["Environment"]["Variables"]["SLUICE_INGEST__PROCESSES"] == processes
+
+
 # -- the environment contract ---------------------------------------------------------------------
 
 
