@@ -54,7 +54,7 @@ class Header:
             {
                 "v": HEADER_VERSION,
                 "batch": self.batch,
-                "files": [{"name": m.name, "size": m.size, "mtime_ns": m.mtime_ns} for m in self.members],
+                "files": self.members,  # orjson writes each Member as {"name", "size", "mtime_ns"}
                 "packing": {
                     "max_message_bytes": self.packing.max_message_bytes,
                     "projection": {k: list(v) for k, v in self.packing.projection.items()},
