@@ -19,6 +19,7 @@ from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from runtime.errors import ConfigError
 from stacks.config import environment_names, load_environment
 from stacks.stage import SluiceStage
+from stacks.validation import validate_for_synth
 
 
 def main() -> None:
@@ -28,6 +29,8 @@ def main() -> None:
     names = [requested] if requested else environment_names(context)
     try:
         configs = [load_environment(context, name) for name in names]
+        for config in configs:
+            validate_for_synth(config)  # the stages check again; here a failure reads cleanly
     except ConfigError as exc:
         sys.exit(f"cdk synth: {exc}")
     # Account and region come from the usual CDK variables (the CLI sets them from the
