@@ -133,11 +133,22 @@ def test_old_redis_engine_is_refused_at_synth() -> None:
         validate_for_synth(config)
 
 
-def test_cdk_synth_of_an_unknown_env_fails_with_its_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "block", "message"),
+    [
+        ("qa", {}, "unknown environment 'qa'"),  # fails at load; the next at a synth check
+        ("prod", {"ingest": {"processes": 3}}, "ingest.processes: 3 needs ingest.loader_memory_mb"),
+    ],
+)
+def test_cdk_synth_of_a_bad_env_fails_with_one_clean_line(
+    tmp_path: Path, env: str, block: dict[str, Any], message: str
+) -> None:
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    if block:
+        context["sluice"] = with_block(env, block)
     environ = {
         **os.environ,
-        "CDK_CONTEXT_JSON": json.dumps({**context, "env": "qa"}),
+        "CDK_CONTEXT_JSON": json.dumps({**context, "env": env}),
         "CDK_OUTDIR": str(tmp_path),
     }
     result = subprocess.run(
@@ -150,7 +161,7 @@ def test_cdk_synth_of_an_unknown_env_fails_with_its_name(tmp_path: Path) -> None
         check=False,
     )
     assert result.returncode != 0
-    assert "unknown environment 'qa'" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
