@@ -16,7 +16,7 @@ import bisect
 import hashlib
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -126,6 +126,11 @@ class ItemEncoder:
 
     def finish(self, id_prefix: bytes, index: int, state_json: bytes) -> bytes:
         return b"%b%d%b%b}" % (id_prefix, index, self._middle, state_json)
+
+    def finish_all(self, id_prefix: bytes, states: Iterable[bytes]) -> list[bytes]:
+        """`finish` for states numbered from 0, in one comprehension (no call per item)."""
+        middle = self._middle
+        return [b"%b%d%b%b}" % (id_prefix, index, middle, state) for index, state in enumerate(states)]
 
 
 def _envelope_prefix(envelope_id: str, parent: str | None) -> bytes:
@@ -373,7 +378,12 @@ class EnvelopePacker:
         return self._close() if self._items else None
 
     def _close(self) -> PackedPart:
-        body = self._prefix + b",".join(self._items) + _ENVELOPE_SUFFIX
+        # One join, one buffer: a part is up to 1 MiB, and every fresh buffer of that size
+        # costs its page faults again (prefix + join + suffix would make three).
+        items = self._items
+        items[0] = self._prefix + items[0]
+        items[-1] = items[-1] + _ENVELOPE_SUFFIX
+        body = b",".join(items)
         part = PackedPart(
             index=self._index,
             id=self._make_id(self._index),
