@@ -254,10 +254,11 @@ def file_items(
         )
     except orjson.JSONEncodeError as exc:
         raise RejectedFile(INVALID_ENCODING, f"a record cannot be encoded: {exc}") from None
-    largest = max(items, key=len)
-    if len(largest) > max_item_bytes:
+    sizes = list(map(len, items))
+    largest = max(sizes)
+    if largest > max_item_bytes:
         raise RejectedFile(
             RECORD_TOO_LARGE,
-            f"record {items.index(largest)} encodes to {len(largest)} bytes; a part holds {max_item_bytes}",
+            f"record {sizes.index(largest)} encodes to {largest} bytes; a part holds {max_item_bytes}",
         )
     return items
