@@ -17,7 +17,14 @@ from rich.console import Console
 from bench.archiver import archiver_with_latency
 from bench.end_to_end import through_local_runtime
 from bench.footprint import loader_rss_with_inbox, redis_bytes_per_batch
-from bench.loaders import Servers, Shape, baseline_through_moto, sluice_core, sluice_through_moto
+from bench.loaders import (
+    Servers,
+    Shape,
+    baseline_through_moto,
+    sluice_core,
+    sluice_through_moto,
+    syscall_floor,
+)
 from bench.measure import (
     PRICE_REGION,
     SQS_FIFO_PER_MILLION_UNITS,
@@ -27,9 +34,11 @@ from bench.measure import (
 from bench.report import print_table, write_chart, write_json
 from bench.router import router_alone
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
+from runtime.config import IngestSettings
 
 ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
 E2E_RATE = 6000.0  # records/s the writer simulator produces in the end-to-end scenario
+READ_THREADS = IngestSettings.model_fields["read_threads"].default  # what the loader ships with
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,9 @@ class Sizes:
     @classmethod
     def for_run(cls, quick: bool, scale: float = 1.0) -> Sizes:
         base = (
-            (200, 4, 2_000, 40, 10_000, 500, 2_000, 3, 2_000, 50_000, 10)
+            (200, 4, 2_000, 40, 10_000, 500, 6_000, 3, 2_000, 50_000, 10)
             if quick
-            else (2_000, 30, 20_000, 400, 100_000, 3_000, 12_000, 20, 12_000, 1_000_000, 60)
+            else (2_000, 30, 20_000, 400, 100_000, 3_000, 48_000, 20, 12_000, 1_000_000, 60)
         )
         return cls(*(max(1, round(n * scale)) for n in base))
 
@@ -81,10 +90,23 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             sluice_through_moto(s, Shape("one_record", sizes.sluice_one, 1)),
             sluice_through_moto(s, Shape("hundred_records", sizes.sluice_hundred, 100)),
         ]
-        core_one = sluice_core(s, Shape("one_record", sizes.core_one, 1))
+        one_record = Shape("one_record", sizes.core_one, 1)
+        latency_shape = Shape("one_record", sizes.core_latency, 1)
+        floor = syscall_floor(one_record)
+        core_one = sluice_core(s, one_record)
+        core_one_two = sluice_core(s, one_record, processes=2, name="core:one_record:2_processes")
         core_hundred = sluice_core(s, Shape("hundred_records", sizes.core_hundred, 100))
+        # The shipped loader: READ_THREADS threads a process; prod and staging run 2 processes.
         core_latency = sluice_core(
-            s, Shape("one_record", sizes.core_latency, 1), latency=True, threads=128, name="core:efs_latency"
+            s,
+            latency_shape,
+            latency=True,
+            threads=READ_THREADS,
+            processes=2,
+            name="core:efs_latency:2_processes",
+        )
+        core_latency_one = sluice_core(
+            s, latency_shape, latency=True, threads=READ_THREADS, name="core:efs_latency:1_process"
         )
         router = router_alone(s.redis_url, None, sizes.router_batches)
         router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
@@ -95,9 +117,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     measurements = [
         *baseline,
         *sluice,
+        floor,
         core_one,
+        core_one_two,
         core_hundred,
         core_latency,
+        core_latency_one,
         router,
         router_server,
         archiver,
@@ -111,6 +136,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ),
         "records_per_s_hundred_records": _ratio(sluice[1].records_per_s, baseline[1].records_per_s),
         "archiver_vs_arrival": _ratio(archiver.files_per_s, ARRIVAL_FILES_PER_S),
+        "loader_core_vs_syscall_floor": _ratio(core_one.files_per_s, floor.files_per_s),
+        "efs_latency_2_processes_vs_1": _ratio(core_latency.files_per_s, core_latency_one.files_per_s),
     }
     print_table(measurements, ratios, console)
     results: dict[str, Any] = {
@@ -123,8 +150,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "scenarios": {m.name: m.as_dict() for m in measurements},
         "loader_core": {
             "one_record": core_one.as_dict(),
+            "one_record_2_processes": core_one_two.as_dict(),
+            "syscall_floor_one_record": floor.as_dict(),
             "hundred_records": core_hundred.as_dict(),
+            # Per invocation: the shipped prod loader (2 processes, start-up included).
             "efs_latency": core_latency.as_dict(),
+            "efs_latency_1_process": core_latency_one.as_dict(),
         },
         "loader": {
             "efs_ops_per_file": sluice[0].extra["efs_ops_per_file"],

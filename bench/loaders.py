@@ -3,6 +3,7 @@ alone (discarding sink; warm page cache, and with DESIGN's EFS latency model).""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -119,6 +120,7 @@ def _fresh_share(shape: Shape) -> Path:
     write_inbox(
         root, files=shape.files, records_per_file=shape.records_per_file, record_bytes=shape.record_bytes
     )
+    os.sync()  # the inbox's write-back happens now, not during the measurement
     return root
 
 
@@ -178,6 +180,30 @@ def sluice_core(
     finally:
         shutil.rmtree(root)
     return _from_loader(name or f"core:{shape.key}", watch, result, None)
+
+
+def syscall_floor(shape: Shape) -> Measurement:
+    """What this file system allows at best: the operations DESIGN requires per file (open +
+    fstat + read + close to settle, one rename to claim, a stat after it) in a tight loop with
+    nothing else. A loader core on the same disk can approach this, never pass it."""
+    root = _fresh_share(shape)
+    inbox, claimed = root / "inbox", root / "claimed"
+    claimed.mkdir()
+    names = sorted(os.listdir(inbox))
+    try:
+        with Stopwatch() as watch:
+            for name in names:
+                fd = os.open(f"{inbox}/{name}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    os.pread(fd, os.fstat(fd).st_size, 0)
+                finally:
+                    os.close(fd)
+                os.rename(f"{inbox}/{name}", f"{claimed}/{name}")
+                os.stat(f"{claimed}/{name}", follow_symlinks=False)
+    finally:
+        shutil.rmtree(root)
+    files = len(names)
+    return Measurement(f"floor:{shape.key}", watch.seconds, files, files * shape.records_per_file)
 
 
 def _from_loader(name: str, watch: Stopwatch, result: LoaderResult, meter: SqsMeter | None) -> Measurement:

@@ -31,6 +31,9 @@ def test_quick_benchmark_writes_results_and_chart(
     for path in (
         ("loader_core", "one_record", "files_per_s"),
         ("loader_core", "hundred_records", "records_per_s"),
+        ("loader_core", "efs_latency", "files_per_s"),
+        ("loader_core", "syscall_floor_one_record", "files_per_s"),
+        ("ratios", "loader_core_vs_syscall_floor"),
         ("router", "transitions_per_s"),
         ("ratios", "records_per_s"),
         ("ratios", "billed_units_per_record"),
@@ -39,4 +42,5 @@ def test_quick_benchmark_writes_results_and_chart(
         for key in path:
             node = node[key]
         assert isinstance(node, float | int) and node > 0, path
+    assert results["loader_core"]["efs_latency"]["processes"] == 2, "the shipped prod loader: 2 processes"
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
