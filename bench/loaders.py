@@ -203,7 +203,13 @@ def syscall_floor(shape: Shape) -> Measurement:
     finally:
         shutil.rmtree(root)
     files = len(names)
-    return Measurement(f"floor:{shape.key}", watch.seconds, files, files * shape.records_per_file)
+    return Measurement(
+        f"floor:{shape.key}",
+        watch.seconds,
+        files,
+        files * shape.records_per_file,
+        peak_rss_mb=watch.peak_rss_mb,
+    )
 
 
 def _from_loader(name: str, watch: Stopwatch, result: LoaderResult, meter: SqsMeter | None) -> Measurement:

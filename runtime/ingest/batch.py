@@ -86,17 +86,19 @@ class BatchRun:
         # A record must fit alone in any part of the batch, whatever its number's width, so
         # that whether it is "too large" never depends on where it lands.
         item_limit = packing.max_message_bytes - codec.envelope_overhead(self._part_id(LARGEST_PART_NUMBER))
-        for read in self._reads():
-            self._keep_lease()
-            items = self._items(read, project, encoder, item_limit)
-            if items is None:
-                continue
-            self._file_starts.append(self._records_seen)
-            self._file_indexes.append(read.index)
-            for closed in packer.add_many(items, self._records_seen):
-                self._on_part(closed)
-            self._records_seen += len(items)
-            self.ingest.counters.add("files")
+        try:
+            for read in self._reads():
+                self._keep_lease()
+                items = self._items(read, project, encoder, item_limit)
+                if items is None:
+                    continue
+                self._file_starts.append(self._records_seen)
+                self._file_indexes.append(read.index)
+                for closed in packer.add_many(items, self._records_seen):
+                    self._on_part(closed)
+                self._records_seen += len(items)
+        finally:
+            self.ingest.counters.add("files", len(self._file_starts))  # once, not a lock per file
         final = packer.flush()
         if final is not None:
             self._on_part(final)

@@ -39,13 +39,7 @@ class FileStat(NamedTuple):
 
 
 def _file_stat(st: os.stat_result) -> FileStat:
-    return FileStat(
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        nlink=st.st_nlink,
-        ino=st.st_ino,
-        is_regular=stat.S_ISREG(st.st_mode),
-    )
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_nlink, st.st_ino, stat.S_ISREG(st.st_mode))
 
 
 class OpCounter:
