@@ -8,6 +8,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from runtime.ingest.fs import Entry, FileStat, is_temporary_name
@@ -185,6 +186,41 @@ def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListin
                     preread_bytes += len(data)
     listing.examined(examined)
     return Selection(settled, specials, preread)
+
+
+class Selections:
+    """Settle checks one batch ahead, on EFS: once a batch is claimed, the next selection is
+    made on a background thread while this batch is parsed, sent and committed, so the settle
+    checks' round trips overlap the commit's. On a local cache (operations that do not wait)
+    it would only contend for the GIL with the parser: selections are made in line there.
+
+    A selection made ahead may be stale by the time it is claimed; the claim already copes
+    (a file taken meanwhile vanishes, one that changed goes back to the inbox)."""
+
+    def __init__(self, ingest: Ingest, pool: WorkerPool | None, listing: InboxListing) -> None:
+        self._ingest, self._pool, self._listing = ingest, pool, listing
+        self._thread: ThreadPoolExecutor | None = None
+        self._ahead: Future[Selection] | None = None
+
+    def next(self) -> Selection:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            return ahead.result()
+        return select_settled(self._ingest, self._pool, self._listing)
+
+    def prepare_next(self) -> None:
+        pool = self._pool
+        if self._ahead is not None or pool is None or not pool.waits_on_io:
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-select")
+        self._ahead = self._thread.submit(select_settled, self._ingest, pool, self._listing)
+        self._ingest.counters.add("selections_ahead")
+
+    def close(self) -> None:
+        """Wait for a selection still being made (it only read) and let it go."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
 
 
 def claim_selected(

@@ -22,11 +22,11 @@ from runtime.errors import ConfigError, LeaseLost, TransientError
 from runtime.ingest.batch import BatchRun, OutOfTime
 from runtime.ingest.claim import (
     InboxListing,
+    Selections,
     claim_selected,
     ensure_layout,
     load_header,
     publish_header,
-    select_settled,
 )
 from runtime.ingest.coord import Taken, new_owner_token
 from runtime.ingest.errors import BatchMustHalt
@@ -137,13 +137,14 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
     ensure_layout(ingest)
     threads = ingest.settings.read_threads
     pool = WorkerPool(threads) if threads > 1 else None
-    listing = InboxListing(ingest, share)
+    selections = Selections(ingest, pool, InboxListing(ingest, share))
     try:
         while remaining_s() > ingest.settings.deadline_margin_s and _one_batch(
-            ingest, pool, listing, remaining_s
+            ingest, pool, selections, remaining_s
         ):
             pass
     finally:
+        selections.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     counters = ingest.counters.as_dict()
@@ -170,7 +171,7 @@ def _emit_metrics(result: LoaderResult) -> None:
 
 
 def _one_batch(
-    ingest: Ingest, pool: WorkerPool | None, listing: InboxListing, remaining_s: RemainingSeconds
+    ingest: Ingest, pool: WorkerPool | None, selections: Selections, remaining_s: RemainingSeconds
 ) -> bool:
     """Work on one batch. False when the loop should stop (nothing claimable, out of time,
     a transient failure)."""
@@ -178,13 +179,14 @@ def _one_batch(
     taken = ingest.coord.take_resumable(token, ingest.settings.lease_s)
     if taken is not None:
         return _guarded(ingest, taken.batch, token, lambda: resume(ingest, taken, token, pool, remaining_s))
-    selection = select_settled(ingest, pool, listing)
+    selection = selections.next()
     if not selection:
         return False
     batch = new_batch_id()
 
     def claim_and_run() -> None:
         header = claim_selected(ingest, batch, token, pool, selection)
+        selections.prepare_next()
         BatchRun(ingest, header, token, pool, remaining_s, preread=selection.preread_for(header)).run()
 
     return _guarded(ingest, batch, token, claim_and_run)

@@ -24,11 +24,13 @@ INLINE_BELOW_S = 0.0002
 
 
 class WorkerPool(ThreadPoolExecutor):
-    """A ThreadPoolExecutor that says how many threads it has."""
+    """A ThreadPoolExecutor that says how many threads it has, and whether the operations it
+    last probed waited on the network (EFS) rather than hit a local cache."""
 
     def __init__(self, workers: int) -> None:
         super().__init__(max_workers=workers, thread_name_prefix="ingest")
         self.workers = workers
+        self.waits_on_io = False
 
 
 def _chunk_size(items: int, workers: int) -> int:
@@ -49,7 +51,8 @@ def parallel_map(pool: WorkerPool | None, fn: Callable[[T], R], items: list[T]) 
     # hand-offs.
     started = time.perf_counter()
     head = [fn(items[0])]
-    if time.perf_counter() - started < INLINE_BELOW_S:
+    pool.waits_on_io = time.perf_counter() - started >= INLINE_BELOW_S
+    if not pool.waits_on_io:
         return itertools.chain(head, map(fn, items[1:]))
     rest = items[1:]
     size = _chunk_size(len(rest), pool.workers)

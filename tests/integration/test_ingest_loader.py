@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,25 @@ def test_threaded_path_under_efs_like_latency(
 
     assert_exactly_once(bodies(sqs, queue_url), expected)
     assert result.counters["rejected_files"] == 1 and result.counters["batches_committed"] == 3
+    assert result.counters["selections_ahead"] >= 2, "on EFS the next batch is selected while one runs"
+
+
+def test_two_loaders_selecting_ahead_under_latency_share_one_inbox(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    """A selection made ahead goes stale while the batch before it runs (the other loader
+    claims some of its files): those vanish at the claim, and nothing is lost or sent twice."""
+    expected = write_corpus(tmp_path, files=120, records_per_file=2)
+
+    def loader() -> Any:
+        sink = SqsSink(sqs, queue_url)
+        ingest = make_ingest(tmp_path, redis_client, sink, fs=EfsLikeFs(), batch_max_files=15, read_threads=8)
+        return run_loader(ingest, forever)
+
+    with ThreadPoolExecutor(2) as loaders:
+        results = [run.result(timeout=120) for run in [loaders.submit(loader) for _ in range(2)]]
+
+    assert_exactly_once(bodies(sqs, queue_url), expected)
+    assert sum(r.counters["files"] for r in results) == 120
+    assert all(r.counters["selections_ahead"] >= 1 for r in results)
+    assert not files_in(tmp_path, "inbox") and not files_in(tmp_path, "claimed")

@@ -25,12 +25,14 @@ def test_slow_operations_run_on_threads_in_order(pool: WorkerPool) -> None:
     results = list(parallel_map(pool, slow, list(range(100))))
     assert [i for i, _ in results] == list(range(100))
     assert len({name for _, name in results if name.startswith("ingest")}) >= 4
+    assert pool.waits_on_io, "the pool remembers that its operations wait (the loader selects ahead)"
 
 
 def test_fast_operations_stay_inline(pool: WorkerPool) -> None:
     results = list(parallel_map(pool, lambda i: (i, threading.current_thread().name), list(range(100))))
     assert [i for i, _ in results] == list(range(100))
     assert {name for _, name in results} == {threading.current_thread().name}
+    assert not pool.waits_on_io
 
 
 def test_an_error_surfaces_in_order_and_cancels_the_rest(pool: WorkerPool) -> None:
