@@ -5,10 +5,12 @@ loader's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 
 from runtime.ingest import SqsSink, run_checker
@@ -32,39 +34,52 @@ def _everything_processed(root: Path) -> bool:
     return not any((root / "inbox").iterdir()) and not any((root / "claimed").iterdir())
 
 
-def test_two_processes_each_load_their_share_and_every_record_arrives_once(
-    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, aws: Any
-) -> None:
+@dataclass
+class TwoProcessLoader:
+    """An inbox, a queue, and the environment of a loader handler that runs 2 processes."""
+
+    sqs: Any
+    queue_url: str
+    expected: set[str]
+    env: dict[str, str]
+
+    def arrived_once(self) -> None:
+        assert_exactly_once([m["body"] for m in drain(self.sqs, self.queue_url)], self.expected)
+
+
+@pytest.fixture
+def loader(tmp_path: Path, redis_server: Any, moto: Any, aws: Any) -> TwoProcessLoader:
     sqs = aws("sqs")
     queue_url = sqs.create_queue(QueueName="state")["QueueUrl"]
     expected = write_corpus(tmp_path, files=FILES, records_per_file=20)
     env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, processes=2, batch_max_files=4)
+    return TwoProcessLoader(sqs, queue_url, expected, env)
 
-    ran = run_handler(env)
+
+def test_two_processes_each_load_their_share_and_every_record_arrives_once(
+    tmp_path: Path, redis_client: redis.Redis, loader: TwoProcessLoader
+) -> None:
+    ran = run_handler(loader.env)
 
     assert ran.returncode == 0, ran.stderr[-2000:]
     result = orjson.loads(ran.stdout.strip().splitlines()[-1])
     own, helper = result["files_per_process"]
     assert own > 0 and helper > 0 and own + helper == result["files"] == FILES
-    assert_exactly_once([m["body"] for m in drain(sqs, queue_url)], expected)
+    loader.arrived_once()
     assert _everything_processed(tmp_path) and client_is_tidy(redis_client)
 
 
 def test_a_helper_that_dies_fails_the_invocation_and_its_batch_is_resumed(
-    tmp_path: Path, redis_client: redis.Redis, redis_server: Any, moto: Any, aws: Any
+    tmp_path: Path, redis_client: redis.Redis, loader: TwoProcessLoader
 ) -> None:
-    sqs = aws("sqs")
-    queue_url = sqs.create_queue(QueueName="state")["QueueUrl"]
-    expected = write_corpus(tmp_path, files=FILES, records_per_file=20)
     in_helper_share = sorted(p.name for p in (tmp_path / "inbox").iterdir() if Share(1, 2).holds(p.name))
-    env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, processes=2, batch_max_files=4)
 
-    died = run_handler(env, kill_at=f"parse.file={in_helper_share[-1]}")
+    died = run_handler(loader.env, kill_at=f"parse.file={in_helper_share[-1]}")
 
     assert died.returncode != 0, "a dead helper must fail the invocation"
     assert f"exited with code {KILLED_EXIT_CODE} before reporting" in died.stderr
     expire_leases(redis_client)
-    run_checker(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)))
-    assert run_handler(env).returncode == 0
-    assert_exactly_once([m["body"] for m in drain(sqs, queue_url)], expected)
+    run_checker(make_ingest(tmp_path, redis_client, SqsSink(loader.sqs, loader.queue_url)))
+    assert run_handler(loader.env).returncode == 0
+    loader.arrived_once()
     assert _everything_processed(tmp_path) and client_is_tidy(redis_client)
