@@ -108,6 +108,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         core_latency_one = sluice_core(
             s, latency_shape, latency=True, threads=READ_THREADS, name="core:efs_latency:1_process"
         )
+        core_latency_hundred = sluice_core(
+            s,
+            Shape("hundred_records", sizes.core_latency // 24, 100),
+            latency=True,
+            threads=READ_THREADS,
+            name="core:efs_latency:hundred_records",
+        )
         router = router_alone(s.redis_url, None, sizes.router_batches)
         router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
         archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         core_hundred,
         core_latency,
         core_latency_one,
+        core_latency_hundred,
         router,
         router_server,
         archiver,
@@ -156,6 +164,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             # Per invocation: the shipped prod loader (2 processes, start-up included).
             "efs_latency": core_latency.as_dict(),
             "efs_latency_1_process": core_latency_one.as_dict(),
+            "efs_latency_hundred_records": core_latency_hundred.as_dict(),
         },
         "loader": {
             "efs_ops_per_file": sluice[0].extra["efs_ops_per_file"],

@@ -10,9 +10,12 @@ SQS accepted it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from runtime import codec
@@ -47,6 +50,50 @@ class _Read:
     skipped: bool = False
 
 
+# Groups of parts (a SendMessageBatch each) a run may have on their way at once.
+SHIPMENTS_IN_FLIGHT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    part: codec.PackedPart
+    record: PartRecord | None  # to publish before the first send; None when already published
+
+
+class Shipping:
+    """Runs shipments on a pool, at most `limit` at once, or in line without a pool. A failed
+    shipment raises from `submit` (the oldest first) or `wait_all`."""
+
+    def __init__(self, pool: WorkerPool | None, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._in_flight: deque[Future[None]] = deque()
+
+    def submit(self, ship: Callable[[list[_Outgoing]], None], group: list[_Outgoing]) -> None:
+        if self._pool is None:
+            ship(group)
+            return
+        self._in_flight.append(self._pool.submit(ship, group))
+        while len(self._in_flight) > self._limit:
+            self._in_flight.popleft().result()
+
+    def wait_all(self) -> None:
+        """Every shipment done; the first failure (in order) raised once all have ended."""
+        failure: BaseException | None = None
+        while self._in_flight:
+            try:
+                self._in_flight.popleft().result()
+            except BaseException as exc:  # noqa: BLE001 - the first is re-raised below
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def wait_all_quietly(self) -> None:
+        """Every shipment done, their failures dropped: the run is already failing."""
+        with contextlib.suppress(BaseException):
+            self.wait_all()
+
+
 @dataclass
 class BatchRun:
     """A loader's run over one batch it holds the lease on (`token`)."""
@@ -62,8 +109,12 @@ class BatchRun:
     crash_isolation: bool = False
 
     def __post_init__(self) -> None:
-        self._pending: list[codec.PackedPart] = []
+        self._pending: list[_Outgoing] = []
         self._pending_bytes = 0
+        # Groups of parts on their way on the pool (each published, sent, acknowledged): their
+        # EFS writes and SQS calls overlap the parsing. A FIFO queue takes them in order.
+        concurrent = self.pool is not None and not self.crash_isolation and not self.ingest.sink.ordered
+        self._shipping = Shipping(self.pool if concurrent else None, SHIPMENTS_IN_FLIGHT)
         self._file_starts: list[int] = []  # global record number where each loaded file starts
         self._file_indexes: list[int] = []  # header index of each loaded file
         self._records_seen = 0
@@ -97,12 +148,16 @@ class BatchRun:
                 for closed in packer.add_many(items, self._records_seen):
                     self._on_part(closed)
                 self._records_seen += len(items)
+            final = packer.flush()
+            if final is not None:
+                self._on_part(final)
+            self._ship_pending()
+            self._shipping.wait_all()
+        except BaseException:
+            self._shipping.wait_all_quietly()  # nothing of this run may still be sending after it
+            raise
         finally:
             self.ingest.counters.add("files", len(self._file_starts))  # once, not a lock per file
-        final = packer.flush()
-        if final is not None:
-            self._on_part(final)
-        self._send_pending()
         self._check_no_extra_parts()
         self.commit()
 
@@ -203,7 +258,7 @@ class BatchRun:
 
     def _on_part(self, part: codec.PackedPart) -> None:
         self._computed_parts = part.index + 1
-        record = self._record_of(part)
+        record: PartRecord | None = self._record_of(part)
         existing = self.recorded.get(part.index)
         if existing is not None:
             if existing != record:
@@ -211,27 +266,26 @@ class BatchRun:
             if part.index in self.acked:
                 return
             self.ingest.counters.add("parts_resent")
-        else:
-            self._publish(record)
+            record = None  # published by an earlier run
         if self._pending and (
             len(self._pending) == MAX_BATCH_ENTRIES or self._pending_bytes + part.size > MAX_BATCH_BYTES
         ):
-            self._send_pending()
-        self._pending.append(part)
+            self._ship_pending()
+        self._pending.append(_Outgoing(part, record))
         self._pending_bytes += part.size
 
-    def _publish(self, record: PartRecord) -> None:
-        path = self.ingest.layout.part(self.batch, record.k)
-        if self.ingest.fs.write_once(path, record.to_json()):
-            return
-        existing = PartRecord.from_json(self.ingest.fs.read_all(path))
-        if existing != record:
-            raise BatchMustHalt("part_mismatch", f"part {record.k} differs from its record")
+    def _ship_pending(self) -> None:
+        if self._pending:
+            group, self._pending, self._pending_bytes = self._pending, [], 0
+            self._shipping.submit(self._ship, group)
 
-    def _send_pending(self) -> None:
-        if not self._pending:
-            return
-        parts = self._pending
+    def _ship(self, group: list[_Outgoing]) -> None:
+        """Publish each new part's record, send the group, acknowledge it: a part is never
+        sent before its record is on EFS, nor acknowledged before SQS accepted it."""
+        for outgoing in group:
+            if outgoing.record is not None:
+                self._publish(outgoing.record)
+        parts = [outgoing.part for outgoing in group]
         kill_point("part.published")
         self.ingest.sink.send(parts)
         kill_point("part.sent")
@@ -241,8 +295,14 @@ class BatchRun:
         counters.add("parts", len(parts))
         counters.add("records", sum(p.count for p in parts))
         counters.add("bytes", sum(len(p.body) for p in parts))
-        self._pending = []
-        self._pending_bytes = 0
+
+    def _publish(self, record: PartRecord) -> None:
+        path = self.ingest.layout.part(self.batch, record.k)
+        if self.ingest.fs.write_once(path, record.to_json()):
+            return
+        existing = PartRecord.from_json(self.ingest.fs.read_all(path))
+        if existing != record:
+            raise BatchMustHalt("part_mismatch", f"part {record.k} differs from its record")
 
     def _check_no_extra_parts(self) -> None:
         extra = sorted(k for k in self.recorded if k >= self._computed_parts)

@@ -8,6 +8,7 @@ and retries the entries a call reports failed, with exponential backoff and jitt
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ class SendRejected(SluiceError):
 class Sink(Protocol):
     calls: int
     billing_units: int
+    ordered: bool  # parts must arrive in the order they are sent (a FIFO queue)
 
     def send(self, parts: Sequence[PackedPart]) -> None: ...
 
@@ -35,16 +37,20 @@ class Sink(Protocol):
 class DiscardingSink:
     """Accepts everything and keeps nothing (benchmarks of the loader core)."""
 
+    ordered = False
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.calls = 0
         self.billing_units = 0
         self.parts = 0
 
     def send(self, parts: Sequence[PackedPart]) -> None:
-        for group in call_groups(parts):
-            self.calls += 1
-            self.billing_units += group_billing_units(group)
-        self.parts += len(parts)
+        with self._lock:  # runs send from several threads
+            for group in call_groups(parts):
+                self.calls += 1
+                self.billing_units += group_billing_units(group)
+            self.parts += len(parts)
 
 
 def call_groups(parts: Sequence[PackedPart]) -> list[list[PackedPart]]:
@@ -87,6 +93,8 @@ class SqsSink:
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
+        self.ordered = group_id is not None
+        self._counts = threading.Lock()  # a loader sends from several threads
         self.calls = 0
         self.billing_units = 0
 
@@ -106,8 +114,9 @@ class SqsSink:
         for attempt in range(self._max_attempts):
             if attempt:
                 self._sleep(random.uniform(0, self._backoff_base_s * 2**attempt))
-            self.calls += 1
-            self.billing_units += group_billing_units(list(pending.values()))
+            with self._counts:
+                self.calls += 1
+                self.billing_units += group_billing_units(list(pending.values()))
             try:
                 response = self._client.send_message_batch(
                     QueueUrl=self.queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]

@@ -49,6 +49,7 @@ class _NoSink:
 
     calls = 0
     billing_units = 0
+    ordered = True
 
     def send(self, parts: object) -> None:
         raise ConfigError("the checker has no queue to send to")

@@ -21,6 +21,7 @@ from runtime.ingest import Fs, SqsSink, run_loader
 from runtime.ingest import coord as keys
 from runtime.ingest.fs import FileStat
 from runtime.ingest.model import PartRecord
+from runtime.ingest.sender import MAX_BATCH_ENTRIES
 from tests.fixtures.ingest import (
     SMALL_MESSAGE_BYTES,
     assert_exactly_once,
@@ -89,14 +90,18 @@ def test_fifo_target_uses_the_envelope_id_for_dedup(
     tmp_path: Path, redis_client: redis.Redis, sqs: Any
 ) -> None:
     url = sqs.create_queue(QueueName="state.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    expected = write_corpus(tmp_path, files=6, records_per_file=40)
-    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, url, group_id="g1")), forever)
+    expected = write_corpus(tmp_path, files=30, records_per_file=40)
+    sink = SqsSink(sqs, url, group_id="g1")
+    run_loader(make_ingest(tmp_path, redis_client, sink, fs=EfsLikeFs(), read_threads=8), forever)
 
     messages = drain(sqs, url)
     assert_exactly_once([m["body"] for m in messages], expected)
     for message in messages:
         assert message["attributes"]["MessageGroupId"] == "g1"
         assert message["attributes"]["MessageDeduplicationId"] == orjson.loads(message["body"])["id"]
+    # Parts ship one group at a time on a FIFO queue (concurrently on a standard one): in order.
+    part_numbers = [int(orjson.loads(m["body"])["id"].rsplit("/", 1)[1]) for m in messages]
+    assert len(part_numbers) > 2 * MAX_BATCH_ENTRIES and part_numbers == sorted(part_numbers)
 
 
 def test_bad_input_table(tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str) -> None:

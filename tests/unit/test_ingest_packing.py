@@ -25,7 +25,9 @@ from tests.fixtures.ingest import assert_exactly_once, forever, make_ingest, wri
 
 
 class CapturingSink:
-    """Keeps what it is given (pure packing checks need the bodies, not a queue)."""
+    """Keeps what it is given (pure packing checks need the bodies, not a queue), in order."""
+
+    ordered = True
 
     def __init__(self) -> None:
         self.calls = 0
