@@ -30,6 +30,7 @@ from bench.measure import (
     SQS_FIFO_PER_MILLION_UNITS,
     SQS_STANDARD_PER_MILLION_UNITS,
     Measurement,
+    median_of,
 )
 from bench.report import print_table, write_chart, write_json
 from bench.router import router_alone
@@ -39,6 +40,7 @@ from runtime.config import IngestSettings
 ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
 E2E_RATE = 6000.0  # records/s the writer simulator produces in the end-to-end scenario
 READ_THREADS = IngestSettings.model_fields["read_threads"].default  # what the loader ships with
+CORE_RUNS = 3  # the loader core scenarios report the median of this many runs (full run)
 
 
 @dataclass(frozen=True)
@@ -92,28 +94,42 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ]
         one_record = Shape("one_record", sizes.core_one, 1)
         latency_shape = Shape("one_record", sizes.core_latency, 1)
-        floor = syscall_floor(one_record)
-        core_one = sluice_core(s, one_record)
-        core_one_two = sluice_core(s, one_record, processes=2, name="core:one_record:2_processes")
-        core_hundred = sluice_core(s, Shape("hundred_records", sizes.core_hundred, 100))
+        hundred_latency_shape = Shape("hundred_records", sizes.core_latency // 24, 100)
+        runs = 1 if args.quick else CORE_RUNS
+        floor = median_of(runs, lambda: syscall_floor(one_record))
+        core_one = median_of(runs, lambda: sluice_core(s, one_record))
+        core_one_two = median_of(
+            runs, lambda: sluice_core(s, one_record, processes=2, name="core:one_record:2_processes")
+        )
+        hundred = Shape("hundred_records", sizes.core_hundred, 100)
+        core_hundred = median_of(runs, lambda: sluice_core(s, hundred))
         # The shipped loader: READ_THREADS threads a process; prod and staging run 2 processes.
-        core_latency = sluice_core(
-            s,
-            latency_shape,
-            latency=True,
-            threads=READ_THREADS,
-            processes=2,
-            name="core:efs_latency:2_processes",
+        core_latency = median_of(
+            runs,
+            lambda: sluice_core(
+                s,
+                latency_shape,
+                latency=True,
+                threads=READ_THREADS,
+                processes=2,
+                name="core:efs_latency:2_processes",
+            ),
         )
-        core_latency_one = sluice_core(
-            s, latency_shape, latency=True, threads=READ_THREADS, name="core:efs_latency:1_process"
+        core_latency_one = median_of(
+            runs,
+            lambda: sluice_core(
+                s, latency_shape, latency=True, threads=READ_THREADS, name="core:efs_latency:1_process"
+            ),
         )
-        core_latency_hundred = sluice_core(
-            s,
-            Shape("hundred_records", sizes.core_latency // 24, 100),
-            latency=True,
-            threads=READ_THREADS,
-            name="core:efs_latency:hundred_records",
+        core_latency_hundred = median_of(
+            runs,
+            lambda: sluice_core(
+                s,
+                hundred_latency_shape,
+                latency=True,
+                threads=READ_THREADS,
+                name="core:efs_latency:hundred_records",
+            ),
         )
         router = router_alone(s.redis_url, None, sizes.router_batches)
         router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,21 @@ class Measurement:
             },
             **self.extra,
         }
+
+
+def median_of(runs: int, scenario: Callable[[], Measurement]) -> Measurement:
+    """The run with the median records/s of `runs` runs of a scenario (this machine's disk and
+    scheduler move a figure by about ±10 % from run to run); the spread is kept beside it."""
+    measured = sorted((scenario() for _ in range(runs)), key=lambda m: m.records_per_s)
+    median = measured[len(measured) // 2]
+    median.extra.update(
+        {
+            "runs": runs,
+            "min_records_per_s": round(measured[0].records_per_s, 1),
+            "max_records_per_s": round(measured[-1].records_per_s, 1),
+        }
+    )
+    return median
 
 
 class Stopwatch:

@@ -73,9 +73,9 @@ class Shipping:
         if self._pool is None:
             ship(group)
             return
-        self._in_flight.append(self._pool.submit(ship, group))
-        while len(self._in_flight) > self._limit:
+        while len(self._in_flight) >= self._limit:
             self._in_flight.popleft().result()
+        self._in_flight.append(self._pool.submit(ship, group))
 
     def wait_all(self) -> None:
         """Every shipment done; the first failure (in order) raised once all have ended."""

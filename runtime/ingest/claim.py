@@ -7,7 +7,7 @@ import operator
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -188,6 +188,10 @@ def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListin
     return Selection(settled, specials, preread)
 
 
+# A selection is made ahead only while this many deadline margins remain.
+AHEAD_MIN_MARGINS = 2
+
+
 class Selections:
     """Settle checks one batch ahead, on EFS: once a batch is claimed, the next selection is
     made on a background thread while this batch is parsed, sent and committed, so the settle
@@ -195,23 +199,35 @@ class Selections:
     it would only contend for the GIL with the parser: selections are made in line there.
 
     A selection made ahead may be stale by the time it is claimed; the claim already copes
-    (a file taken meanwhile vanishes, one that changed goes back to the inbox)."""
+    (a file taken meanwhile vanishes, one that changed goes back to the inbox). An empty one
+    is made again before the loop is told there is nothing to claim: files settle meanwhile."""
 
-    def __init__(self, ingest: Ingest, pool: WorkerPool | None, listing: InboxListing) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        pool: WorkerPool | None,
+        listing: InboxListing,
+        remaining_s: Callable[[], float],
+    ) -> None:
         self._ingest, self._pool, self._listing = ingest, pool, listing
+        self._remaining_s = remaining_s
         self._thread: ThreadPoolExecutor | None = None
         self._ahead: Future[Selection] | None = None
 
     def next(self) -> Selection:
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
-            return ahead.result()
+            selection = ahead.result()
+            if selection:
+                return selection
         return select_settled(self._ingest, self._pool, self._listing)
 
     def prepare_next(self) -> None:
         pool = self._pool
         if self._ahead is not None or pool is None or not pool.waits_on_io:
             return
+        if self._remaining_s() < AHEAD_MIN_MARGINS * self._ingest.settings.deadline_margin_s:
+            return  # near the deadline a listing made ahead could outlast the invocation
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-select")
         self._ahead = self._thread.submit(select_settled, self._ingest, pool, self._listing)

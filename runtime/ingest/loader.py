@@ -103,17 +103,29 @@ def run_loader(
     else:
         started = time.monotonic()
         deadline = started + remaining_s()
-        results = run_shares(
+        outcomes = run_shares(
             processes,
-            lambda share: load_share(ingest, remaining_s, share),
+            lambda share: _own_share(ingest, remaining_s, share),
             HelperLoader(helper_ingest, deadline),
             # Helpers stop at the deadline margin like this process; past half of it they
             # are killed, so the invocation still ends in time (their leases expire).
             deadline - ingest.settings.deadline_margin_s / 2,
         )
-        result = LoaderResult.combined(results, time.monotonic() - started)
+        result = LoaderResult.combined(outcomes.results, time.monotonic() - started)
+        _emit_metrics(result)  # what did get done (a halted batch alarms) before the failure
+        outcomes.raise_failures()
+        return result
     _emit_metrics(result)
     return result
+
+
+def _own_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> LoaderResult:
+    try:
+        return load_share(ingest, remaining_s, share)
+    except Exception:
+        # Said now: the helpers are collected (up to the deadline) before this is raised.
+        logger.exception("loader failed; waiting for its helper processes")
+        raise
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,7 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
     ensure_layout(ingest)
     threads = ingest.settings.read_threads
     pool = WorkerPool(threads) if threads > 1 else None
-    selections = Selections(ingest, pool, InboxListing(ingest, share))
+    selections = Selections(ingest, pool, InboxListing(ingest, share), remaining_s)
     try:
         while remaining_s() > ingest.settings.deadline_margin_s and _one_batch(
             ingest, pool, selections, remaining_s

@@ -134,7 +134,7 @@ class Counters:
     vanished_files: int = 0
     returned_to_inbox: int = 0
     batches_claimed: int = 0
-    selections_ahead: int = 0  # settle checks made while the previous batch ran (EFS only)
+    selections_ahead: int = 0  # selections started while the batch before them ran (EFS only)
     batches_resumed: int = 0
     batches_committed: int = 0
     batches_halted: int = 0

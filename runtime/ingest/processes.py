@@ -8,21 +8,24 @@ Each process takes only the inbox names whose CRC-32 falls in its share, so proc
 race for a file, and each runs the unchanged batch protocol: a process that dies is a loader
 that died (its lease expires and the checker hands its batch back), never a lost record.
 
-The invoking process loads share 0 itself; helpers are started with `spawn` (a fresh
-interpreter: no socket, lock or thread is inherited from the parent) and build their own
-clients with a picklable factory. Lambda supports `Process` and `Pipe` (not `Pool` or `Queue`,
-which need /dev/shm), so results come back over a pipe.
+The invoking process loads share 0 itself. Each helper is a fresh interpreter running
+`python -m runtime.ingest.helper` (no socket, lock or thread inherited; nothing re-imports the
+Lambda runtime's own main module, and no multiprocessing resource tracker is left behind):
+its work arrives pickled on stdin and its outcome leaves pickled on a pipe of its own, so the
+helper's stdout stays its log.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
+import select
+import subprocess
+import sys
 import time
-import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
 from runtime.errors import SluiceError
@@ -31,8 +34,7 @@ T = TypeVar("T")
 
 # After its deadline a helper gets this long to hand back its result before it is killed.
 KILL_GRACE_S = 2.0
-# Longer than any Lambda invocation (15 minutes); a caller with no deadline waits this long.
-LONGEST_WAIT_S = 3600.0
+HELPER_MODULE = "runtime.ingest.helper"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class Share:
             raise ValueError(f"share {self.index} of {self.count} does not exist")
 
     def holds(self, name: str) -> bool:
-        return self.count == 1 or zlib.crc32(name.encode()) % self.count == self.index
+        # fsencode: a name that is not UTF-8 comes back from scandir with surrogates.
+        return self.count == 1 or zlib.crc32(os.fsencode(name)) % self.count == self.index
 
 
 EVERYTHING = Share()
@@ -59,43 +62,83 @@ class HelperFailed(SluiceError):
 
 
 @dataclass
-class _Helper(Generic[T]):
-    share: Share
-    process: Any  # multiprocessing's SpawnProcess (its type is private)
-    results: Connection
+class Outcomes(Generic[T]):
+    """What every process of an invocation returned, and how the helpers that did not failed."""
 
-    def collect(self, deadline: float) -> T | HelperFailed:
-        """The helper's result, or why there is none. The process is gone when this returns."""
-        what = f"loader helper for share {self.share.index}/{self.share.count}"
+    results: list[T]
+    failures: list[HelperFailed]
+
+    def raise_failures(self) -> None:
+        if self.failures:
+            raise HelperFailed("\n".join(str(f) for f in self.failures))
+
+
+class _Helper:
+    """One helper process: started with its work, collected (result or failure) exactly once."""
+
+    def __init__(self, work: Callable[[Share], Any], share: Share) -> None:
+        self.share = share
+        outcome_read, outcome_write = os.pipe()
         try:
-            reported = self.results.poll(min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT_S))
-            outcome: tuple[str, Any] | None = self.results.recv() if reported else None
-        except EOFError:  # it died before sending anything
-            outcome = None
+            environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", HELPER_MODULE, str(outcome_write)],
+                stdin=subprocess.PIPE,
+                pass_fds=(outcome_write,),
+                env=environment,
+            )
+        except BaseException:
+            os.close(outcome_read)
+            raise
         finally:
-            self.results.close()
-        self.process.join(KILL_GRACE_S)
-        if self.process.is_alive():
+            os.close(outcome_write)  # the helper holds the only writing end: its death reads as EOF
+        self._outcome = outcome_read
+        assert self.process.stdin is not None
+        with self.process.stdin as job:
+            job.write(pickle.dumps((work, share)))
+
+    @property
+    def what(self) -> str:
+        return f"loader helper for share {self.share.index}/{self.share.count}"
+
+    def collect(self, deadline: float) -> Any:
+        """The helper's result, or a HelperFailed saying why there is none. The process is
+        gone when this returns, whatever happened."""
+        try:
+            outcome = self._read_outcome(deadline)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            outcome = ("error", f"its report could not be read: {exc!r}")
+        finally:
+            os.close(self._outcome)
+        killed = False
+        try:
+            self.process.wait(KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
-            return HelperFailed(f"{what} had not finished by its deadline; killed")
+            self.process.wait()
+            killed = True
         if outcome is None:
-            return HelperFailed(f"{what} exited with code {self.process.exitcode} before reporting")
+            if killed:
+                return HelperFailed(f"{self.what} had not finished by its deadline; killed")
+            return HelperFailed(f"{self.what} exited with code {self.process.returncode} before reporting")
         kind, payload = outcome
-        if kind == "error":
-            return HelperFailed(f"{what} failed:\n{payload}")
-        result: T = payload
-        return result
+        return HelperFailed(f"{self.what} failed:\n{payload}") if kind == "error" else payload
 
-
-def _helper_main(work: Callable[[Share], Any], share: Share, results: Connection) -> None:
-    """A helper process's body: run the share, send ("ok", result) or ("error", traceback)."""
-    try:
-        outcome: tuple[str, Any] = ("ok", work(share))
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it there
-        outcome = ("error", traceback.format_exc())
-    results.send(outcome)
-    results.close()
+    def _read_outcome(self, deadline: float) -> tuple[str, Any] | None:
+        """Everything the helper wrote on its pipe, unpickled; None if it wrote nothing."""
+        chunks = []
+        while True:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([self._outcome], [], [], wait)[0]:
+                return None  # past the deadline: collect() kills it
+            chunk = os.read(self._outcome, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        if not chunks:
+            return None
+        outcome: tuple[str, Any] = pickle.loads(b"".join(chunks))  # noqa: S301 - our own child wrote it
+        return outcome
 
 
 def run_shares(
@@ -103,27 +146,24 @@ def run_shares(
     own: Callable[[Share], T],
     helper: Callable[[Share], T],
     deadline: float,
-) -> list[T]:
+) -> Outcomes[T]:
     """`own(Share(0, count))` in this process while helper processes run `helper(Share(i,
-    count))` for every other share; `helper` must pickle. Every helper is collected (killed
-    past `deadline`, a `time.monotonic()` value) before this returns or raises; a helper
-    that failed raises `HelperFailed` once all are done."""
-    context = multiprocessing.get_context("spawn")
-    helpers: list[_Helper[T]] = []
+    count))` for every other share; `helper` must pickle (a module-level function or an
+    instance of a module-level class). Every helper is collected (killed past `deadline`, a
+    `time.monotonic()` value) before this returns or raises. An exception from `own` is
+    raised once the helpers are collected; helper failures are returned, not raised, so the
+    caller can report what did get done first."""
+    helpers: list[_Helper] = []
+    outcomes: Outcomes[T] = Outcomes([], [])
     try:
         for index in range(1, count):
-            receive, send = context.Pipe(duplex=False)
-            share = Share(index, count)
-            process = context.Process(
-                target=_helper_main, args=(helper, share, send), name=f"sluice-loader-{index}", daemon=True
-            )
-            process.start()
-            send.close()  # the helper holds the only sending end: its death reads as EOF here
-            helpers.append(_Helper(share, process, receive))
-        results = [own(Share(0, count))]
+            helpers.append(_Helper(helper, Share(index, count)))
+        outcomes.results.append(own(Share(0, count)))
     finally:
-        collected = [h.collect(deadline) for h in helpers]
-    failures = [c for c in collected if isinstance(c, HelperFailed)]
-    if failures:
-        raise HelperFailed("\n".join(str(f) for f in failures))
-    return results + [c for c in collected if not isinstance(c, HelperFailed)]
+        for running in helpers:
+            collected = running.collect(deadline)
+            if isinstance(collected, HelperFailed):
+                outcomes.failures.append(collected)
+            else:
+                outcomes.results.append(collected)
+    return outcomes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,10 @@ import redis
 from runtime.codec import decode
 from runtime.ingest import Fs, SqsSink, run_loader
 from runtime.ingest import coord as keys
+from runtime.ingest.batch import SHIPMENTS_IN_FLIGHT
 from runtime.ingest.fs import FileStat
 from runtime.ingest.model import PartRecord
-from runtime.ingest.sender import MAX_BATCH_ENTRIES
+from runtime.ingest.sender import MAX_BATCH_ENTRIES, SendRejected
 from tests.fixtures.ingest import (
     SMALL_MESSAGE_BYTES,
     assert_exactly_once,
@@ -314,3 +316,45 @@ def test_two_loaders_selecting_ahead_under_latency_share_one_inbox(
     assert sum(r.counters["files"] for r in results) == 120
     assert all(r.counters["selections_ahead"] >= 1 for r in results)
     assert not files_in(tmp_path, "inbox") and not files_in(tmp_path, "claimed")
+
+
+class SlowFailingSink:
+    """Each send takes a while; the second one fails as the sender's fault. Notes, as each
+    send ends, whether the batch had already been handed back."""
+
+    ordered = False
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.calls = 0
+        self.billing_units = 0
+        self.lock = threading.Lock()
+        self.ended_after_release = 0
+
+    def send(self, parts: Any) -> None:
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        time.sleep(0.05)
+        if self.client.zcard(keys.RESUMABLE):
+            with self.lock:
+                self.ended_after_release += 1
+        if call == 2:
+            raise SendRejected("refused")
+
+
+def test_a_failed_shipment_is_waited_for_before_the_batch_is_handed_back(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    # One batch of more groups of parts than may be in flight: the failure surfaces while
+    # later groups are still on their way.
+    write_corpus(tmp_path, files=600, records_per_file=20)
+    sink = SlowFailingSink(redis_client)
+    ingest = make_ingest(tmp_path, redis_client, sink, read_threads=8, batch_max_files=600)
+
+    result = run_loader(ingest, forever)
+
+    assert sink.calls > SHIPMENTS_IN_FLIGHT, "shipments were in flight when one failed"
+    assert sink.ended_after_release == 0, "a shipment was still sending after its batch was released"
+    assert result.counters["transient_failures"] == 1 and result.counters["batches_released"] == 1
+    assert redis_client.zcard(keys.RESUMABLE) == 1, "the batch is handed back, to be resumed"

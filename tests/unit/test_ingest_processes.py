@@ -74,31 +74,36 @@ def _hangs(share: Share) -> int:
 
 
 def test_helpers_run_the_other_shares_in_their_own_processes() -> None:
-    results = run_shares(3, _pid_of, _pid_of, time.monotonic() + 60)
-    assert [index for index, _ in results] == [0, 1, 2]
-    assert results[0][1] == os.getpid()
-    assert len({pid for _, pid in results}) == 3
+    outcomes = run_shares(3, _pid_of, _pid_of, time.monotonic() + 60)
+    assert not outcomes.failures
+    assert [index for index, _ in outcomes.results] == [0, 1, 2]
+    assert outcomes.results[0][1] == os.getpid()
+    assert len({pid for _, pid in outcomes.results}) == 3
 
 
 @pytest.mark.parametrize(
     ("helper", "message"),
     [
-        (_fails, "RuntimeError: share 1 broke"),
+        (_fails, "RuntimeError: share "),
         (_dies, "exited with code 9 before reporting"),
         (_hangs, "had not finished by its deadline; killed"),
     ],
 )
-def test_a_helper_that_fails_dies_or_hangs_fails_the_run_after_this_process_finished(
+def test_a_helper_that_fails_dies_or_hangs_is_reported_with_what_did_get_done(
     helper: object, message: str
 ) -> None:
-    finished = []
-
-    def own(share: Share) -> int:
-        finished.append(share.index)
-        return share.index
-
     started = time.monotonic()
+    outcomes = run_shares(3, _pid_of, helper, started + 3)  # type: ignore[arg-type]
+
+    assert outcomes.results == [(0, os.getpid())], "this process's own share still counts"
+    assert len(outcomes.failures) == 2 and all(message in str(f) for f in outcomes.failures)
     with pytest.raises(HelperFailed, match=message):
-        run_shares(2, own, helper, started + 3)  # type: ignore[arg-type]
-    assert finished == [0]
+        outcomes.raise_failures()
     assert time.monotonic() - started < 3 + 5, "a hung helper is killed soon after the deadline"
+
+
+def test_a_failure_in_this_process_is_raised_once_the_helpers_are_collected() -> None:
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="share 0 broke"):
+        run_shares(2, _fails, _hangs, started + 2)
+    assert 2 <= time.monotonic() - started < 2 + 5, "the helper was waited for, then killed"
