@@ -17,6 +17,7 @@ helper's stdout stays its log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -94,7 +95,8 @@ class _Helper:
             os.close(outcome_write)  # the helper holds the only writing end: its death reads as EOF
         self._outcome = outcome_read
         assert self.process.stdin is not None
-        with self.process.stdin as job:
+        # A helper that died before reading its work is reported by collect() (its exit code).
+        with contextlib.suppress(BrokenPipeError), self.process.stdin as job:
             job.write(pickle.dumps((work, share)))
 
     @property
