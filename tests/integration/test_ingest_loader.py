@@ -319,8 +319,9 @@ def test_two_loaders_selecting_ahead_under_latency_share_one_inbox(
 
 
 class SlowFailingSink:
-    """Each send takes a while; the second one fails as the sender's fault. Notes, as each
-    send ends, whether the batch had already been handed back."""
+    """Each send takes a while; the batch's second group of parts (whichever thread starts it
+    first) fails as the sender's fault. Notes, as each send ends, whether the batch had already
+    been handed back."""
 
     ordered = False
 
@@ -334,12 +335,11 @@ class SlowFailingSink:
     def send(self, parts: Any) -> None:
         with self.lock:
             self.calls += 1
-            call = self.calls
         time.sleep(0.05)
         if self.client.zcard(keys.RESUMABLE):
             with self.lock:
                 self.ended_after_release += 1
-        if call == 2:
+        if parts[0].index == MAX_BATCH_ENTRIES:  # groups hold 10 small parts: the second group
             raise SendRejected("refused")
 
 
