@@ -35,7 +35,7 @@ from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
-from runtime.ingest.processes import EVERYTHING, Share, run_shares
+from runtime.ingest.processes import EVERYTHING, Outcomes, Share, run_shares
 from runtime.ingest.sender import SendRejected
 from runtime.observability import logger, metrics
 
@@ -53,7 +53,7 @@ class LoaderResult:
     sqs_calls: int
     billing_units: int
     elapsed_s: float
-    files_per_process: tuple[int, ...] = ()
+    files_per_process: tuple[int, ...] = ()  # filled in when an invocation's results combine
 
     @classmethod
     def combined(cls, results: list[LoaderResult], elapsed_s: float) -> LoaderResult:
@@ -96,12 +96,12 @@ def run_loader(
     With `ingest.settings.processes` above 1, `helper_ingest` (picklable) builds each helper
     process's `Ingest`. Every thread and process it starts is gone before it returns."""
     processes = ingest.settings.processes
+    started = time.monotonic()
     if processes == 1:
-        result = load_share(ingest, remaining_s, EVERYTHING)
+        outcomes: Outcomes[LoaderResult] = Outcomes([load_share(ingest, remaining_s, EVERYTHING)], [])
     elif helper_ingest is None:
         raise ConfigError(f"ingest.processes is {processes}: say how helper processes build their clients")
     else:
-        started = time.monotonic()
         deadline = started + remaining_s()
         outcomes = run_shares(
             processes,
@@ -111,11 +111,9 @@ def run_loader(
             # are killed, so the invocation still ends in time (their leases expire).
             deadline - ingest.settings.deadline_margin_s / 2,
         )
-        result = LoaderResult.combined(outcomes.results, time.monotonic() - started)
-        _emit_metrics(result)  # what did get done (a halted batch alarms) before the failure
-        outcomes.raise_failures()
-        return result
-    _emit_metrics(result)
+    result = LoaderResult.combined(outcomes.results, time.monotonic() - started)
+    _emit_metrics(result)  # what did get done (a halted batch alarms) before any helper failure
+    outcomes.raise_failures()
     return result
 
 
@@ -159,15 +157,13 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
         selections.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    counters = ingest.counters.as_dict()
     return LoaderResult(
-        counters=counters,
+        counters=ingest.counters.as_dict(),
         efs_read_ops=ingest.fs.ops.reads - ops_before[0],
         efs_write_ops=ingest.fs.ops.writes - ops_before[1],
         sqs_calls=ingest.sink.calls - calls_before,
         billing_units=ingest.sink.billing_units - units_before,
         elapsed_s=time.monotonic() - started,
-        files_per_process=(counters["files"],),
     )
 
 
