@@ -2,13 +2,22 @@
 # installs what it needs first (venv, pinned Python and npm packages, redis-server).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth nag cfn-lint deploy diff bench clean
+.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint \
+	deploy diff destroy credentials rehearse bench clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CDK := npx --no-install cdk
 ENV ?= dev
 ARGS ?=
+# Every stack sits in a Stage (`sluice-<env>/stateful`, `sluice-<env>/stateless`): the CLI selects
+# them by this pattern (`--all` selects nothing in a stage-only app).
+STACKS = 'sluice-$(ENV)/*'
+# The synth check runs as a deploy does: with a concrete account and region, so tokens render as
+# literals and every cdk-nag acknowledgment is matched against what a deploy validates. The
+# account is a placeholder (no credentials are used); the deploy rehearsal covers a second region.
+CHECK_ACCOUNT ?= 123456789012
+CHECK_REGION ?= us-east-1
 PYTEST_ARGS ?=
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -19,8 +28,9 @@ help:
 	@echo "make run                 run sluice locally (real redis-server + moto server); ARGS='--help' for options"
 	@echo "make test                everything CI runs: ruff, mypy, complexity, pytest, synth of every env, cdk-nag, cfn-lint"
 	@echo "make synth               synthesize every environment into cdk.out/"
-	@echo "make deploy ENV=<name>   deploy one environment (needs AWS credentials)"
+	@echo "make deploy ENV=<name>   deploy one environment (needs AWS credentials); ARGS='--require-approval never'"
 	@echo "make diff ENV=<name>     show what a deploy would change"
+	@echo "make destroy ENV=<name>  delete one environment's stacks (prod also needs CONFIRM=prod)"
 	@echo "make bench [ARGS=--quick] benchmarks into build/bench/"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -41,7 +51,7 @@ setup: $(VENV)/.installed node_modules/.installed
 run: setup
 	$(PY) -m local $(ARGS)
 
-test: setup lint typecheck complexity pytest synth cfn-lint
+test: setup lint typecheck complexity pytest synth-check cfn-lint rehearse
 
 pr: test
 
@@ -64,23 +74,44 @@ integration: setup
 pytest: setup
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-# Synthesizes every environment's stage; cdk-nag runs inside synth as a validation plugin and
-# fails it on any unacknowledged finding.
+# Synthesizes every environment's stage with the CLI's account and region (your profile's);
+# cdk-nag runs inside synth as a validation plugin and fails it on any unacknowledged finding.
 synth: setup
 	rm -rf cdk.out
-	$(CDK) synth --quiet
+	$(CDK) synth --quiet 'sluice-*/*' $(ARGS)
 
-nag: synth
+# What `make test` runs: every environment, a concrete account and region, and a non-zero exit on
+# any validation finding (the CLI prints the report and exits 1).
+synth-check: setup
+	rm -rf cdk.out
+	CDK_DEFAULT_ACCOUNT=$(CHECK_ACCOUNT) CDK_DEFAULT_REGION=$(CHECK_REGION) AWS_REGION=$(CHECK_REGION) \
+		$(CDK) synth --quiet 'sluice-*/*'
+
+nag: synth-check
 
 cfn-lint: setup
-	@test -d cdk.out || $(MAKE) synth
+	@test -d cdk.out || $(MAKE) synth-check
 	$(VENV)/bin/cfn-lint --non-zero-exit-code error -- cdk.out/assembly-*/*.template.json
 
-deploy: setup
-	$(CDK) deploy --all -c env=$(ENV)
+credentials: setup
+	@$(PY) scripts/check_aws_credentials.py "make $(firstword $(MAKECMDGOALS))"
 
-diff: setup
-	$(CDK) diff --all -c env=$(ENV)
+deploy: credentials
+	$(CDK) deploy $(STACKS) -c env=$(ENV) $(ARGS)
+
+diff: credentials
+	$(CDK) diff $(STACKS) -c env=$(ENV) $(ARGS)
+
+# prod is asked twice: CONFIRM=prod here, then the CLI's own prompt (unless ARGS has --force).
+destroy: credentials
+	@if [ "$(ENV)" = "prod" ] && [ "$(CONFIRM)" != "prod" ]; then \
+		echo "make destroy: refusing to destroy prod; run 'make destroy ENV=prod CONFIRM=prod'" >&2; exit 1; fi
+	$(CDK) destroy $(STACKS) -c env=$(ENV) $(ARGS)
+
+# The deploy rehearsal: the real CDK CLI bootstraps and runs `make deploy ENV=<env>` for every
+# environment against a moto server (see README, "Testing the deploy").
+rehearse: setup
+	$(PY) -m tests.deploy.rehearsal
 
 bench: setup
 	$(PY) -m bench $(ARGS)

@@ -27,7 +27,13 @@ from runtime.config import RedisSettings, Settings, to_environ
 from runtime.errors import ConfigError
 from stacks.config import EnvironmentConfig
 from stacks.contract import Resources, ingest_settings, pipeline_settings, queue_settings
-from stacks.nag import LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS, Ack, acknowledge
+from stacks.nag import (
+    LAMBDA_BASIC_EXECUTION,
+    LAMBDA_VPC_ACCESS,
+    Ack,
+    acknowledge,
+    managed_policy_finding,
+)
 from stacks.retention import log_retention
 from stacks.stateful import StatefulStack
 
@@ -267,7 +273,10 @@ class FunctionFactory(Construct):
                 "AwsSolutions-IAM4",
                 "AWS managed Lambda execution policies: basic (write its own log streams) and VPC "
                 "access (create/delete its ENIs, which take no resource-level restriction)",
-                (LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS),
+                (
+                    managed_policy_finding(function, LAMBDA_BASIC_EXECUTION),
+                    managed_policy_finding(function, LAMBDA_VPC_ACCESS),
+                ),
             ),
             Ack(
                 "AwsSolutions-IAM5",

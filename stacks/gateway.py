@@ -31,7 +31,7 @@ from runtime.config import Settings, to_environ
 from stacks.config import EnvironmentConfig
 from stacks.contract import JOBS_RESULTS_PREFIX, jobs_settings
 from stacks.functions import FunctionFactory, FunctionSpec
-from stacks.nag import Ack, acknowledge
+from stacks.nag import Ack, acknowledge, resource_finding
 from stacks.retention import log_retention
 from stacks.stateful import StatefulStack, results_bucket_name
 
@@ -193,10 +193,7 @@ class GatewayConstruct(Construct):
                 "AwsSolutions-IAM5",
                 "a job's outcome is one object per job id under the results bucket's jobs/ prefix: "
                 "the function reads (and presigns) any of them and nothing else in S3",
-                (
-                    f"Resource::arn:<AWS::Partition>:s3:::{config.prefix}-results-<AWS::AccountId>-"
-                    f"<AWS::Region>/{JOBS_PREFIX}*",
-                ),
+                (resource_finding(function, jobs_objects),),
             ),
         )
         return function

@@ -16,7 +16,7 @@ from constructs import Construct
 from stacks.alarms import FIVE_MINUTES, dlq_depth_alarm, error_rate_alarm, sluice_metric, threshold_alarm
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
-from stacks.nag import Ack, acknowledge
+from stacks.nag import Ack, acknowledge, resource_finding
 from stacks.stateful import StatefulStack, results_objects_arn
 
 SQS_CONSUMER_ACKS = (
@@ -140,9 +140,7 @@ class PipelineConstruct(Construct):
                 "AwsSolutions-IAM5",
                 "one S3 object per incoming envelope, keyed by its id: the sink writes and reads any "
                 "object of the results bucket, and nothing else in S3",
-                (
-                    f"Resource::arn:<AWS::Partition>:s3:::{config.prefix}-results-<AWS::AccountId>-<AWS::Region>/*",
-                ),
+                (resource_finding(function, results_objects_arn(config)),),
             ),
         )
         construct_id = function.node.id

@@ -39,7 +39,7 @@ from stacks.alarms import (
 from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.contract import RelayResources, relay_settings
 from stacks.functions import FunctionSpec
-from stacks.nag import Ack, acknowledge
+from stacks.nag import Ack, acknowledge, resource_finding
 
 RELAY_MAX_RECEIVE_COUNT = SQS_MAX_RECEIVE_COUNT  # the most SQS allows: a backstop only
 RELAY_HANDLER = "runtime.handlers.relay.handler"
@@ -77,17 +77,6 @@ def failure_bucket_arn(bucket_name: str) -> str:
 
 def failure_objects_arn(bucket_name: str) -> str:
     return f"{failure_bucket_arn(bucket_name)}/*"
-
-
-def _nag_form(value: str) -> str:
-    """How cdk-nag names a resource built from pseudo parameters (for an exact acknowledgment)."""
-    for token, name in (
-        (cdk.Aws.PARTITION, "AWS::Partition"),
-        (cdk.Aws.ACCOUNT_ID, "AWS::AccountId"),
-        (cdk.Aws.REGION, "AWS::Region"),
-    ):
-        value = value.replace(token, f"<{name}>")
-    return value
 
 
 @jsii.implements(lambda_.IEventSourceDlq)
@@ -216,7 +205,7 @@ class RelayConstruct(Construct):
                 "AwsSolutions-IAM5",
                 "Lambda names the on-failure objects itself (per mapping, shard and time): the role "
                 "may put any object into that one bucket, and only put",
-                (f"Resource::{_nag_form(failure_objects_arn(failure_bucket_name))}",),
+                (resource_finding(function, failure_objects_arn(failure_bucket_name)),),
             ),
         )
         return function
@@ -271,17 +260,13 @@ class RelayConstruct(Construct):
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[parameter_arn])
         )
+        any_key_arn = stack.format_arn(
+            service="kms", resource="key", resource_name="*", arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME
+        )
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["kms:Decrypt"],
-                resources=[
-                    stack.format_arn(
-                        service="kms",
-                        resource="key",
-                        resource_name="*",
-                        arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
-                    )
-                ],
+                resources=[any_key_arn],
                 conditions={
                     "StringEquals": {
                         "kms:ViaService": f"ssm.{stack.region}.{stack.url_suffix}",
@@ -296,7 +281,7 @@ class RelayConstruct(Construct):
                 "AwsSolutions-IAM5",
                 "the SecureString's key (aws/ssm or a customer key) is not known at synth; Decrypt "
                 "is allowed only via SSM and only for this one parameter's encryption context",
-                ("Resource::arn:<AWS::Partition>:kms:<AWS::Region>:<AWS::AccountId>:key/*",),
+                (resource_finding(function, any_key_arn),),
             ),
         )
 
