@@ -17,7 +17,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from runtime.errors import ConfigError
-from stacks.config import environment_names, load_environment
+from stacks.config import environment_names, load_environment, parse_overrides
 from stacks.stage import SluiceStage
 from stacks.validation import validate_for_synth
 
@@ -28,7 +28,9 @@ def main() -> None:
     requested = app.node.try_get_context("env")
     names = [requested] if requested else environment_names(context)
     try:
-        configs = [load_environment(context, name) for name in names]
+        # `-c overrides='{"relay": {"enabled": true, ...}}'` tries settings without editing cdk.json.
+        overrides = parse_overrides(app.node.try_get_context("overrides"))
+        configs = [load_environment(context, name, overrides=overrides) for name in names]
         for config in configs:
             validate_for_synth(config)  # the stages check again; here a failure reads cleanly
     except ConfigError as exc:

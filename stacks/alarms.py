@@ -8,8 +8,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.functions import METRIC_DIMENSIONS, METRICS_NAMESPACE
-
+# Metrics are emitted by runtime/observability.py with this namespace and service dimension;
+# alarms, dashboards and the functions' environment must name exactly the same (a test checks).
+METRICS_NAMESPACE = "sluice"
+SERVICE_NAME = "sluice"
+METRIC_DIMENSIONS = {"service": SERVICE_NAME}
 ONE_MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)
 
@@ -44,8 +47,10 @@ def threshold_alarm(
     threshold: float,
     description: str,
     evaluation_periods: int = 1,
+    missing_data_breaches: bool = False,
 ) -> cloudwatch.Alarm:
-    """Alarm when `metric` reaches `threshold`; missing data (no traffic) is not a breach."""
+    """Alarm when `metric` reaches `threshold`; missing data (no traffic) is not a breach unless
+    the metric is a heartbeat (`missing_data_breaches`)."""
     return cloudwatch.Alarm(
         scope,
         construct_id,
@@ -53,7 +58,9 @@ def threshold_alarm(
         threshold=threshold,
         evaluation_periods=evaluation_periods,
         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        treat_missing_data=cloudwatch.TreatMissingData.BREACHING
+        if missing_data_breaches
+        else cloudwatch.TreatMissingData.NOT_BREACHING,
         alarm_description=description,
     )
 

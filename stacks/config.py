@@ -12,6 +12,7 @@ the local runtime and the tests build exactly the same object the stacks do.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -237,9 +238,13 @@ _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron
 
 
 class RelayConfig(Frozen):
-    """The relay: stream INSERTs -> FIFO (relay function) -> scheduled drain -> third-party API."""
+    """The relay: stream INSERTs -> FIFO (relay function) -> scheduled drain -> third-party API.
 
-    api_url: str = Field("", description="the third-party endpoint; required to deploy the drain")
+    Off unless an environment enables it: it needs the third-party API's https URL (and its key
+    in SSM), and a drain with nowhere to send fails on every tick."""
+
+    enabled: bool = Field(False, description="build the relay (source table, FIFO queue, functions)")
+    api_url: str = Field("", description="the third-party https endpoint; required when enabled")
     api_key_header: str = Field("x-api-key", min_length=1)
     idempotency_header: str = Field("Idempotency-Key", min_length=1)
     partition_key_field: str = Field("pk", min_length=1, description="stream key that groups messages")
@@ -265,8 +270,11 @@ class RelayConfig(Frozen):
     def _consistent(self) -> RelayConfig:
         if not _SCHEDULE.match(self.drain_schedule):
             raise ValueError("relay.drain_schedule must be an EventBridge rate(...) or cron(...) expression")
-        if self.api_url and not re.match(r"^https?://[^\s/]+", self.api_url):
-            raise ValueError("relay.api_url must be an http(s) URL")
+        if self.enabled and not self.api_url:
+            raise ValueError("relay.api_url is required when relay.enabled is true")
+        # The API key travels in a header: never over plain http.
+        if self.api_url and not re.match(r"^https://[^\s/]+", self.api_url):
+            raise ValueError("relay.api_url must be an https:// URL")
         # One API call must fit between the drain's deadline check and its timeout.
         if self.deadline_margin_s < self.connect_timeout_s + self.read_timeout_s:
             raise ValueError("relay.deadline_margin_s must cover connect_timeout_s + read_timeout_s")
@@ -277,7 +285,16 @@ class RelayConfig(Frozen):
         return self
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+
+
 class AlarmConfig(Frozen):
+    """Thresholds, and who hears about them: every alarm notifies the environment's SNS topic
+    (alarm and OK), which `emails` subscribe to; or an existing topic (`topic_arn`) is used."""
+
+    emails: tuple[str, ...] = Field((), description="subscribed to the environment's alarm topic")
+    topic_arn: str = Field("", description="an existing SNS topic to notify instead of creating one")
     dlq_depth: int = Field(1, ge=1)
     oldest_file_age_s: int = Field(900, ge=60)
     rejected_files_per_5min: int = Field(1, ge=1)
@@ -289,6 +306,17 @@ class AlarmConfig(Frozen):
         80.0, gt=0, le=100, description="elastic/provisioned: metered I/O as % of permitted throughput"
     )
 
+    @model_validator(mode="after")
+    def _recipients(self) -> AlarmConfig:
+        for email in self.emails:
+            if not _EMAIL.match(email):
+                raise ValueError(f"alarms.emails: {email!r} is not an email address")
+        if self.topic_arn and not _TOPIC_ARN.match(self.topic_arn):
+            raise ValueError("alarms.topic_arn must be an SNS topic ARN")
+        if self.topic_arn and self.emails:
+            raise ValueError("alarms: set emails (a topic is created) or topic_arn (yours), not both")
+        return self
+
 
 HTTP_API_TIMEOUT_S = 30  # API Gateway's HTTP API ends every integration at 30 s, fixed
 
@@ -296,6 +324,7 @@ HTTP_API_TIMEOUT_S = 30  # API Gateway's HTTP API ends every integration at 30 s
 class JobsConfig(Frozen):
     """POST /jobs waits for its job's completion on Redis, then answers 200, or 202 + GET URL."""
 
+    enabled: bool = Field(True, description="the jobs routes and function (needs gateway.enabled)")
     wait_s: float = Field(25.0, gt=0, lt=HTTP_API_TIMEOUT_S, description="answer 202 after this")
     timeout_s: int = Field(29, ge=3, le=HTTP_API_TIMEOUT_S, description="the jobs function's timeout")
     inline_max_bytes: int = Field(65_536, ge=0, le=1_000_000, description="larger results: presigned URL")
@@ -315,6 +344,7 @@ class JobsConfig(Frozen):
 class GatewayConfig(Frozen):
     """The HTTP API: POST /messages (straight to the state queue), POST /jobs, GET /jobs/{id}."""
 
+    enabled: bool = Field(True, description="build the HTTP API")
     authorization: Literal["iam", "jwt"] = "iam"
     jwt_issuer: str = Field("", description="required with authorization 'jwt'")
     jwt_audience: tuple[str, ...] = ()
@@ -379,6 +409,11 @@ class EnvironmentConfig(Frozen):
             raise ValueError("ingest.loader_timeout_s is too long")
         if not math.isfinite(self.ingest.settle_s):
             raise ValueError("ingest.settle_s must be finite")
+        if self.jobs.enabled and not self.gateway.enabled:
+            raise ValueError("jobs.enabled needs gateway.enabled: the jobs routes live on the HTTP API")
+        if self.gateway.enabled and self.gateway.authorization == "jwt" and not self.jobs.enabled:
+            # The JWT authorizer is created by the first route that uses it: a jobs route.
+            raise ValueError("gateway: authorization 'jwt' needs jobs.enabled (the jobs routes bind it)")
         for function in self.functions.reserved_concurrency:
             if function not in FUNCTION_NAMES:
                 raise ValueError(f"functions.reserved_concurrency names unknown function {function!r}")
@@ -406,8 +441,15 @@ def _format_errors(env: str, error: ValidationError) -> str:
     return f"invalid sluice config for environment {env!r}:\n" + "\n".join(lines)
 
 
-def load_environment(context: Mapping[str, Any], env: str, *, local: bool = False) -> EnvironmentConfig:
-    """Build the frozen config of `env` from the `sluice` context block (see module docs)."""
+def load_environment(
+    context: Mapping[str, Any],
+    env: str,
+    *,
+    local: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> EnvironmentConfig:
+    """Build the frozen config of `env` from the `sluice` context block (see module docs);
+    `overrides` (the CLI's `-c overrides='{...}'`) are merged last, into every environment."""
     environments = context.get("environments")
     if not isinstance(environments, Mapping) or not environments:
         raise ConfigError("cdk.json context 'sluice.environments' is missing or empty")
@@ -417,10 +459,25 @@ def load_environment(context: Mapping[str, Any], env: str, *, local: bool = Fals
     raw = _deep_merge({"name": env}, environments[env] or {})
     if local:
         raw = _deep_merge(raw, context.get("local") or {})
+    raw = _deep_merge(raw, overrides or {})
     try:
         return EnvironmentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(env, exc)) from None
+
+
+def parse_overrides(value: object) -> dict[str, Any]:
+    """`-c overrides='{"relay": {"enabled": true}}'`: a JSON object of settings (or nothing)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"context 'overrides' is not JSON: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError("context 'overrides' must be a JSON object of settings, e.g. '{\"relay\": {...}}'")
+    return dict(value)
 
 
 def environment_names(context: Mapping[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import jsii
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -25,6 +26,7 @@ from constructs import Construct
 
 from runtime.config import RedisSettings, Settings, to_environ
 from runtime.errors import ConfigError
+from stacks.alarms import METRICS_NAMESPACE, SERVICE_NAME, error_rate_alarm
 from stacks.config import EnvironmentConfig
 from stacks.contract import Resources, ingest_settings, pipeline_settings, queue_settings
 from stacks.nag import (
@@ -34,6 +36,7 @@ from stacks.nag import (
     acknowledge,
     managed_policy_finding,
 )
+from stacks.references import read_bucket
 from stacks.retention import log_retention
 from stacks.stateful import StatefulStack
 
@@ -41,11 +44,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 EFS_MOUNT_PATH = "/mnt/sluice"
 LAYER_PLATFORM = "manylinux2014_aarch64"
-# Metrics are emitted by runtime/observability.py with this namespace and service dimension;
-# alarms and dashboards must name exactly the same (a test checks they agree).
-METRICS_NAMESPACE = "sluice"
-SERVICE_NAME = "sluice"
-METRIC_DIMENSIONS = {"service": SERVICE_NAME}
 
 PYTHON_RUNTIMES = {
     "3.12": lambda_.Runtime.PYTHON_3_12,
@@ -168,6 +166,10 @@ class FunctionSpec:
     mount_efs: bool = False
     memory_mb: int | None = None
     sections: frozenset[str] = frozenset()  # "ingest" and/or "pipeline" settings to pass
+    # Actions this function is granted on Resource "*" beyond the factory's own (X-Ray, the EFS
+    # mount), each with why: they become its IAM5 acknowledgment's reason, and a template test
+    # holds every function's wildcard actions to exactly these.
+    wildcard_actions: tuple[tuple[str, str], ...] = ()
 
     @property
     def construct_id(self) -> str:
@@ -186,7 +188,11 @@ class FunctionFactory(Construct):
         self.runtime = PYTHON_RUNTIMES[config.functions.python_version]
         self.layer = dependency_layer(self, "DependencyLayer", config.functions.python_version)
         self.code = code_asset(PROJECT_ROOT)
+        self.results_bucket = read_bucket(self, "ResultsBucket", stateful, "Results")
         self.removal_policy = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
+        # Every function the factory builds, and its error alarm (no function goes unwatched).
+        self.functions: dict[str, lambda_.Function] = {}
+        self.error_alarms: dict[str, cloudwatch.Alarm] = {}
 
     # -- the environment contract ---------------------------------------------------------------
 
@@ -198,7 +204,7 @@ class FunctionFactory(Construct):
             fifo_url=stateful.fifo_queue.queue_url,
             fifo_dlq_url=stateful.fifo_dlq.queue_url,
             ledger_table=stateful.ledger_table.table_name,
-            results_bucket=stateful.results_bucket_name,
+            results_bucket=self.results_bucket.bucket_name,
             ingest_root=EFS_MOUNT_PATH,
         )
 
@@ -263,10 +269,40 @@ class FunctionFactory(Construct):
             # Unset unless config asks: a reservation must leave 100 unreserved in the account.
             reserved_concurrent_executions=functions.reserved_concurrency.get(spec.name),
         )
-        self._acknowledge_common(function)
+        self._acknowledge_common(function, self.wildcard_actions(spec))
+        self.functions[spec.name] = function
+        self.error_alarms[spec.name] = error_rate_alarm(
+            scope,
+            f"{spec.construct_id}Errors",
+            function,
+            percent=self.config.alarms.error_rate_percent,
+            what=spec.name,
+        )
         return function
 
-    def _acknowledge_common(self, function: lambda_.Function) -> None:
+    def wildcard_actions(self, spec: FunctionSpec) -> dict[str, str]:
+        """Every action the function holds on Resource "*", with the reason."""
+        actions: dict[str, str] = {}
+        if self.config.functions.tracing:
+            reason = "X-Ray accepts no resource for sending traces (functions.tracing)"
+            actions |= {"xray:PutTraceSegments": reason, "xray:PutTelemetryRecords": reason}
+        if spec.mount_efs:
+            actions["elasticfilesystem:ClientMount"] = (
+                "Lambda's file system grant, conditioned on the sluice access point's ARN"
+            )
+        return actions | dict(spec.wildcard_actions)
+
+    def _acknowledge_common(self, function: lambda_.Function, wildcard_actions: dict[str, str]) -> None:
+        if wildcard_actions:
+            reasons = "; ".join(f"{action}: {why}" for action, why in sorted(wildcard_actions.items()))
+            acknowledge(
+                function,
+                Ack(
+                    "AwsSolutions-IAM5",
+                    f"actions on Resource '*', each with why: {reasons}",
+                    ("Resource::*",),
+                ),
+            )
         acknowledge(
             function,
             Ack(
@@ -277,12 +313,6 @@ class FunctionFactory(Construct):
                     managed_policy_finding(function, LAMBDA_BASIC_EXECUTION),
                     managed_policy_finding(function, LAMBDA_VPC_ACCESS),
                 ),
-            ),
-            Ack(
-                "AwsSolutions-IAM5",
-                "X-Ray PutTraceSegments/PutTelemetryRecords accept no resource; the EFS ClientMount "
-                "statement is conditioned on the sluice access point's ARN",
-                ("Resource::*",),
             ),
             Ack(
                 "AwsSolutions-L1",

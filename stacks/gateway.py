@@ -33,7 +33,7 @@ from stacks.contract import JOBS_RESULTS_PREFIX, jobs_settings
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
 from stacks.retention import log_retention
-from stacks.stateful import StatefulStack, results_bucket_name
+from stacks.stateful import StatefulStack
 
 JOBS_PREFIX = JOBS_RESULTS_PREFIX
 JOBS_ENVIRONMENT_PREFIX = "SLUICE_JOBS__"
@@ -132,18 +132,8 @@ class GatewayConstruct(Construct):
             ),
             access_log_settings=JsonAccessLogs(self.access_logs),
         )
-        self.jobs_function = self._jobs(config, stateful, factory)
+        self.jobs_function = self._jobs(config, stateful, factory, worker) if config.jobs.enabled else None
         self._messages_route(config, stateful)
-        # The worker completes jobs with the same settings the waiter reads them with.
-        for name, value in jobs_environment(config, results_bucket_name(config)).items():
-            worker.add_environment(name, value)
-        if not completes_jobs(config.pipeline.router):
-            cdk.Annotations.of(self).add_warning_v2(
-                "sluice:jobs-router",
-                f"pipeline.router {config.pipeline.router!r} does not complete jobs: POST /jobs will answer "
-                "202 and GET will stay pending; use a runtime.jobs.JobsRouter (e.g. "
-                f"{JOBS_WORKER_ROUTER!r}, which passes every other item to the enrich router)",
-            )
         cdk.CfnOutput(self, "Url", value=self.stage.url, description="the HTTP API's base URL")
 
     def _authorizer(self, config: EnvironmentConfig) -> apigw.IHttpRouteAuthorizer:
@@ -155,8 +145,24 @@ class GatewayConstruct(Construct):
         return authorizers.HttpIamAuthorizer()
 
     def _jobs(
-        self, config: EnvironmentConfig, stateful: StatefulStack, factory: FunctionFactory
+        self,
+        config: EnvironmentConfig,
+        stateful: StatefulStack,
+        factory: FunctionFactory,
+        worker: lambda_.Function,
     ) -> lambda_.Function:
+        # The worker completes jobs with the same settings the waiter reads them with.
+        environment = jobs_environment(config, factory.results_bucket.bucket_name)
+        for name, value in environment.items():
+            worker.add_environment(name, value)
+        if not completes_jobs(config.pipeline.router):
+            cdk.Annotations.of(self).add_warning_v2(
+                "sluice:jobs-router",
+                f"pipeline.router {config.pipeline.router!r} does not complete jobs: POST /jobs will answer "
+                "202 and GET will stay pending; use a runtime.jobs.JobsRouter (e.g. "
+                f"{JOBS_WORKER_ROUTER!r}, which passes every other item to the enrich router)",
+            )
+
         jobs = config.jobs
         function = factory.create(
             self,
@@ -168,12 +174,12 @@ class GatewayConstruct(Construct):
                 description="sluice jobs: POST /jobs enqueues and waits on Redis; GET /jobs/{id}",
             ),
         )
-        for name, value in jobs_environment(config, results_bucket_name(config)).items():
+        for name, value in environment.items():
             function.add_environment(name, value)
         stateful.state_queue.grant(function, "sqs:SendMessage")
         stateful.redis_auth_secret.grant_read(function)
         # Reads a job's outcome and presigns it; the worker (the router) writes it.
-        jobs_objects = f"arn:{cdk.Aws.PARTITION}:s3:::{results_bucket_name(config)}/{JOBS_PREFIX}*"
+        jobs_objects = factory.results_bucket.arn_for_objects(f"{JOBS_PREFIX}*")
         function.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[jobs_objects]))
         integration = integrations.HttpLambdaIntegration("Jobs", function)
         self.api.add_routes(path="/jobs", methods=[apigw.HttpMethod.POST], integration=integration)
@@ -203,7 +209,11 @@ class GatewayConstruct(Construct):
         role = iam.Role(
             self,
             "MessagesIntegrationRole",
-            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            # Only API Gateway acting for this account (confused-deputy protection).
+            assumed_by=iam.ServicePrincipal(
+                "apigateway.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+            ),
             description="HTTP API POST /messages: send the request body to the state queue, nothing else",
         )
         stateful.state_queue.grant(role, "sqs:SendMessage")

@@ -4,8 +4,6 @@ a dashboard (DESIGN "The systems", "The ingest batch protocol")."""
 from __future__ import annotations
 
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -13,7 +11,6 @@ from constructs import Construct
 from stacks.alarms import (
     FIVE_MINUTES,
     ONE_MINUTE,
-    error_rate_alarm,
     per_second,
     sluice_metric,
     threshold_alarm,
@@ -21,6 +18,7 @@ from stacks.alarms import (
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge
+from stacks.schedules import schedule
 from stacks.stateful import StatefulStack
 
 SCHEDULED_ACKS = (
@@ -73,7 +71,7 @@ class IngestConstruct(Construct):
             ),
         }
         self.functions: dict[str, lambda_.Function] = {}
-        for name, (timeout_s, schedule, does, memory_mb) in specs.items():
+        for name, (timeout_s, expression, does, memory_mb) in specs.items():
             function = factory.create(
                 self,
                 FunctionSpec(
@@ -88,45 +86,37 @@ class IngestConstruct(Construct):
             )
             stateful.redis_auth_secret.grant_read(function)
             acknowledge(function, *SCHEDULED_ACKS)
-            self._schedule(name, function, schedule)
+            schedule(
+                self,
+                f"{name.capitalize()}Schedule",
+                function,
+                expression,
+                description=f"sluice ingest {name}: {expression}",
+            )
             self.functions[name] = function
         self.loader = self.functions["loader"]
         # Only the loader sends, and only to the one queue ingest targets.
         self.target_queue.grant_send_messages(self.loader)
-        self.alarms = self._alarms(config, stateful)
+        self.alarms = self._alarms(config, stateful, factory)
         self.dashboard = self._dashboard(config, target_dlq_alarm)
-
-    def _schedule(self, name: str, function: lambda_.Function, expression: str) -> None:
-        rule = events.Rule(
-            self,
-            f"{name.capitalize()}Schedule",
-            description=f"sluice ingest {name}: {expression}",
-            schedule=events.Schedule.expression(expression),
-            # No delayed re-delivery of a tick: it would only overlap the next scheduled run.
-            targets=[targets.LambdaFunction(function, retry_attempts=0)],
-        )
-        acknowledge(
-            rule,
-            Ack(
-                "Serverless-EventBusDLQ",
-                "the event is a timer tick with no payload; a missed tick is covered by the next one",
-            ),
-        )
 
     # -- alarms -----------------------------------------------------------------------------------
 
-    def _alarms(self, config: EnvironmentConfig, stateful: StatefulStack) -> dict[str, cloudwatch.Alarm]:
+    def _alarms(
+        self, config: EnvironmentConfig, stateful: StatefulStack, factory: FunctionFactory
+    ) -> dict[str, cloudwatch.Alarm]:
         thresholds = config.alarms
         alarms = {
-            "loader_errors": error_rate_alarm(
-                self, "LoaderErrors", self.loader, percent=thresholds.error_rate_percent, what="ingest loader"
-            ),
+            "loader_errors": factory.error_alarms["loader"],
             "oldest_file_age": threshold_alarm(
                 self,
                 "OldestFileAge",
                 sluice_metric("OldestFileAgeSeconds", statistic="Maximum"),
                 threshold=thresholds.oldest_file_age_s,
                 evaluation_periods=3,
+                # The checker reports the age every run (0 when the inbox is empty): silence
+                # means the checker is not running, and nothing else would notice.
+                missing_data_breaches=True,
                 description="ingest: the oldest inbox file is waiting too long (loader stalled or behind)",
             ),
             "rejected_files": threshold_alarm(

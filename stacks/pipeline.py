@@ -13,11 +13,14 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.alarms import FIVE_MINUTES, dlq_depth_alarm, error_rate_alarm, sluice_metric, threshold_alarm
+from stacks.alarms import FIVE_MINUTES, dlq_depth_alarm, sluice_metric, threshold_alarm
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
-from stacks.stateful import StatefulStack, results_objects_arn
+from stacks.stateful import StatefulStack
+
+# What runtime/pipeline/ledger.py calls on the ledger table, and nothing more.
+LEDGER_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 
 SQS_CONSUMER_ACKS = (
     Ack(
@@ -125,12 +128,12 @@ class PipelineConstruct(Construct):
         function.add_event_source(wiring.event_source)
         wiring.queue.grant_send_messages(function)
         wiring.dlq.grant_send_messages(function)
-        stateful.ledger_table.grant_read_write_data(function)
+        # Plans: a consistent read, a create-only put, the conditional "complete" update.
+        stateful.ledger_table.grant(function, *LEDGER_ACTIONS)
         # Exactly the sink's two calls: create-only PutObject (If-None-Match) and GetObject.
+        results_objects = factory.results_bucket.arn_for_objects("*")
         function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:PutObject", "s3:GetObject"], resources=[results_objects_arn(config)]
-            )
+            iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject"], resources=[results_objects])
         )
         stateful.redis_auth_secret.grant_read(function)
         acknowledge(
@@ -140,7 +143,7 @@ class PipelineConstruct(Construct):
                 "AwsSolutions-IAM5",
                 "one S3 object per incoming envelope, keyed by its id: the sink writes and reads any "
                 "object of the results bucket, and nothing else in S3",
-                (resource_finding(function, results_objects_arn(config)),),
+                (resource_finding(function, results_objects),),
             ),
         )
         construct_id = function.node.id
@@ -149,13 +152,6 @@ class PipelineConstruct(Construct):
             f"{construct_id}DeadLetters",
             wiring.dlq,
             threshold=config.alarms.dlq_depth,
-            what=wiring.name,
-        )
-        error_rate_alarm(
-            self,
-            f"{construct_id}Errors",
-            function,
-            percent=config.alarms.error_rate_percent,
             what=wiring.name,
         )
         return function

@@ -16,11 +16,10 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -32,7 +31,6 @@ from stacks.alarms import (
     FIVE_MINUTES,
     ONE_MINUTE,
     dlq_depth_alarm,
-    error_rate_alarm,
     sluice_metric,
     threshold_alarm,
 )
@@ -40,6 +38,7 @@ from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.contract import RelayResources, relay_settings
 from stacks.functions import FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
+from stacks.schedules import schedule
 
 RELAY_MAX_RECEIVE_COUNT = SQS_MAX_RECEIVE_COUNT  # the most SQS allows: a backstop only
 RELAY_HANDLER = "runtime.handlers.relay.handler"
@@ -71,34 +70,25 @@ def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
     return partition_keys[0].name, sort_keys[0].name if sort_keys else ""
 
 
-def failure_bucket_arn(bucket_name: str) -> str:
-    return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"
-
-
-def failure_objects_arn(bucket_name: str) -> str:
-    return f"{failure_bucket_arn(bucket_name)}/*"
-
-
 @jsii.implements(lambda_.IEventSourceDlq)
 class PutOnlyS3FailureDestination:
     """The stream mapping's S3 on-failure destination, granting the function what Lambda needs to
     write there (PutObject, ListBucket) instead of `S3OnFailureDestination`'s read/write/delete
-    on the whole bucket. `bucket_name` may use pseudo parameters (account, region), not tokens
-    of another stack's resources."""
+    on the whole bucket."""
 
-    def __init__(self, bucket_name: str) -> None:
-        self.bucket_name = bucket_name
+    def __init__(self, bucket: s3.IBucket) -> None:
+        self.bucket = bucket
 
     def bind(
         self, _target: lambda_.IEventSourceMapping, target_handler: lambda_.IFunction
     ) -> lambda_.DlqDestinationConfig:
         target_handler.add_to_role_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[failure_objects_arn(self.bucket_name)])
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects("*")])
         )
         target_handler.add_to_role_policy(
-            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[failure_bucket_arn(self.bucket_name)])
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
         )
-        return lambda_.DlqDestinationConfig(destination=failure_bucket_arn(self.bucket_name))
+        return lambda_.DlqDestinationConfig(destination=self.bucket.bucket_arn)
 
 
 class RelayConstruct(Construct):
@@ -115,7 +105,7 @@ class RelayConstruct(Construct):
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
         ledger_table: dynamodb.ITable,
-        failure_bucket_name: str,
+        failure_bucket: s3.IBucket,
         create_function: CreateFunction,
         ledger_ttl_attribute: str = "expires_at",
         redis_auth_secret: secretsmanager.ISecret | None = None,
@@ -136,14 +126,20 @@ class RelayConstruct(Construct):
             ),
         )
         self.relay_function = self._relay_function(
-            config, create_function, source_table, queue, failure_bucket_name
+            config, create_function, source_table, queue, failure_bucket
         )
         self.drain_function = self._drain_function(
             config, create_function, queue, dead_letter_queue, ledger_table
         )
         if redis_auth_secret is not None:
             redis_auth_secret.grant_read(self.drain_function)
-        self.schedule = self._schedule(relay.drain_schedule)
+        self.schedule = schedule(
+            self,
+            "DrainSchedule",
+            self.drain_function,
+            relay.drain_schedule,
+            description=f"sluice relay drain: {relay.drain_schedule}",
+        )
         self.alarms = self._alarms(config, queue, dead_letter_queue)
 
     def _function(self, create_function: CreateFunction, spec: FunctionSpec) -> lambda_.Function:
@@ -160,7 +156,7 @@ class RelayConstruct(Construct):
         create_function: CreateFunction,
         source_table: dynamodb.ITable,
         queue: sqs.IQueue,
-        failure_bucket_name: str,
+        failure_bucket: s3.IBucket,
     ) -> lambda_.Function:
         relay = config.relay
         function = self._function(
@@ -170,6 +166,13 @@ class RelayConstruct(Construct):
                 handler=RELAY_HANDLER,
                 timeout_s=relay.relay_timeout_s,
                 description="sluice relay: new items on the source table's stream -> the relay FIFO queue",
+                wildcard_actions=(
+                    (
+                        "dynamodb:ListStreams",
+                        "the stream event source mapping lists the table's streams; ListStreams "
+                        "takes no resource",
+                    ),
+                ),
             ),
         )
         function.add_event_source(
@@ -184,7 +187,7 @@ class RelayConstruct(Construct):
                 retry_attempts=relay.retry_attempts,
                 max_record_age=cdk.Duration.seconds(relay.max_record_age_s),
                 # An S3 destination keeps the records themselves (an SQS one gets metadata only).
-                on_failure=PutOnlyS3FailureDestination(failure_bucket_name),
+                on_failure=PutOnlyS3FailureDestination(failure_bucket),
                 # One batch per shard at a time: per-key order is the point.
                 parallelization_factor=1,
             )
@@ -204,8 +207,9 @@ class RelayConstruct(Construct):
             Ack(
                 "AwsSolutions-IAM5",
                 "Lambda names the on-failure objects itself (per mapping, shard and time): the role "
-                "may put any object into that one bucket, and only put",
-                (resource_finding(function, failure_objects_arn(failure_bucket_name)),),
+                "may put any object into that one bucket (the relay's own, nothing else writes "
+                "there), and only put",
+                (resource_finding(function, failure_bucket.arn_for_objects("*")),),
             ),
         )
         return function
@@ -285,23 +289,6 @@ class RelayConstruct(Construct):
             ),
         )
 
-    def _schedule(self, expression: str) -> events.Rule:
-        rule = events.Rule(
-            self,
-            "DrainSchedule",
-            description=f"sluice relay drain: {expression}",
-            schedule=events.Schedule.expression(expression),
-            targets=[targets.LambdaFunction(self.drain_function, retry_attempts=0)],
-        )
-        acknowledge(
-            rule,
-            Ack(
-                "Serverless-EventBusDLQ",
-                "the event is a timer tick with no payload; a missed tick is covered by the next one",
-            ),
-        )
-        return rule
-
     # -- alarms ----------------------------------------------------------------------------------
 
     def _alarms(
@@ -344,11 +331,5 @@ class RelayConstruct(Construct):
                 threshold=1,
                 description="relay: a stream record could not be put on the FIFO queue (retried; after "
                 "the retry attempts it lands in the S3 on-failure destination)",
-            ),
-            "relay_errors": error_rate_alarm(
-                self, "RelayErrors", self.relay_function, percent=percent, what="relay"
-            ),
-            "drain_errors": error_rate_alarm(
-                self, "DrainErrors", self.drain_function, percent=percent, what="drain"
             ),
         }

@@ -6,6 +6,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.config import EnvironmentConfig
+from stacks.notifications import NotifyOnAlarms
 from stacks.stateful import StatefulStack
 from stacks.stateless import StatelessStack
 from stacks.validation import validate_for_synth
@@ -20,3 +21,4 @@ class SluiceStage(cdk.Stage):
         self.config = config
         self.stateful = StatefulStack(self, "stateful", config=config)
         self.stateless = StatelessStack(self, "stateless", config=config, stateful=self.stateful)
+        cdk.Aspects.of(self).add(NotifyOnAlarms(self.stateful.notifications.topic))

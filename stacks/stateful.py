@@ -10,6 +10,8 @@ their DLQs, the results bucket and the DynamoDB tables. Removal policies follow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
@@ -26,12 +28,16 @@ from runtime.pipeline import ledger
 from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.contract import SOURCE_PARTITION_KEY, SOURCE_SORT_KEY
 from stacks.nag import Ack, acknowledge
+from stacks.notifications import AlarmNotifications
+from stacks.references import publish_bucket
 from stacks.retention import log_retention
 
 REDIS_PORT = 6379
 NFS_PORT = 2049
 EFS_ROOT = "/sluice"
 EFS_POSIX_ID = "1000"
+# Read-write through the access point; never ClientRootAccess (it maps every client to uid 1000).
+MOUNT_ACTIONS = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
 # The ledger's item layout is the runtime's (runtime/pipeline/ledger.py writes it): one string
 # partition key and an epoch-seconds TTL. The relay source table is the user's: pk + sk.
 LEDGER_PARTITION_KEY = ledger.PARTITION_KEY
@@ -52,13 +58,14 @@ EFS_THROUGHPUT_MODES = {
 }
 
 
-def results_bucket_name(config: EnvironmentConfig) -> str:
-    """Globally unique per account and region; at most 63 characters for any valid env name."""
-    return f"{config.prefix}-results-{cdk.Aws.ACCOUNT_ID}-{cdk.Aws.REGION}"
+@dataclass(frozen=True)
+class RelayStorage:
+    """What the relay needs from the stateful stack (built only when relay.enabled)."""
 
-
-def results_objects_arn(config: EnvironmentConfig) -> str:
-    return f"arn:{cdk.Aws.PARTITION}:s3:::{results_bucket_name(config)}/*"
+    queue: sqs.Queue
+    dead_letter_queue: sqs.Queue
+    source_table: dynamodb.Table
+    failure_bucket: s3.Bucket
 
 
 class StatefulStack(cdk.Stack):
@@ -80,9 +87,14 @@ class StatefulStack(cdk.Stack):
         self._build_network()
         self._build_redis()
         self._build_file_system()
+        self._restrict_function_egress()
         self._build_queues()
         self._build_bucket()
         self._build_tables()
+        self.relay = self._build_relay_resources() if config.relay.enabled else None
+        self.notifications = AlarmNotifications(
+            self, "AlarmNotifications", config=config, removal_policy=self.removal_policy
+        )
 
     @property
     def availability_zones(self) -> list[str]:
@@ -130,7 +142,8 @@ class StatefulStack(cdk.Stack):
             "FunctionsSecurityGroup",
             vpc=self.vpc,
             description="sluice Lambda functions (admitted by Redis and the EFS mount targets)",
-            allow_all_outbound=True,
+            # Egress is opened port by port once Redis and EFS exist (_restrict_function_egress).
+            allow_all_outbound=False,
         )
         self.writer_security_group = ec2.SecurityGroup(
             self,
@@ -163,6 +176,15 @@ class StatefulStack(cdk.Stack):
                 open=False,
                 security_groups=[endpoints_security_group],
             )
+
+    def _restrict_function_egress(self) -> None:
+        """What the functions use and nothing else: HTTPS (AWS APIs through the endpoints or the
+        NAT, and the relay's third-party API), Redis and NFS to their own security groups. DNS
+        to the VPC resolver is not filtered by security groups."""
+        functions = self.functions_security_group
+        functions.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS: AWS APIs and the relay API")
+        functions.add_egress_rule(self.redis_security_group, ec2.Port.tcp(REDIS_PORT), "Redis (TLS + AUTH)")
+        functions.add_egress_rule(self.efs_security_group, ec2.Port.tcp(NFS_PORT), "NFS to the EFS inbox")
 
     # -- Redis --------------------------------------------------------------------------------
 
@@ -284,21 +306,11 @@ class StatefulStack(cdk.Stack):
             provisioned_throughput_per_second=provisioned,
             enable_automatic_backups=self.config.retain_data,
             removal_policy=self.removal_policy,
-        )
-        # Encryption in transit is required of every client, the writer container included
-        # (mount with `-o tls`); Lambda always mounts with TLS.
-        self.file_system.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="DenyUnencryptedTransport",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=[
-                    "elasticfilesystem:ClientMount",
-                    "elasticfilesystem:ClientWrite",
-                    "elasticfilesystem:ClientRootAccess",
-                ],
-                conditions={"Bool": {"aws:SecureTransport": "false"}},
-            )
+            # Not an opening: with the feature flag's default CDK would add an Allow of
+            # ClientWrite + ClientRootAccess to any principal (via a mount target). The policy
+            # below allows IAM principals of this account, through the access point only; an
+            # anonymous (non-IAM) client matches no Allow and is refused.
+            allow_anonymous_access=True,
         )
         # Every client (functions and the writer) enters through this access point, so files
         # are owned by one POSIX identity and nobody can see outside /sluice.
@@ -307,6 +319,29 @@ class StatefulStack(cdk.Stack):
             path=EFS_ROOT,
             create_acl=efs.Acl(owner_uid=EFS_POSIX_ID, owner_gid=EFS_POSIX_ID, permissions="750"),
             posix_user=efs.PosixUser(uid=EFS_POSIX_ID, gid=EFS_POSIX_ID),
+        )
+        self._restrict_file_system_access()
+        self.writer_mount_policy = iam.ManagedPolicy(
+            self,
+            "WriterMountPolicy",
+            description=f"sluice {self.config.name}: mount the EFS inbox read-write through its access point",
+            statements=[
+                iam.PolicyStatement(
+                    actions=MOUNT_ACTIONS,
+                    resources=[self.file_system.file_system_arn],
+                    conditions={
+                        "StringEquals": {
+                            "elasticfilesystem:AccessPointArn": self.access_point.access_point_arn
+                        }
+                    },
+                )
+            ],
+        )
+        cdk.CfnOutput(
+            self,
+            "WriterMountPolicyArn",
+            value=self.writer_mount_policy.managed_policy_arn,
+            description="attach to the writer's task role: mount -t efs -o tls,iam,accesspoint=...",
         )
         cdk.CfnOutput(
             self,
@@ -325,6 +360,52 @@ class StatefulStack(cdk.Stack):
             "WriterSecurityGroupId",
             value=self.writer_security_group.security_group_id,
             description="security group the writer container joins to reach the mount targets",
+        )
+
+    def _restrict_file_system_access(self) -> None:
+        """The file system policy: TLS always, an access point always, IAM always. Same-account
+        IAM principals also need an identity policy that allows the mount (the functions get one
+        from their Lambda file system config, conditioned on the sluice access point's exact ARN;
+        the writer attaches WriterMountPolicy, likewise).
+
+        The policy is a property of the file system, which the access point depends on, so it
+        cannot name the access point's ARN (a circular dependency): it names any access point
+        of this account and region, and the identity policies pin the exact one."""
+        any_access_point = self.format_arn(
+            service="elasticfilesystem",
+            resource="access-point",
+            resource_name="fsap-*",
+            arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        every_client = [iam.AnyPrincipal()]
+        client_actions = [
+            "elasticfilesystem:ClientMount",
+            "elasticfilesystem:ClientWrite",
+            "elasticfilesystem:ClientRootAccess",
+        ]
+        for sid, condition in (
+            ("DenyUnencryptedTransport", {"Bool": {"aws:SecureTransport": "false"}}),
+            (
+                "DenyOutsideAnAccessPoint",
+                {"StringNotLike": {"elasticfilesystem:AccessPointArn": any_access_point}},
+            ),
+        ):
+            self.file_system.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=sid,
+                    effect=iam.Effect.DENY,
+                    principals=every_client,
+                    actions=client_actions,
+                    conditions=condition,
+                )
+            )
+        self.file_system.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowThisAccountThroughAnAccessPoint",
+                principals=[iam.AccountRootPrincipal()],
+                actions=MOUNT_ACTIONS,
+                conditions={"StringLike": {"elasticfilesystem:AccessPointArn": any_access_point}},
+            )
         )
 
     # -- queues -------------------------------------------------------------------------------
@@ -381,40 +462,66 @@ class StatefulStack(cdk.Stack):
                 queue=self.fifo_dlq, max_receive_count=pipeline.fifo_max_receive_count
             ),
         )
+
+    def _build_relay_resources(self) -> RelayStorage:
         # The relay's own FIFO queue: its drain receives on a schedule and sets visibility itself,
         # so it cannot share the router's FIFO queue (an event source mapping consumes that one).
-        self.relay_dlq = self._dead_letter_queue("RelayDeadLetterQueue", fifo=True)
-        self.relay_queue = self._queue(
+        relay_dlq = self._dead_letter_queue("RelayDeadLetterQueue", fifo=True)
+        relay_queue = self._queue(
             "RelayQueue",
             fifo=True,
-            retention_s=queues.retention_s,
+            retention_s=self.config.queues.retention_s,
             visibility_timeout=cdk.Duration.seconds(self.config.relay.drain_timeout_s * 6),
             content_based_deduplication=False,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.relay_dlq, max_receive_count=SQS_MAX_RECEIVE_COUNT
-            ),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=relay_dlq, max_receive_count=SQS_MAX_RECEIVE_COUNT),
+        )
+        # The relay's source: its stream feeds the relay function (INSERTs, filtered at the ESM).
+        source_table = self._table(
+            "RelaySource", SOURCE_PARTITION_KEY, SOURCE_SORT_KEY, stream=dynamodb.StreamViewType.NEW_IMAGE
+        )
+        # Stream records the relay could not pass on, as Lambda writes them. A bucket of their
+        # own: nothing else may write there, so a failure record is never overwritten.
+        failure_bucket = self._bucket(
+            "RelayFailures",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix="relay-failures/",
+        )
+        publish_bucket(self, "RelayFailures", failure_bucket, "stream records the relay could not pass on")
+        return RelayStorage(
+            queue=relay_queue,
+            dead_letter_queue=relay_dlq,
+            source_table=source_table,
+            failure_bucket=failure_bucket,
         )
 
     # -- results bucket -----------------------------------------------------------------------
 
-    def _build_bucket(self) -> None:
-        storage = self.config.storage
-        auto_delete = not self.config.retain_data
-        self.access_logs_bucket = s3.Bucket(
+    def _bucket(self, construct_id: str, **kwargs: object) -> s3.Bucket:
+        """Private, TLS-only, owner-enforced; named by CloudFormation (a fixed name would collide
+        when a retained bucket outlives its stack and the stack is created again)."""
+        return s3.Bucket(
             self,
-            "AccessLogs",
-            # Server access log delivery supports only SSE-S3 on the target bucket.
-            encryption=s3.BucketEncryption.S3_MANAGED,
+            construct_id,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             enforce_ssl=True,
+            removal_policy=self.removal_policy,
+            auto_delete_objects=not self.config.retain_data,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def _build_bucket(self) -> None:
+        storage = self.config.storage
+        self.access_logs_bucket = self._bucket(
+            "AccessLogs",
+            # Server access log delivery supports only SSE-S3 on the target bucket.
+            encryption=s3.BucketEncryption.S3_MANAGED,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-logs", expiration=cdk.Duration.days(storage.access_log_expire_days)
                 )
             ],
-            removal_policy=self.removal_policy,
-            auto_delete_objects=auto_delete,
         )
         acknowledge(
             self.access_logs_bucket,
@@ -425,17 +532,9 @@ class StatefulStack(cdk.Stack):
             if storage.results_expire_days is not None
             else None
         )
-        # A predictable name built from pseudo parameters: the stateless stack derives the same
-        # name and ARN without a cross-stack export, so grants and cdk-nag findings read plainly.
-        self.results_bucket_name = results_bucket_name(self.config)
-        self.results_bucket = s3.Bucket(
-            self,
+        self.results_bucket = self._bucket(
             "Results",
-            bucket_name=self.results_bucket_name,
             encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="results/",
             lifecycle_rules=[
@@ -454,9 +553,8 @@ class StatefulStack(cdk.Stack):
                     expiration=expiration,
                 ),
             ],
-            removal_policy=self.removal_policy,
-            auto_delete_objects=auto_delete,
         )
+        publish_bucket(self, "Results", self.results_bucket, "the sinks' results bucket")
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -484,8 +582,4 @@ class StatefulStack(cdk.Stack):
         # The router's create-only outcome plans; items expire after the dedup horizon.
         self.ledger_table = self._table(
             "Ledger", LEDGER_PARTITION_KEY, None, time_to_live_attribute=LEDGER_TTL_ATTRIBUTE
-        )
-        # The relay's source: its stream feeds the relay function (INSERTs, filtered at the ESM).
-        self.relay_source_table = self._table(
-            "RelaySource", SOURCE_PARTITION_KEY, SOURCE_SORT_KEY, stream=dynamodb.StreamViewType.NEW_IMAGE
         )

@@ -12,8 +12,9 @@ from stacks.functions import FunctionFactory
 from stacks.gateway import GatewayConstruct
 from stacks.ingest import IngestConstruct
 from stacks.pipeline import PipelineConstruct
+from stacks.references import read_bucket
 from stacks.relay import RelayConstruct
-from stacks.stateful import StatefulStack, results_bucket_name
+from stacks.stateful import StatefulStack
 
 
 class StatelessStack(cdk.Stack):
@@ -45,24 +46,33 @@ class StatelessStack(cdk.Stack):
             factory=self.factory,
             target_dlq_alarm=self.pipeline.dlq_alarms[target],
         )
-        self.relay = RelayConstruct(
-            self,
-            "Relay",
-            config=config,
-            source_table=stateful.relay_source_table,
-            queue=stateful.relay_queue,
-            dead_letter_queue=stateful.relay_dlq,
-            ledger_table=stateful.ledger_table,
-            failure_bucket_name=results_bucket_name(config),
-            create_function=self.factory.create,
-            redis_auth_secret=stateful.redis_auth_secret,
+        # Optional systems: a disabled one creates nothing (config: relay/gateway/jobs.enabled).
+        self.relay = (
+            RelayConstruct(
+                self,
+                "Relay",
+                config=config,
+                source_table=stateful.relay.source_table,
+                queue=stateful.relay.queue,
+                dead_letter_queue=stateful.relay.dead_letter_queue,
+                ledger_table=stateful.ledger_table,
+                failure_bucket=read_bucket(self, "RelayFailuresBucket", stateful, "RelayFailures"),
+                create_function=self.factory.create,
+                redis_auth_secret=stateful.redis_auth_secret,
+            )
+            if stateful.relay is not None
+            else None
         )
         # The HTTP API feeds the standard state queue, whose router also completes jobs.
-        self.gateway = GatewayConstruct(
-            self,
-            "Gateway",
-            config=config,
-            stateful=stateful,
-            factory=self.factory,
-            worker=self.pipeline.functions["router"],
+        self.gateway = (
+            GatewayConstruct(
+                self,
+                "Gateway",
+                config=config,
+                stateful=stateful,
+                factory=self.factory,
+                worker=self.pipeline.functions["router"],
+            )
+            if config.gateway.enabled
+            else None
         )

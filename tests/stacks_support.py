@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk.assertions import Match, Template
 
 from stacks.config import load_environment
 from stacks.stage import SluiceStage
@@ -25,13 +26,26 @@ DEPLOY_TARGET = cdk.Environment(account="123456789012", region="eu-west-1")
 AGNOSTIC = cdk.Environment()
 
 
+# Every optional system on (relay is off by default: it needs the third-party API's URL).
+ALL_SYSTEMS: dict[str, Any] = {
+    "relay": {"enabled": True, "api_url": "https://api.example.com/v1/records"},
+    "gateway": {"enabled": True},
+    "jobs": {"enabled": True},
+}
+
+
 def build_stage(
-    env: str, overrides: dict[str, Any] | None = None, *, target: cdk.Environment = DEPLOY_TARGET
+    env: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    target: cdk.Environment = DEPLOY_TARGET,
+    all_systems: bool = True,
 ) -> SluiceStage:
-    """One environment's stage from cdk.json's context, with `overrides` merged into its block."""
+    """One environment's stage from cdk.json's context, with every optional system enabled
+    (unless `all_systems` is false) and `overrides` merged into its block."""
     context = copy.deepcopy(CDK_CONTEXT)
     block = context["sluice"]["environments"][env]
-    for section, values in (overrides or {}).items():
+    for section, values in [*(ALL_SYSTEMS.items() if all_systems else ()), *(overrides or {}).items()]:
         if isinstance(values, dict):
             block.setdefault(section, {}).update(values)
         else:
@@ -39,3 +53,44 @@ def build_stage(
     app = cdk.App(context={**context, "aws:cdk:bundling-stacks": []})
     config = load_environment(context["sluice"], env)
     return SluiceStage(app, config.prefix, config=config, env=target)
+
+
+def stateful_output(name_pattern: str) -> dict[str, Any]:
+    """Matches a value the stateless stack reads from the stateful stack's outputs (a weak
+    reference: `Fn::GetStackOutput`, no export) whose output name matches `name_pattern`."""
+    return {
+        "Fn::GetStackOutput": Match.object_like(
+            {
+                "StackName": Match.string_like_regexp("-stateful$"),
+                "OutputName": Match.string_like_regexp(name_pattern),
+            }
+        )
+    }
+
+
+def output_name(value: Any) -> str:
+    """The stateful output a weak reference reads (asserts that `value` is one)."""
+    assert set(value) == {"Fn::GetStackOutput"}, value
+    return str(value["Fn::GetStackOutput"]["OutputName"])
+
+
+def statements_of_function(template: Template, function: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of the inline policies attached to a function's role (`function` is the
+    function resource's Properties)."""
+    role = function["Role"]["Fn::GetAtt"][0]
+    policies = template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": role}])}}
+    )
+    return [
+        statement
+        for policy in policies.values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def actions_of(statements: list[dict[str, Any]]) -> set[str]:
+    actions: set[str] = set()
+    for statement in statements:
+        value = statement["Action"]
+        actions.update([value] if isinstance(value, str) else value)
+    return actions

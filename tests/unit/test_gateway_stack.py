@@ -13,7 +13,7 @@ from runtime.errors import ConfigError
 from stacks.config import GatewayConfig, JobsConfig
 from stacks.gateway import ACCESS_LOG_FIELDS, completes_jobs
 from stacks.stage import SluiceStage
-from tests.stacks_support import build_stage
+from tests.stacks_support import build_stage, output_name
 from tests.unit.test_stacks_nag import with_nag
 
 JWT = {"authorization": "jwt", "jwt_issuer": "https://issuer.example.com/", "jwt_audience": ["sluice-api"]}
@@ -65,9 +65,8 @@ def test_post_messages_sends_the_whole_body_to_the_state_queue(dev_t: Template) 
     assert integration["PayloadFormatVersion"] == "1.0"
     parameters = integration["RequestParameters"]
     assert set(parameters) == {"QueueUrl", "MessageBody"} and parameters["MessageBody"] == "$request.body"
-    assert set(parameters["QueueUrl"]) == {"Fn::ImportValue"}  # the stateful stack's state queue
-    assert "StateQueue" in parameters["QueueUrl"]["Fn::ImportValue"]
-    assert "DeadLetter" not in parameters["QueueUrl"]["Fn::ImportValue"]
+    queue = output_name(parameters["QueueUrl"])  # the stateful stack's state queue
+    assert "StateQueue" in queue and "DeadLetter" not in queue
     route = only(dev_t, "AWS::ApiGatewayV2::Route", {"RouteKey": "POST /messages"})
     integrations = dev_t.find_resources(
         "AWS::ApiGatewayV2::Integration", {"Properties": {"IntegrationSubtype": "SQS-SendMessage"}}
@@ -81,7 +80,13 @@ def test_the_integration_role_may_only_send_to_the_state_queue(dev_t: Template) 
     role_id = ref_of(integration["CredentialsArn"])
     role = dev_t.to_json()["Resources"][role_id]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"}}
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+            # API Gateway acting for another account cannot use the role (confused deputy).
+            "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+        }
     ]
     assert "ManagedPolicyArns" not in role
     [statement] = statements_of_role(dev_t, role_id)

@@ -29,6 +29,8 @@ def test_defaults_are_valid_and_the_probe_backoff_is_capped_at_15_minutes() -> N
     [
         ({"drain_schedule": "every minute"}, "drain_schedule"),
         ({"api_url": "api.example.com"}, "api_url"),
+        ({"api_url": "http://api.example.com/v1"}, r"relay\.api_url must be an https:// URL"),
+        ({"enabled": True}, r"relay\.api_url is required when relay\.enabled"),
         ({"deadline_margin_s": 5}, "deadline_margin_s must cover"),
         ({"max_record_age_s": 30}, r"relay\.max_record_age_s"),
         ({"calls_per_minute": 0}, r"relay\.calls_per_minute"),

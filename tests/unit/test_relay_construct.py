@@ -18,10 +18,11 @@ from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.relay import DRAIN_HANDLER, RELAY_HANDLER, RelayConstruct
 from stacks.stage import SluiceStage
-from tests.stacks_support import build_stage
+from tests.stacks_support import build_stage, output_name
 
 API_URL = "https://api.example.com/v1/records"
 RELAY_OVERRIDES = {
+    "enabled": True,
     "api_url": API_URL,
     "calls_per_minute": 120,
     "drain_schedule": "rate(2 minutes)",
@@ -86,9 +87,8 @@ def test_the_stream_mapping_passes_inserts_only_with_retries_bisect_and_an_s3_de
     assert props["MaximumRecordAgeInSeconds"] == 3600
     assert props["ParallelizationFactor"] == 1
     assert props["StartingPosition"] == "TRIM_HORIZON"
-    destination = json.dumps(props["DestinationConfig"]["OnFailure"]["Destination"])
-    # The bucket (the records themselves), not a queue (metadata only).
-    assert ":s3:::sluice-dev-results-" in destination
+    # The relay's own bucket (the records themselves), not a queue (metadata only).
+    assert output_name(props["DestinationConfig"]["OnFailure"]["Destination"]) == "RelayFailuresBucketArn"
     assert "stream" in json.dumps(props["EventSourceArn"]).lower()
 
 

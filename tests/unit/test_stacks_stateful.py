@@ -330,7 +330,7 @@ def test_results_bucket_is_private_encrypted_logged_and_aged(dev_t: Template) ->
             }
         },
     )
-    assert len(ssl_only) == 2  # results and access logs
+    assert len(ssl_only) == 3  # results, access logs, relay failures: every bucket
 
 
 def test_ledger_table_on_demand_ttl_pitr(dev_t: Template) -> None:
@@ -363,7 +363,7 @@ def test_relay_source_table_streams_new_images(dev_t: Template) -> None:
     ("kind", "count"),
     [
         ("AWS::DynamoDB::Table", 2),
-        ("AWS::S3::Bucket", 2),
+        ("AWS::S3::Bucket", 3),  # results, access logs, relay failures
         ("AWS::EFS::FileSystem", 1),
         ("AWS::SQS::Queue", 6),
     ],
