@@ -11,6 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.functions import PYTHON_RUNTIMES, REQUIREMENTS, dependency_layer, layer_lock
+from tests.stacks_support import build_stage
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
@@ -83,3 +84,17 @@ def test_the_layers_asset_hash_follows_the_lock(tmp_path: Path) -> None:
     assert _layer_key(first) == _layer_key(same), "the hash must depend on the lock's bytes, not its path"
     assert _layer_key(first) != _layer_key(changed)
     assert _layer_key(first, "3.12") != _layer_key(first, "3.13")
+
+
+def test_every_stage_ships_the_layer_of_its_pythons_lock() -> None:
+    stage = build_stage("dev", {"functions": {"python_version": "3.13"}})
+    template = Template.from_stack(stage.stateless)
+    template.resource_count_is("AWS::Lambda::LayerVersion", 1)
+    template.has_resource_properties(
+        "AWS::Lambda::LayerVersion",
+        {
+            "Content": {"S3Key": _layer_key(layer_lock("3.13"), "3.13")},
+            "CompatibleRuntimes": ["python3.13"],
+            "Description": Match.string_like_regexp(r"requirements-lambda-3\.13\.lock"),
+        },
+    )
