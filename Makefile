@@ -2,7 +2,7 @@
 # installs what it needs first (venv, pinned Python and npm packages, redis-server).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint \
+.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint checkov lock \
 	deploy diff destroy credentials rehearse bench clean
 
 VENV ?= .venv
@@ -19,6 +19,11 @@ STACKS = 'sluice-$(ENV)/*'
 CHECK_ACCOUNT ?= 123456789012
 CHECK_REGION ?= us-east-1
 PYTEST_ARGS ?=
+# The CPython versions `functions.python_version` allows (stacks/config.py): one layer lock each.
+LAMBDA_PYTHONS := 3.12 3.13
+# checkov pins its own boto3/botocore/packaging, older than requirements.txt's: it lives in its own
+# venv, installed from a hashed lock for this machine's Python (`make lock` writes both kinds).
+CHECKOV_VENV ?= .venv-checkov
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
@@ -26,12 +31,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make run                 run sluice locally (real redis-server + moto server); ARGS='--help' for options"
-	@echo "make test                everything CI runs: ruff, mypy, complexity, pytest, synth of every env, cdk-nag, cfn-lint"
+	@echo "make test                everything CI runs: ruff, mypy, complexity, pytest, synth of every env, cdk-nag, cfn-lint, checkov"
 	@echo "make synth               synthesize every environment into cdk.out/"
 	@echo "make deploy ENV=<name>   deploy one environment (needs AWS credentials); ARGS='--require-approval never'"
 	@echo "make diff ENV=<name>     show what a deploy would change"
 	@echo "make destroy ENV=<name>  delete one environment's stacks (prod also needs CONFIRM=prod)"
 	@echo "make bench [ARGS=--quick] benchmarks into build/bench/"
+	@echo "make lock [ARGS=--upgrade] re-resolve the Lambda layer's locks (and checkov's) after editing requirements"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
@@ -45,13 +51,18 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.lock
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-checkov.lock
+	@touch $@
+
 setup: $(VENV)/.installed node_modules/.installed
 	@scripts/ensure-redis.sh
 
 run: setup
 	$(PY) -m local $(ARGS)
 
-test: setup lint typecheck complexity pytest synth-check cfn-lint rehearse
+test: setup lint typecheck complexity pytest synth-check cfn-lint checkov rehearse
 
 pr: test
 
@@ -93,6 +104,24 @@ cfn-lint: setup
 	@test -d cdk.out || $(MAKE) synth-check
 	$(VENV)/bin/cfn-lint --non-zero-exit-code error -- cdk.out/assembly-*/*.template.json
 
+# checkov over the same templates; every skipped check and its reason is in .checkov.yaml.
+checkov: setup $(CHECKOV_VENV)/.installed
+	@test -d cdk.out || $(MAKE) synth-check
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --skip-download --quiet --compact \
+		--framework cloudformation $$(printf -- '-f %s ' cdk.out/assembly-*/*.template.json)
+
+# The locks: what ships to Lambda, resolved for the Lambda platform (not this machine) for every
+# allowed CPython, each distribution pinned and hashed; and checkov's own venv for this machine.
+# uv keeps existing pins it can; ARGS=--upgrade re-resolves everything to the newest allowed.
+lock: setup
+	for version in $(LAMBDA_PYTHONS); do \
+		$(VENV)/bin/uv pip compile --quiet requirements.txt --python-platform aarch64-manylinux2014 \
+			--python-version $$version --generate-hashes --custom-compile-command 'make lock' \
+			-o requirements-lambda-$$version.lock $(ARGS) || exit 1; \
+	done
+	$(VENV)/bin/uv pip compile --quiet requirements-checkov.in --python-version 3.11 --universal \
+		--generate-hashes --custom-compile-command 'make lock' -o requirements-checkov.lock $(ARGS)
+
 credentials: setup
 	@$(PY) scripts/check_aws_credentials.py "make $(firstword $(MAKECMDGOALS))"
 
@@ -117,4 +146,4 @@ bench: setup
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)

@@ -4,6 +4,9 @@ differs (handler, timeout, memory, EFS mount).
 
 The dependency layer is built without Docker: a local bundler runs pip for the Lambda platform
 (manylinux2014 aarch64 wheels for the configured CPython), which works on any machine with pip.
+It installs exactly what the lock for that CPython names (`requirements-lambda-<python>.lock`,
+resolved for the Lambda platform by `make lock`, every distribution pinned and hashed), so the
+layer's asset hash, derived from the lock, stands for its content.
 """
 
 from __future__ import annotations
@@ -80,12 +83,21 @@ class LayerBuildError(ConfigError):
     """pip could not assemble the dependency layer for the Lambda platform."""
 
 
+def layer_lock(python_version: str, project_root: Path = PROJECT_ROOT) -> Path:
+    """The lock the layer for this CPython installs from (written by `make lock`)."""
+    return project_root / f"requirements-lambda-{python_version}.lock"
+
+
 @jsii.implements(cdk.ILocalBundling)
 class PipPlatformBundling:
-    """Installs `requirements.txt` into `<output>/python` with the Lambda platform's wheels."""
+    """Installs the hashed lock into `<output>/python` with the Lambda platform's wheels.
 
-    def __init__(self, requirements: Path, python_version: str) -> None:
-        self.requirements = requirements
+    `--require-hashes --no-deps`: pip installs exactly the lock's distributions, each checked
+    against its hashes, and resolves nothing itself (the lock was resolved for the Lambda
+    platform, not for this machine)."""
+
+    def __init__(self, lock: Path, python_version: str) -> None:
+        self.lock = lock
         self.python_version = python_version
 
     def command(self, output_dir: str) -> list[str]:
@@ -97,8 +109,10 @@ class PipPlatformBundling:
             "--quiet",
             "--no-compile",
             "--disable-pip-version-check",
+            "--require-hashes",
+            "--no-deps",
             "-r",
-            str(self.requirements),
+            str(self.lock),
             "--platform",
             LAYER_PLATFORM,
             "--only-binary=:all:",
@@ -112,11 +126,18 @@ class PipPlatformBundling:
 
     def try_bundle(self, output_dir: str, *_options: Any, **_kwargs: Any) -> bool:
         # jsii passes the BundlingOptions struct positionally; nothing in it is needed here.
+        if not self.lock.is_file():
+            raise LayerBuildError(f"building the Lambda layer: {self.lock.name} is missing; run `make lock`")
         result = subprocess.run(self.command(output_dir), capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            # Falling back to Docker would hide the real reason; fail synth with pip's own.
+            # Never fall back to Docker (returning False would): fail synth with pip's own reason.
             raise LayerBuildError(f"building the Lambda layer failed:\n{result.stderr[-4000:]}")
         return True
+
+
+def layer_fingerprint(lock: Path, python_version: str) -> str:
+    """The layer's asset hash: the lock's bytes, the CPython and the platform — all it depends on."""
+    return hashlib.sha256(lock.read_bytes() + f"|{python_version}|{LAYER_PLATFORM}".encode()).hexdigest()
 
 
 def code_asset(project_root: Path) -> lambda_.AssetCode:
@@ -126,23 +147,23 @@ def code_asset(project_root: Path) -> lambda_.AssetCode:
     )
 
 
-def dependency_layer(scope: Construct, construct_id: str, python_version: str) -> lambda_.LayerVersion:
+def dependency_layer(
+    scope: Construct, construct_id: str, python_version: str, lock: Path | None = None
+) -> lambda_.LayerVersion:
     runtime = PYTHON_RUNTIMES[python_version]
-    # The layer changes only with the pinned requirements, the Python version and the platform.
-    fingerprint = hashlib.sha256(
-        REQUIREMENTS.read_bytes() + f"|{python_version}|{LAYER_PLATFORM}".encode()
-    ).hexdigest()
+    lock = lock or layer_lock(python_version)
     code = lambda_.Code.from_asset(
-        str(PROJECT_ROOT),
+        str(lock.parent),
         ignore_mode=cdk.IgnoreMode.DOCKER,
-        exclude=["*", "!requirements.txt"],
+        exclude=["*", f"!{lock.name}"],
         asset_hash_type=cdk.AssetHashType.CUSTOM,
-        asset_hash=fingerprint,
+        asset_hash=layer_fingerprint(lock, python_version),
         bundling=cdk.BundlingOptions(
-            # Never pulled: local bundling always runs (or fails with pip's reason).
+            # `image` is required by the API and never used: the local bundler either installs
+            # the lock or raises, it never returns False, so CDK never falls back to Docker. No
+            # `command` either, so nothing here could install unpinned packages.
             image=cdk.DockerImage.from_registry(f"public.ecr.aws/sam/build-python{python_version}"),
-            local=PipPlatformBundling(REQUIREMENTS, python_version),
-            command=["bash", "-c", "pip install -r requirements.txt -t /asset-output/python"],
+            local=PipPlatformBundling(lock, python_version),
         ),
     )
     return lambda_.LayerVersion(
@@ -151,7 +172,7 @@ def dependency_layer(scope: Construct, construct_id: str, python_version: str) -
         code=code,
         compatible_architectures=[lambda_.Architecture.ARM_64],
         compatible_runtimes=[runtime],
-        description=f"sluice runtime dependencies (requirements.txt) for Python {python_version} arm64",
+        description=f"sluice runtime dependencies ({lock.name}) for Python {python_version} arm64",
     )
 
 

@@ -417,8 +417,9 @@ def test_code_asset_ships_only_the_runtime_package(tmp_path: Path) -> None:
 
 
 def test_layer_bundler_asks_pip_for_the_lambda_platform() -> None:
-    command = PipPlatformBundling(Path("requirements.txt"), "3.12").command("/out")
+    command = PipPlatformBundling(Path("requirements-lambda-3.12.lock"), "3.12").command("/out")
     joined = " ".join(command)
+    assert "--require-hashes --no-deps -r requirements-lambda-3.12.lock" in joined
     assert "--platform manylinux2014_aarch64" in joined
     assert "--only-binary=:all:" in joined
     assert "--implementation cp --python-version 3.12" in joined
