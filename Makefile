@@ -18,6 +18,8 @@ STACKS = 'sluice-$(ENV)/*'
 # account is a placeholder (no credentials are used); the deploy rehearsal covers a second region.
 CHECK_ACCOUNT ?= 123456789012
 CHECK_REGION ?= us-east-1
+# ... and with every optional system on (the relay is off by default: it needs an API URL).
+ALL_SYSTEMS := {"relay": {"enabled": true, "api_url": "https://api.example.com/v1/records"}, "gateway": {"enabled": true}, "jobs": {"enabled": true}}
 PYTEST_ARGS ?=
 # The CPython versions `functions.python_version` allows (stacks/config.py): one layer lock each.
 LAMBDA_PYTHONS := 3.12 3.13
@@ -96,7 +98,7 @@ synth: setup
 synth-check: setup
 	rm -rf cdk.out
 	CDK_DEFAULT_ACCOUNT=$(CHECK_ACCOUNT) CDK_DEFAULT_REGION=$(CHECK_REGION) AWS_REGION=$(CHECK_REGION) \
-		$(CDK) synth --quiet 'sluice-*/*'
+		$(CDK) synth --quiet 'sluice-*/*' -c overrides='$(ALL_SYSTEMS)'
 
 nag: synth-check
 

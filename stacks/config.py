@@ -224,6 +224,9 @@ class StorageConfig(Frozen):
     results_expire_days: int | None = Field(None, ge=1, description="None keeps results forever")
     results_infrequent_access_days: int = Field(30, ge=30, description="S3 needs >= 30 days")
     access_log_expire_days: int = Field(90, ge=1)
+    noncurrent_version_expire_days: int = Field(
+        7, ge=1, description="every bucket is versioned; replaced or deleted objects are kept this long"
+    )
 
     @model_validator(mode="after")
     def _expire_after_transition(self) -> StorageConfig:

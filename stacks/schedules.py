@@ -13,6 +13,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from stacks.alarms import FIVE_MINUTES, threshold_alarm
 from stacks.nag import Ack, acknowledge
 
 # Lambda's minimum maximum-event-age: a tick not started within a minute is dropped (the next
@@ -38,5 +39,14 @@ def schedule(
             "Serverless-EventBusDLQ",
             "the event is a timer tick with no payload; a missed tick is covered by the next one",
         ),
+    )
+    # A dropped tick leaves no error behind: only this metric shows a function that no longer runs.
+    threshold_alarm(
+        scope,
+        f"{construct_id}DroppedTicks",
+        function.metric("AsyncEventsDropped", statistic="Sum", period=FIVE_MINUTES),
+        threshold=1,
+        evaluation_periods=3,
+        description=f"{description}: ticks dropped unstarted for 15 minutes (throttled or failing to start)",
     )
     return rule

@@ -10,6 +10,7 @@ their DLQs, the results bucket and the DynamoDB tables. Removal policies follow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aws_cdk as cdk
@@ -497,12 +498,24 @@ class StatefulStack(cdk.Stack):
 
     # -- results bucket -----------------------------------------------------------------------
 
-    def _bucket(self, construct_id: str, **kwargs: object) -> s3.Bucket:
-        """Private, TLS-only, owner-enforced; named by CloudFormation (a fixed name would collide
-        when a retained bucket outlives its stack and the stack is created again)."""
+    def _bucket(
+        self, construct_id: str, *, lifecycle_rules: Sequence[s3.LifecycleRule] = (), **kwargs: object
+    ) -> s3.Bucket:
+        """Private, TLS-only, owner-enforced, versioned (an overwritten or deleted object can be
+        recovered for `storage.noncurrent_version_expire_days`); named by CloudFormation (a fixed
+        name would collide when a retained bucket outlives its stack and the stack is created
+        again)."""
+        keep_versions = cdk.Duration.days(self.config.storage.noncurrent_version_expire_days)
         return s3.Bucket(
             self,
             construct_id,
+            versioned=True,
+            lifecycle_rules=[
+                *lifecycle_rules,
+                s3.LifecycleRule(
+                    id="expire-noncurrent-versions", noncurrent_version_expiration=keep_versions
+                ),
+            ],
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             enforce_ssl=True,

@@ -168,6 +168,24 @@ def test_scheduled_functions_are_never_retried_or_kept_waiting(stateless_t: Temp
                 )
             },
         )
+        stateless_t.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "MetricName": "AsyncEventsDropped",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": logical_id}}],
+            },
+        )
+
+
+def test_every_bucket_is_versioned_and_forgets_old_versions(stateful_t: Template) -> None:
+    for bucket in stateful_t.find_resources("AWS::S3::Bucket").values():
+        properties = bucket["Properties"]
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert {"NoncurrentVersionExpiration": {"NoncurrentDays": 7}}.items() <= next(
+            rule
+            for rule in properties["LifecycleConfiguration"]["Rules"]
+            if rule["Id"] == "expire-noncurrent-versions"
+        ).items()
 
 
 def test_every_function_has_an_error_alarm(stateless_t: Template) -> None:
