@@ -229,8 +229,8 @@ class Fs:
         Returns True when this call published it, False when `path` already existed (the
         caller reads the existing one and follows it). Readers never see a partial file.
         """
-        directory, name = os.path.split(path)
-        temporary = os.path.join(directory, f"{_TMP_PREFIX}{name}.{secrets.token_hex(6)}")
+        # The temporary name does not repeat the final one: it fits however long that is.
+        temporary = os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{secrets.token_hex(8)}")
         self.write_new(temporary, data)
         try:
             self.link(temporary, path)
