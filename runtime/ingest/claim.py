@@ -125,8 +125,10 @@ def _settle_check(ingest: Ingest, name: str, settled_before_ns: int) -> Check:
     a fate instead (an mtime too far in the future, one that cannot be opened); None when
     not claimable now."""
 
+    small = min(PREREAD_MAX_FILE_BYTES, ingest.settings.max_file_bytes)  # nothing too large is read
+
     def settled_and_small(st: FileStat) -> bool:
-        return st.mtime_ns <= settled_before_ns and st.size <= PREREAD_MAX_FILE_BYTES
+        return st.mtime_ns <= settled_before_ns and st.size <= small
 
     path = ingest.layout.inbox_file(name)
     for attempt in range(OPEN_ATTEMPTS):

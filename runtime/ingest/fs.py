@@ -36,10 +36,13 @@ class FileStat(NamedTuple):
     nlink: int
     ino: int
     is_regular: bool
+    ctime_ns: int = 0  # the last change of the inode: set by the kernel, never by a writer's utime
 
 
 def _file_stat(st: os.stat_result) -> FileStat:
-    return FileStat(st.st_size, st.st_mtime_ns, st.st_nlink, st.st_ino, stat.S_ISREG(st.st_mode))
+    return FileStat(
+        st.st_size, st.st_mtime_ns, st.st_nlink, st.st_ino, stat.S_ISREG(st.st_mode), st.st_ctime_ns
+    )
 
 
 class OpCounter:

@@ -33,6 +33,7 @@ from tests.fixtures.ingest import (
     handler_environment,
     item_ids,
     make_ingest,
+    reasons,
     record,
     start_handler,
     write_corpus,
@@ -52,14 +53,6 @@ def queue_url(sqs: Any) -> str:
 
 def bodies(sqs: Any, url: str) -> list[bytes]:
     return [m["body"] for m in drain(sqs, url)]
-
-
-def reasons(root: Path) -> dict[str, str]:
-    """rejected file name -> reason code."""
-    return {
-        p.name.removesuffix(".reason.json"): orjson.loads(p.read_bytes())["code"]
-        for p in (root / "rejected").rglob("*.reason.json")
-    }
 
 
 def test_every_record_once_in_parts_that_match_their_records(
