@@ -110,13 +110,18 @@ _COMMIT = _FENCE + _FORGET + "redis.call('ZADD', KEYS[2], now, batch)\nreturn 1\
 _HALT = _FENCE + _FORGET + "redis.call('ZADD', KEYS[4], now, batch)\nreturn 1\n"
 _DROP = _FENCE + _FORGET + "return 1\n"
 
-# A run that stops at its deadline hands the batch straight back (it did not die).
-_RELEASE = (
-    _FENCE
-    + """
+# Handing a batch back: no lease, no owner, no crash-isolation cursor.
+_HAND_BACK = """
 redis.call('ZREM', KEYS[1], batch)
 redis.call('HDEL', KEYS[5], batch)
 redis.call('HDEL', KEYS[7], batch)
+"""
+
+# A run that stops at its deadline hands the batch straight back (it did not die).
+_RELEASE = (
+    _FENCE
+    + _HAND_BACK
+    + """
 if tonumber(redis.call('HGET', KEYS[6], batch) or '0') > 0 then redis.call('HINCRBY', KEYS[6], batch, -1) end
 redis.call('ZADD', KEYS[3], 'NX', now, batch)
 return 1
@@ -127,10 +132,8 @@ return 1
 # before `ARGV[3]` seconds: the loader claims new files meanwhile.
 _FAIL = (
     _FENCE
+    + _HAND_BACK
     + """
-redis.call('ZREM', KEYS[1], batch)
-redis.call('HDEL', KEYS[5], batch)
-redis.call('HDEL', KEYS[7], batch)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), batch)
 return 1
 """

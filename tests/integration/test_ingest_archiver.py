@@ -70,14 +70,21 @@ def test_a_batch_waits_until_past_the_lease_and_timeout(tmp_path: Path, redis_cl
     assert (tmp_path / "processed" / batch).is_dir()
 
 
+def _written_late(root: Path, client: redis.Redis, extra: bytes) -> tuple[str, Path, int]:
+    """A committed batch whose first member grew by `extra` after the claim: (batch, member,
+    bytes sent)."""
+    batch = _load(root, client)
+    victim = sorted(p for p in (root / "processed" / batch).iterdir() if not p.name.startswith("."))[0]
+    sent = victim.stat().st_size
+    with victim.open("ab") as handle:
+        handle.write(extra)
+    return batch, victim, sent
+
+
 def test_late_write_is_copied_to_rejected_with_the_bytes_sent(
     tmp_path: Path, redis_client: redis.Redis
 ) -> None:
-    batch = _load(tmp_path, redis_client)
-    victim = sorted(p for p in (tmp_path / "processed" / batch).iterdir() if not p.name.startswith("."))[0]
-    sent = victim.stat().st_size
-    with victim.open("ab") as handle:
-        handle.write(b'\n{"late": true}\n')
+    batch, victim, sent = _written_late(tmp_path, redis_client, b'\n{"late": true}\n')
     result = _archiver(tmp_path, redis_client).run(forever)
     assert result.late_writes == 1
     copy = tmp_path / "rejected" / batch / victim.name
@@ -92,11 +99,7 @@ def test_a_late_write_above_max_file_bytes_is_linked_not_read(
     tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     """Issue 22: the late-write check read the whole file into memory whatever its size."""
-    batch = _load(tmp_path, redis_client)
-    victim = sorted(p for p in (tmp_path / "processed" / batch).iterdir() if not p.name.startswith("."))[0]
-    sent = victim.stat().st_size
-    with victim.open("ab") as handle:
-        handle.write(b"x" * 4096)
+    batch, victim, sent = _written_late(tmp_path, redis_client, b"x" * 4096)
 
     class NoReads(Fs):
         def read_all(self, path: str) -> bytes:

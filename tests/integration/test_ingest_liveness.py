@@ -44,16 +44,6 @@ from tests.fixtures.ingest import (
 )
 
 
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    return aws("sqs")
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> str:
-    return sqs.create_queue(QueueName="state")["QueueUrl"]  # type: ignore[no-any-return]
-
-
 def loader(root: Path, client: redis.Redis, sink: Any, **overrides: Any) -> Ingest:
     values: dict[str, Any] = {"max_crash_runs": 1, "failure_backoff_s": 0.0}
     values.update(overrides)

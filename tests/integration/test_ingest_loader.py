@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import redis
 
 from runtime.codec import decode
@@ -39,16 +38,6 @@ from tests.fixtures.ingest import (
     write_corpus,
     write_file,
 )
-
-
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    return aws("sqs")
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> str:
-    return sqs.create_queue(QueueName="state")["QueueUrl"]  # type: ignore[no-any-return]
 
 
 def bodies(sqs: Any, url: str) -> list[bytes]:

@@ -43,16 +43,6 @@ from tests.fixtures.ingest import (
 BAD_FILE = "2026-11-25T13-00003-bad.json"  # sorts among the good ones: rejected mid-batch
 
 
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    return aws("sqs")
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> str:
-    return sqs.create_queue(QueueName="state")["QueueUrl"]  # type: ignore[no-any-return]
-
-
 def corpus(root: Path) -> set[str]:
     expected = write_corpus(root, files=8, records_per_file=25)
     write_file(root, BAD_FILE, b'# junk\n{"a": tru}')
