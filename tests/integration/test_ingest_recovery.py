@@ -34,6 +34,7 @@ from tests.fixtures.ingest import (
     forever,
     handler_environment,
     make_ingest,
+    reasons,
     record,
     run_handler,
     write_corpus,
@@ -41,6 +42,9 @@ from tests.fixtures.ingest import (
 )
 
 BAD_FILE = "2026-11-25T13-00003-bad.json"  # sorts among the good ones: rejected mid-batch
+# Issue 22's poison for the kill-point matrix: a 255-byte name (its reason file's name is
+# derived, shortened) holding an integer that cannot travel exactly.
+POISON = "2026-11-25T13-00005-" + "p" * 230 + ".json"
 
 
 def corpus(root: Path) -> set[str]:
@@ -128,6 +132,7 @@ def test_kill_at_each_step_then_resume(
     redis_lost: bool,
 ) -> None:
     expected = corpus(tmp_path)
+    write_file(tmp_path, POISON, b'{"id": 123456789012345678901234567890}')
     env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, read_threads=2)
 
     crashed = run_handler(env, kill_at=step)
@@ -143,6 +148,8 @@ def test_kill_at_each_step_then_resume(
     [reason] = list((tmp_path / "rejected").glob(f"*/{BAD_FILE}.reason.json"))
     assert orjson.loads(reason.read_bytes())["code"] == "invalid_json"
     assert len(list((tmp_path / "rejected").glob(f"*/{BAD_FILE}*"))) == 2, "one file, one reason"
+    assert reasons(tmp_path) == {BAD_FILE: "invalid_json", POISON: "number_out_of_range"}
+    assert len(list((tmp_path / "rejected").glob("*/*"))) == 4, "one reason each, nothing else"
     assert client_is_tidy(redis_client)
 
 
