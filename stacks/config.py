@@ -143,11 +143,11 @@ class IngestConfig(Frozen):
     failure_backoff_s: float = Field(
         60.0, ge=0, le=3600, description="a failing batch waits this long (doubling per run) before a retry"
     )
-    max_file_bytes: int = Field(
-        64 * 1024 * 1024,
+    max_file_bytes: int | None = Field(
+        None,
         ge=1024,
         description="inbox files above this are rejected file_too_large, never read (a loader holds a file "
-        "and its records, several times its size, in memory)",
+        "and its records, several times its size, in memory); default: 1/16 of loader_memory_mb",
     )
     max_clock_skew_s: float = Field(300.0, ge=0, description="mtimes further ahead are rejected future_mtime")
     archive_retention_days: int | None = Field(None, ge=1)
@@ -162,6 +162,13 @@ class IngestConfig(Frozen):
     efs_provisioned_mibps: int | None = Field(None, ge=1, le=3072)
 
     @property
+    def file_limit_bytes(self) -> int:
+        """max_file_bytes, or what fits the loader's memory (1/16 of it: 110 MiB at 1,769 MB)."""
+        if self.max_file_bytes is not None:
+            return self.max_file_bytes
+        return self.loader_memory_mb * 2**20 // MEMORY_PER_FILE_BYTE
+
+    @property
     def lease_s(self) -> int:
         """A claim's lease outlives the function that holds it, plus a margin."""
         return self.loader_timeout_s + self.lease_margin_s
@@ -170,7 +177,7 @@ class IngestConfig(Frozen):
     def _consistent(self) -> IngestConfig:
         if self.deadline_margin_s >= self.loader_timeout_s:
             raise ValueError("ingest.deadline_margin_s must be below ingest.loader_timeout_s")
-        if self.max_file_bytes * MEMORY_PER_FILE_BYTE > self.loader_memory_mb * 2**20:
+        if self.file_limit_bytes * MEMORY_PER_FILE_BYTE > self.loader_memory_mb * 2**20:
             raise ValueError(
                 f"ingest.max_file_bytes must fit the loader's memory: at most "
                 f"1/{MEMORY_PER_FILE_BYTE} of ingest.loader_memory_mb"
