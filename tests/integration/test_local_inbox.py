@@ -17,7 +17,7 @@ from runtime.ingest.layout import printable_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_MESSAGE_BYTES = 65_536
-MAX_FILE_BYTES = 1_500_000  # large.json (~1 MB) loads, huge.json (~2 MB) is file_too_large
+MAX_FILE_BYTES = 600_000  # large.json (~0.4 MB) loads, huge.json (~0.8 MB) is file_too_large
 JUNK = b"# exported by a user's tool\n// another comment\n\n"
 
 
@@ -42,7 +42,7 @@ def make_corpus(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     file("lines.ndjson", b"\n".join(orjson.dumps({"n": i}) for i in range(5)) + b"\n", "delivered", 5)
     file("single.json", JUNK + b'{"just": "one"}', "delivered", 1)
     file("name with spaces é ü 日本.json", _records(4), "delivered", 4)
-    file("large.json", JUNK + _records(30_000), "delivered", 30_000)
+    file("large.json", JUNK + _records(10_000), "delivered", 10_000)
     file("empty.json", b"", "rejected", codes={"empty"})
     file("comments.json", JUNK, "rejected", codes={"empty", "no_json"})
     file("truncated.json", JUNK + _records(3)[:-5], "rejected", codes={"invalid_json"})
@@ -75,7 +75,7 @@ def make_corpus(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     file("bigint.json", b'{"id": 123456789012345678901234567890}', "rejected", codes={"number_out_of_range"})
     file("overflow.json", b'[{"x": 1e400}]', "rejected", codes={"number_out_of_range"})
     file("junk-only.json", b"2026-11-25 12:00:00 [INFO] tick {n}\n" * 10_000, "rejected", codes={"no_json"})
-    file("huge.json", _records(45_000), "rejected", codes={"file_too_large"})
+    file("huge.json", _records(20_000), "rejected", codes={"file_too_large"})
     file("future.json", _records(2), "rejected", codes={"future_mtime"})
     ahead = time.time() + 86_400
     os.utime(inbox / "future.json", (ahead, ahead))
