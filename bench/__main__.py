@@ -32,6 +32,7 @@ from bench.measure import (
     Measurement,
     median_of,
 )
+from bench.parse import parse_throughput
 from bench.report import print_table, write_chart, write_json
 from bench.router import router_alone
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
@@ -56,13 +57,14 @@ class Sizes:
     archiver_files: int
     rss_inbox_files: int
     end_to_end_s: int
+    parse_mb: int
 
     @classmethod
     def for_run(cls, quick: bool, scale: float = 1.0) -> Sizes:
         base = (
-            (200, 4, 2_000, 40, 10_000, 500, 6_000, 3, 2_000, 50_000, 10)
+            (200, 4, 2_000, 40, 10_000, 500, 6_000, 3, 2_000, 50_000, 10, 3)
             if quick
-            else (2_000, 30, 20_000, 400, 100_000, 3_000, 48_000, 20, 12_000, 1_000_000, 60)
+            else (2_000, 30, 20_000, 400, 100_000, 3_000, 48_000, 20, 12_000, 1_000_000, 60, 30)
         )
         return cls(*(max(1, round(n * scale)) for n in base))
 
@@ -80,8 +82,21 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
+def run_parse_only(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """`--only parse`: the parse scenario alone (no servers), into parse.json."""
+    parse = parse_throughput(Sizes.for_run(args.quick, args.scale).parse_mb)
+    console.print(parse)
+    out = Path(args.out)
+    write_json(out / "parse.json", {"parse": parse})
+    console.print(f"wrote {out / 'parse.json'}")
+    return {"parse": parse}
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     sizes = Sizes.for_run(args.quick, args.scale)
+    if args.only == "parse":
+        return run_parse_only(args, console)
+    parse = parse_throughput(sizes.parse_mb)
     with servers(args) as s:
         console.print(f"[bold]sluice benchmarks[/] ({'quick' if args.quick else 'full'} run) …")
         baseline = [
@@ -201,6 +216,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         },
         "redis": redis_footprint,
         "end_to_end": end_to_end.as_dict(),
+        "parse": parse,
         "ratios": ratios,
     }
     out = Path(args.out)
@@ -219,6 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="build/bench", help="output directory (default build/bench)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
     parser.add_argument("--aws-endpoint-url", help="use this moto server instead of starting one")
+    parser.add_argument(
+        "--only",
+        choices=["all", "parse"],
+        default="all",
+        help="run one scenario (parse: junk-only/NDJSON MB/s)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")

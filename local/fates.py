@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-REASON_SUFFIX = ".reason.json"
+from runtime.ingest.layout import REASON_SUFFIX, printable_name, reason_name
 
 
 def split_item_id(item_id: str) -> tuple[str, int]:
@@ -198,21 +198,22 @@ def read_rejections(share: Path) -> dict[str, list[Rejection]]:
     if not rejected.is_dir():
         return found
     for directory, _subdirs, files in os.walk(rejected):
-        for reason_name in files:
-            if not reason_name.endswith(REASON_SUFFIX):
+        names = set(files)
+        for name in files:
+            # Each quarantined entry beside its reason file, under the name sluice derives
+            # (`<name>.reason.json`, shortened for a long name).
+            if name.endswith(REASON_SUFFIX) or name.startswith(".") or reason_name(name) not in names:
                 continue
-            reason_path = Path(directory) / reason_name
             try:
-                reason = orjson.loads(reason_path.read_bytes())
+                reason = orjson.loads((Path(directory) / reason_name(name)).read_bytes())
             except (OSError, orjson.JSONDecodeError):
                 continue  # a reason file is written to a temporary name and linked: never partial
-            name = reason_name[: -len(REASON_SUFFIX)]
             entry = Rejection(
                 file=name,
                 code=str(reason.get("code", "")),
                 detail=str(reason.get("detail", "")),
                 batch=str(reason.get("batch", Path(directory).name)),
-                path=str(Path(directory, name).relative_to(share)),
+                path=printable_name(str(Path(directory, name).relative_to(share))),
             )
             found.setdefault(name, []).append(entry)
     return found
@@ -246,7 +247,7 @@ class FileFate:
 
     def as_dict(self, *, with_ids: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "file": self.file,
+            "file": printable_name(self.file),  # a name that is not UTF-8, escaped for JSON
             "fate": self.fate,
             "records_delivered": self.records_delivered,
             "duplicates": self.duplicates,

@@ -20,7 +20,8 @@ from pathlib import Path
 from local.fates import Expected
 from runtime.ingest.errors import RejectedFile
 from runtime.ingest.fs import is_temporary_name
-from runtime.ingest.parse import NOT_REGULAR_FILE, parse_records
+from runtime.ingest.layout import is_valid_name
+from runtime.ingest.parse import INVALID_NAME, NOT_REGULAR_FILE, parse_records
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,15 @@ def import_inbox(source: Path, inbox: Path) -> list[ImportedEntry]:
 def _expected_for_file(entry: ImportedEntry) -> Expected:
     if is_temporary_name(entry.name):
         return Expected(file=entry.name, fate="skipped", records=0)
+    if not is_valid_name(entry.name):
+        return Expected(file=entry.name, fate="rejected", records=0, codes=frozenset({INVALID_NAME}))
     try:
         records = len(parse_records(entry.source.read_bytes()))
     except RejectedFile:
         # Rejected by parsing: whatever the loader decides is its fate; no records expected.
         return Expected(file=entry.name, fate="rejected", records=0)
-    # Parsed: delivered, unless a record is too large for a message (the loader decides).
+    # Parsed: delivered, unless the loader decides otherwise from what only it sees (a record
+    # too large for a message, a file above max_file_bytes, an mtime far in the future).
     return Expected(file=entry.name, fate=None, records=records)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.fates import REASON_SUFFIX
+from runtime.ingest.layout import REASON_SUFFIX
 
 
 @dataclass(frozen=True)

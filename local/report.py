@@ -11,6 +11,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from local.run import RunResult, Snapshot
+from runtime.ingest.layout import printable_name
 
 PROBLEM_ROWS_SHOWN = 20
 
@@ -19,7 +20,7 @@ def summary(result: RunResult, *, share: Path | None = None) -> dict[str, Any]:
     reconciliation = result.reconciliation
     rejected = [
         {
-            "file": fate.file,
+            "file": printable_name(fate.file),
             "code": fate.reason,
             "detail": fate.detail,
             "path": fate.rejected_path,
@@ -43,8 +44,8 @@ def summary(result: RunResult, *, share: Path | None = None) -> dict[str, Any]:
         "files_delivered": sum(1 for f in reconciliation.files if f.fate == "delivered"),
         "files_skipped": sum(1 for f in reconciliation.files if f.fate == "skipped"),
         "rejected_files": rejected,
-        "pending_files": [f.file for f in reconciliation.pending],
-        "problems": [{"file": f.file, "problem": f.problem} for f in reconciliation.problems],
+        "pending_files": [printable_name(f.file) for f in reconciliation.pending],
+        "problems": [{"file": printable_name(f.file), "problem": f.problem} for f in reconciliation.problems],
         "unexpected_ids": reconciliation.unexpected_ids[:100],
         "dead_letters": result.dead_letters,
         "halted_batches": result.halted_batches,

@@ -64,6 +64,15 @@ class IngestSettings(Section):
     processes: int = Field(1, ge=1, le=6)
     resend_horizon_s: int = Field(86_400, ge=1)
     max_crash_runs: int = Field(3, ge=1)
+    # A batch that fails (not transiently) waits this long, doubling with each run, before it
+    # is resumed; the loader claims new files meanwhile.
+    failure_backoff_s: float = Field(60.0, ge=0)
+    # A member above this many bytes is rejected `file_too_large` from its stat, never read:
+    # a loader holds a whole file (and its records, several times its size) in memory.
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # An inbox file whose mtime is further ahead of the loader's clock than this is rejected
+    # `future_mtime` (it would never settle).
+    max_clock_skew_s: float = Field(300.0, ge=0)
     archive_after_s: int = Field(420, ge=0)
     archive_retention_days: int | None = None
     projection: dict[str, ProjectionRule] = Field(default_factory=dict)

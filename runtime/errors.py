@@ -34,3 +34,9 @@ class LeaseLost(SluiceError):
 
 class TransientError(SluiceError):
     """A failure that may clear on retry (I/O error, throttling, timeout)."""
+
+
+class EnvironmentFailure(SluiceError):
+    """The environment refuses the work itself (access denied, a queue that does not exist, a
+    disabled KMS key, a queue limit below the envelope size): the run stops with one clear
+    error and an alarm; no batch is charged for it."""

@@ -114,6 +114,10 @@ class ProjectionField(Frozen):
     missing: Literal["null", "omit", "reject"] = "null"
 
 
+# A loaded file costs the loader its bytes, the parsed records and their encoded items at once.
+MEMORY_PER_FILE_BYTE = 16
+
+
 class IngestConfig(Frozen):
     settle_s: float = Field(30.0, gt=0, description="a file is loadable once its mtime is this old")
     loader_timeout_s: int = Field(300, ge=30, le=LAMBDA_MAX_TIMEOUT_S)
@@ -137,6 +141,16 @@ class IngestConfig(Frozen):
     )
     resend_horizon_s: int = Field(86_400, ge=60)
     max_crash_runs: int = Field(3, ge=1, le=100)
+    failure_backoff_s: float = Field(
+        60.0, ge=0, le=3600, description="a failing batch waits this long (doubling per run) before a retry"
+    )
+    max_file_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="inbox files above this are rejected file_too_large, never read (a loader holds a file "
+        "and its records, several times its size, in memory); default: 1/16 of loader_memory_mb",
+    )
+    max_clock_skew_s: float = Field(300.0, ge=0, description="mtimes further ahead are rejected future_mtime")
     archive_retention_days: int | None = Field(None, ge=1)
     projection: dict[str, ProjectionField] = Field(
         default_factory=dict, description="output field -> source path; empty keeps every field"
@@ -149,6 +163,13 @@ class IngestConfig(Frozen):
     efs_provisioned_mibps: int | None = Field(None, ge=1, le=3072)
 
     @property
+    def file_limit_bytes(self) -> int:
+        """max_file_bytes, or what fits the loader's memory (1/16 of it: 110 MiB at 1,769 MB)."""
+        if self.max_file_bytes is not None:
+            return self.max_file_bytes
+        return self.loader_memory_mb * 2**20 // MEMORY_PER_FILE_BYTE
+
+    @property
     def lease_s(self) -> int:
         """A claim's lease outlives the function that holds it, plus a margin."""
         return self.loader_timeout_s + self.lease_margin_s
@@ -157,6 +178,11 @@ class IngestConfig(Frozen):
     def _consistent(self) -> IngestConfig:
         if self.deadline_margin_s >= self.loader_timeout_s:
             raise ValueError("ingest.deadline_margin_s must be below ingest.loader_timeout_s")
+        if self.file_limit_bytes * MEMORY_PER_FILE_BYTE > self.loader_memory_mb * 2**20:
+            raise ValueError(
+                f"ingest.max_file_bytes must fit the loader's memory: at most "
+                f"1/{MEMORY_PER_FILE_BYTE} of ingest.loader_memory_mb"
+            )
         if (self.efs_throughput_mode == "provisioned") != (self.efs_provisioned_mibps is not None):
             raise ValueError(
                 "ingest.efs_provisioned_mibps is required with efs_throughput_mode 'provisioned' "

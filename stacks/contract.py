@@ -62,6 +62,9 @@ def ingest_settings(config: EnvironmentConfig, resources: Resources) -> IngestSe
         processes=ingest.processes,
         resend_horizon_s=ingest.resend_horizon_s,
         max_crash_runs=ingest.max_crash_runs,
+        failure_backoff_s=ingest.failure_backoff_s,
+        max_file_bytes=ingest.file_limit_bytes,
+        max_clock_skew_s=ingest.max_clock_skew_s,
         # DESIGN step 8: a committed batch is archived once no loader that could still hold it
         # is alive — past its lease plus one more loader run.
         archive_after_s=ingest.lease_s + ingest.loader_timeout_s,

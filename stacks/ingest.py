@@ -133,6 +133,31 @@ class IngestConstruct(Construct):
                 threshold=1,
                 description="ingest: a batch under halted/ cannot be resumed safely and needs an operator",
             ),
+            "environment_errors": threshold_alarm(
+                self,
+                "LoaderEnvironmentErrors",
+                sluice_metric("EnvironmentErrors", period=FIVE_MINUTES),
+                threshold=1,
+                description="ingest: the environment refuses the loader (access denied, queue missing or its "
+                "MaximumMessageSize below queues.max_message_bytes, KMS key disabled); runs stop until fixed",
+            ),
+            "failed_batch_runs": threshold_alarm(
+                self,
+                "FailedBatchRuns",
+                sluice_metric("FailedBatchRuns", period=FIVE_MINUTES),
+                threshold=1,
+                evaluation_periods=3,
+                description="ingest: a batch keeps failing (backing off while new files load; quarantined or "
+                "halted after max_crash_runs)",
+            ),
+            "stuck_inbox_files": threshold_alarm(
+                self,
+                "StuckInboxFiles",
+                sluice_metric("StuckInboxFiles", statistic="Maximum"),
+                threshold=1,
+                evaluation_periods=3,
+                description="ingest: the oldest inbox files have mtimes in the future or cannot be stat'ed",
+            ),
             "redis_memory": threshold_alarm(
                 self,
                 "RedisMemory",

@@ -420,6 +420,9 @@ class StatefulStack(cdk.Stack):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=cdk.Duration.seconds(retention_s),
+            # What the loader packs (and every producer sizes against): a queue left at a lower
+            # limit would refuse those parts forever (the loader checks this once per run).
+            max_message_size_bytes=self.config.queues.max_message_bytes,
             removal_policy=self.removal_policy,
             **kwargs,  # type: ignore[arg-type]
         )

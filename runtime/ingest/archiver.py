@@ -32,9 +32,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runtime.config import IngestSettings
 from runtime.ingest.coord import PROCESSED, TAG
 from runtime.ingest.fs import Fs, is_temporary_name
-from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, REASON_SUFFIX, Layout
+from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, Layout, reason_name
 from runtime.ingest.model import Header, Member
 from runtime.ingest.moves import move_directory, reason_document
+from runtime.ingest.parse import FILE_TOO_LARGE
 from runtime.kill import kill_point
 from runtime.observability import logger, metrics
 
@@ -191,13 +192,22 @@ class Archiver:
             f"written after the claim: {member.size} bytes (mtime_ns {member.mtime_ns}) were sent; "
             f"the file now has {size} bytes (mtime_ns {mtime_ns})"
         )
-        reason = reason_document(LATE_WRITE, detail, batch, bytes_sent=member.size)
-        self.fs.write_once(target + REASON_SUFFIX, reason)
+        source = os.path.join(directory, member.name)
+        too_large = size > self.settings.max_file_bytes
+        if too_large:  # from the stat, never read: the copy is a second link to the same file
+            detail += f"; above ingest.max_file_bytes ({self.settings.max_file_bytes}), linked, not copied"
+        code = FILE_TOO_LARGE if too_large else LATE_WRITE
+        reason = reason_document(code, detail, batch, bytes_sent=member.size)
+        self.fs.write_once(os.path.join(rejected_dir, reason_name(member.name)), reason)
         kill_point("archiver.after_late_reason")
-        self.fs.write_once(target, self.fs.read_all(os.path.join(directory, member.name)))
+        if too_large:
+            with contextlib.suppress(FileExistsError):
+                self.fs.link(source, target)
+        else:
+            self.fs.write_once(target, self.fs.read_all(source))
         logger.warning(
             "late write quarantined",
-            extra={"code": LATE_WRITE, "file": member.name, "batch": batch, "bytes_sent": member.size},
+            extra={"code": code, "file": member.name, "batch": batch, "bytes_sent": member.size},
         )
 
     def _return_stray(self, directory: str, name: str) -> None:

@@ -19,14 +19,20 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from runtime import codec
-from runtime.errors import TransientError
 from runtime.ingest.claim import return_strays
-from runtime.ingest.errors import BatchMustHalt, RejectedFile
-from runtime.ingest.layout import REASON_SUFFIX
-from runtime.ingest.model import Header, Ingest, Member, PartRecord
-from runtime.ingest.moves import finish_unlink, quarantine, rename_checked
+from runtime.ingest.errors import BatchFailed, BatchMustHalt, RejectedFile
+from runtime.ingest.fs import FileStat
+from runtime.ingest.model import CODE_VERSION, Header, Ingest, Member, PartRecord
+from runtime.ingest.moves import finish_unlink, quarantine, quarantined_as, rename_checked, was_quarantined
 from runtime.ingest.parallel import WorkerPool, parallel_map
-from runtime.ingest.parse import CRASH, Projector, compile_projection, file_items
+from runtime.ingest.parse import (
+    CRASH,
+    FILE_TOO_LARGE,
+    UNREADABLE,
+    Projector,
+    compile_projection,
+    file_items,
+)
 from runtime.ingest.sender import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from runtime.kill import kill_point
 
@@ -34,6 +40,13 @@ from runtime.kill import kill_point
 READ_AHEAD_FILES = 512
 # Far more parts than a batch of batch_max_files can make (sizes items for the widest id).
 LARGEST_PART_NUMBER = 10**9 - 1
+# A member that cannot be read is tried this many times in a run (then the run fails, counted;
+# a crash-isolation run rejects it `unreadable`).
+READ_ATTEMPTS = 3
+READ_RETRY_S = 0.05
+# The reason a resumed batch halts when its recorded parts do not reproduce under other rules.
+RULES_CHANGED = "rules_changed"
+PART_MISMATCH = "part_mismatch"
 
 
 class OutOfTime(Exception):  # a signal from a run to its loop, not an error
@@ -48,6 +61,8 @@ class _Read:
     member: Member
     data: bytes | None = None
     skipped: bool = False
+    rejection: RejectedFile | None = None  # its fate is known before parsing (too large)
+    failure: OSError | None = None  # it could not be read
 
 
 # Groups of parts (a SendMessageBatch each) a run may have on their way at once.
@@ -178,16 +193,31 @@ class BatchRun:
         encoder: codec.ItemEncoder,
         item_limit: int,
     ) -> list[bytes] | None:
-        if read.skipped or read.data is None:
+        if read.skipped:
             return None
         if self.crash_isolation:
             self.ingest.coord.set_cursor(self.batch, self.token, self.ingest.settings.lease_s, read.index)
+        if read.rejection is not None:
+            self.reject(read.index, read.rejection.code, read.rejection.detail)
+            return None
+        if read.failure is not None or read.data is None:
+            detail = f"{read.member.name} cannot be read: {read.failure!r}"
+            if not self.crash_isolation:
+                raise BatchFailed(UNREADABLE, detail, culprit=read.index) from read.failure
+            self.reject(read.index, UNREADABLE, detail)
+            return None
         kill_point("parse.file", read.member.name)
         try:
             return file_items(read.member.name, read.data, project, encoder, item_limit)
         except RejectedFile as rejected:
             self.reject(read.index, rejected.code, rejected.detail)
-            return None
+        except Exception as failure:
+            # A bug or a limit of the parser on this file: a run that fails counts like one
+            # that dies, and crash isolation quarantines the file it was on.
+            if not self.crash_isolation:
+                raise
+            self.reject(read.index, CRASH, f"the loader failed on this file in crash isolation: {failure!r}")
+        return None
 
     # --- reading members -----------------------------------------------------------------------
     def _reads(self) -> Iterator[_Read]:
@@ -206,37 +236,65 @@ class BatchRun:
             yield from current
 
     def _read_member(self, indexed: tuple[int, Member]) -> _Read:
+        """A member's first `size` bytes (or its fate): never read above max_file_bytes, an
+        interrupted quarantine finished only where the quarantined copy is this inode."""
         index, member = indexed
+        too_large = member.size > self.ingest.settings.max_file_bytes
         data = self.preread.pop(member.name, None)
-        if data is not None:
-            return _Read(index, member, data=data)
+        if data is not None and not too_large:
+            return _Read(index, member, data=data)  # a new batch: nothing of it quarantined yet
         path = self.ingest.layout.claimed_file(self.batch, member.name)
         try:
-            data, st = self.ingest.fs.read_prefix(path, member.size)
+            data, st = self._read(path, 0 if too_large else member.size)
         except FileNotFoundError:
             if self._was_rejected(member.name):
                 return _Read(index, member, skipped=True)
             raise BatchMustHalt("member_missing", f"{member.name} is in the header but gone") from None
         except OSError as exc:
-            raise TransientError(f"reading {member.name}: {exc}") from exc
-        if st.nlink > 1:
-            # A quarantine that died between link and unlink: finish it; the file is rejected.
-            finish_unlink(self.ingest.fs, path)
+            return _Read(index, member, failure=exc)
+        if self._interrupted_quarantine(member, st):
+            finish_unlink(self.ingest.fs, path)  # the quarantined link is this very file
             return _Read(index, member, skipped=True)
+        if too_large:
+            limit = self.ingest.settings.max_file_bytes
+            detail = f"{member.size} bytes, above ingest.max_file_bytes ({limit}); not read"
+            return _Read(index, member, rejection=RejectedFile(FILE_TOO_LARGE, detail))
         if len(data) < member.size:
             raise BatchMustHalt("member_shrank", f"{member.name} has {len(data)} of {member.size} bytes")
         return _Read(index, member, data=data)
 
-    def _was_rejected(self, name: str) -> bool:
+    def _read(self, path: str, size: int) -> tuple[bytes, FileStat]:
+        """read_prefix, tried READ_ATTEMPTS times (ENOENT at once: it means something)."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return self.ingest.fs.read_prefix(path, size)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+                time.sleep(READ_RETRY_S * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _interrupted_quarantine(self, member: Member, st: FileStat) -> bool:
+        """A second link is a quarantine that died between link and unlink only when the
+        quarantined entry is this same inode; any other second link (the writer's, an
+        operator's) leaves the file to load like any other."""
+        if st.nlink <= 1:
+            return False
+        rejected = self.ingest.layout.rejected(self.batch)
+        return quarantined_as(self.ingest.fs, st.ino, rejected, member.name) is not None
+
+    def _rejected_listing(self) -> set[str]:
         if self._rejected_names is None:
             try:
                 self._rejected_names = set(self.ingest.fs.listdir(self.ingest.layout.rejected(self.batch)))
             except FileNotFoundError:
                 self._rejected_names = set()
-        reason = name + REASON_SUFFIX
-        return reason in self._rejected_names or any(
-            n.startswith(name + "~") and n.endswith(REASON_SUFFIX) for n in self._rejected_names
-        )
+        return self._rejected_names
+
+    def _was_rejected(self, name: str) -> bool:
+        return was_quarantined(self._rejected_listing(), name)
 
     # --- parts -----------------------------------------------------------------------------------
     def _locate(self, record_number: int) -> tuple[int, str, int]:
@@ -262,7 +320,7 @@ class BatchRun:
         existing = self.recorded.get(part.index)
         if existing is not None:
             if existing != record:
-                raise BatchMustHalt("part_mismatch", f"part {part.index} differs from its record")
+                raise BatchMustHalt(self._mismatch, f"part {part.index} differs from its record")
             if part.index in self.acked:
                 return
             self.ingest.counters.add("parts_resent")
@@ -302,12 +360,17 @@ class BatchRun:
             return
         existing = PartRecord.from_json(self.ingest.fs.read_all(path))
         if existing != record:
-            raise BatchMustHalt("part_mismatch", f"part {record.k} differs from its record")
+            raise BatchMustHalt(self._mismatch, f"part {record.k} differs from its record")
+
+    @property
+    def _mismatch(self) -> str:
+        """Why recorded parts do not reproduce: other rules (code) than the header's, or not."""
+        return RULES_CHANGED if self.header.code_version != CODE_VERSION else PART_MISMATCH
 
     def _check_no_extra_parts(self) -> None:
         extra = sorted(k for k in self.recorded if k >= self._computed_parts)
         if extra:
-            raise BatchMustHalt("part_mismatch", f"recorded parts {extra} are not recomputed")
+            raise BatchMustHalt(self._mismatch, f"recorded parts {extra} are not recomputed")
 
     # --- fates -------------------------------------------------------------------------------
     def commit(self) -> None:
@@ -325,8 +388,14 @@ class BatchRun:
         ingest.counters.add("batches_committed")
 
     def reject(self, header_index: int, code: str, detail: str) -> None:
-        """Quarantine a member, only right after a successful fenced check."""
+        """Quarantine a member, only right after a successful fenced check, and never one
+        whose records a recorded part holds (the batch halts instead)."""
         member = self.header.members[header_index]
+        if self._in_recorded_part(header_index):
+            raise BatchMustHalt(
+                self._mismatch if code != CRASH else "crash_in_published_part",
+                f"{member.name} would be rejected ({code}: {detail}), but a recorded part holds its records",
+            )
         self.ingest.coord.renew(self.batch, self.token, self.ingest.settings.lease_s)
         quarantine(
             self.ingest.fs,
@@ -338,13 +407,15 @@ class BatchRun:
         )
         self.ingest.counters.add("rejected_files")
 
+    def _in_recorded_part(self, header_index: int) -> bool:
+        """Does a recorded part hold records of this member? A part's range spans it, and it
+        was not rejected by an earlier run (whose reason file a quarantine writes first)."""
+        if not any(r.holds_file(header_index) for r in self.recorded.values()):
+            return False
+        return not self._was_rejected(self.header.members[header_index].name)
+
     def quarantine_crash_file(self, header_index: int) -> None:
         """The file a crash-isolation run died on, unless a published part holds its records."""
-        if any(r.holds_file(header_index) for r in self.recorded.values()):
-            raise BatchMustHalt(
-                "crash_in_published_part",
-                f"the loader died on {self.header.members[header_index].name}, already in a part",
-            )
         path = self.ingest.layout.claimed_file(self.batch, self.header.members[header_index].name)
         if self.ingest.fs.exists(path):
             self.reject(header_index, CRASH, "the loader died on this file in crash isolation")

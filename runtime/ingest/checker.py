@@ -35,6 +35,10 @@ class CheckerResult:
     resumable: int = 0
     halted_batches: int = 0
     rejected_files: int = 0
+    # Of the oldest inbox files: those whose mtime is ahead of the clock and those that cannot
+    # be stat'ed — files that would never settle or load (the loader gives them a fate).
+    future_mtime_files: int = 0
+    unreadable_files: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,14 +104,10 @@ def _measure_backlog(ingest: Ingest, result: CheckerResult) -> None:
                 depth += 1
                 yield entry.name
 
-    oldest = heapq.nsmallest(8, loadable())  # names are timestamps: the oldest sort first
+    oldest = heapq.nsmallest(OLDEST_FILES_MEASURED, loadable())  # names are timestamps: oldest first
     result.inbox_depth = depth
     for name in oldest:
-        try:
-            age = time.time() - fs.stat(layout.inbox_file(name)).mtime_ns / 1e9
-        except FileNotFoundError:
-            continue
-        result.oldest_file_age_s = max(result.oldest_file_age_s, age)
+        _measure_file(ingest, name, result)
     counts = ingest.coord.counts()
     result.batches_in_flight = counts["in_flight"]
     result.resumable = counts["resumable"]
@@ -119,6 +119,27 @@ def _measure_backlog(ingest: Ingest, result: CheckerResult) -> None:
         )
 
 
+# How many of the oldest inbox names the checker stats (a deep backlog is not stat'ed whole).
+OLDEST_FILES_MEASURED = 32
+
+
+def _measure_file(ingest: Ingest, name: str, result: CheckerResult) -> None:
+    """A file's honest age: since the older of its mtime and its inode change (a writer can
+    set a future mtime, not a ctime), so a file that never settles ages like any other."""
+    now_ns = time.time_ns()
+    try:
+        st = ingest.fs.stat(ingest.layout.inbox_file(name))
+    except FileNotFoundError:
+        return
+    except OSError:
+        result.unreadable_files += 1
+        return
+    if st.mtime_ns - now_ns > ingest.settings.max_clock_skew_s * 1e9:
+        result.future_mtime_files += 1
+    age = (now_ns - min(st.mtime_ns, st.ctime_ns or st.mtime_ns)) / 1e9
+    result.oldest_file_age_s = max(result.oldest_file_age_s, age)
+
+
 def _emit_metrics(result: CheckerResult) -> None:
     for name, unit, value in (
         ("InboxDepth", MetricUnit.Count, result.inbox_depth),
@@ -128,5 +149,6 @@ def _emit_metrics(result: CheckerResult) -> None:
         ("ResumableBatches", MetricUnit.Count, result.resumable),
         ("HaltedBatchesTotal", MetricUnit.Count, result.halted_batches),
         ("RejectedFilesTotal", MetricUnit.Count, result.rejected_files),
+        ("StuckInboxFiles", MetricUnit.Count, result.future_mtime_files + result.unreadable_files),
     ):
         metrics.add_metric(name=name, unit=unit, value=value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import operator
 import os
@@ -12,10 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from runtime.ingest.fs import Entry, FileStat, is_temporary_name
+from runtime.ingest.layout import is_valid_name
 from runtime.ingest.model import Header, Ingest, Member
 from runtime.ingest.moves import quarantine, rename_checked
 from runtime.ingest.parallel import WorkerPool, parallel_map
-from runtime.ingest.parse import NOT_REGULAR_FILE
+from runtime.ingest.parse import FUTURE_MTIME, INVALID_NAME, NOT_REGULAR_FILE, UNREADABLE
 from runtime.ingest.processes import EVERYTHING, Share
 from runtime.kill import kill_point
 
@@ -66,12 +68,13 @@ class InboxListing:
             yield entry
         self._ingest.counters.add("skipped_entries", skipped)
 
-    def oldest_slice(self) -> list[Candidate]:
+    def oldest_slice(self, *, refresh: bool = True) -> list[Candidate]:
         """The oldest slice (names are timestamps), rotated to a random offset so concurrent
-        loaders rarely collide. Directories and temporary names are skipped."""
+        loaders rarely collide. Directories and temporary names are skipped. Without
+        `refresh`, the next slice of this listing (after what was examined), never a new one."""
         settings = self._ingest.settings
         stale = time.monotonic() - self._listed_at > max(settings.settle_s, LISTING_MAX_AGE_S)
-        if stale or len(self._remaining) < settings.batch_max_files:
+        if refresh and (stale or len(self._remaining) < settings.batch_max_files):
             self._refresh()
         oldest = self._remaining[: OLDEST_SLICE_FACTOR * settings.batch_max_files]
         if not oldest:
@@ -108,32 +111,67 @@ PREREAD_MAX_FILE_BYTES = 64 * 1024
 PREREAD_MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
-def _settle_check(ingest: Ingest, name: str, settled_before_ns: int) -> tuple[FileStat, bytes | None] | None:
-    """(stat, bytes or None) for a settled regular file; None when not claimable now."""
+# An inbox file that cannot be opened is tried this many times before it is moved aside.
+OPEN_ATTEMPTS = 3
+OPEN_RETRY_S = 0.02
+# An open that fails with these means "not a regular file any more" (a symlink or socket put in
+# its place since the listing): the next listing sees it for what it is.
+_NOT_REGULAR_ERRNOS = frozenset({errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP})
+Check = tuple[FileStat, bytes | None] | tuple[str, str] | None
+
+
+def _settle_check(ingest: Ingest, name: str, settled_before_ns: int) -> Check:
+    """(stat, bytes or None) for a settled regular file; (code, detail) for a file that gets
+    a fate instead (an mtime too far in the future, one that cannot be opened); None when
+    not claimable now."""
+
+    small = min(PREREAD_MAX_FILE_BYTES, ingest.settings.max_file_bytes)  # nothing too large is read
 
     def settled_and_small(st: FileStat) -> bool:
-        return st.mtime_ns <= settled_before_ns and st.size <= PREREAD_MAX_FILE_BYTES
+        return st.mtime_ns <= settled_before_ns and st.size <= small
 
-    try:
-        st, data = ingest.fs.open_stat_read(ingest.layout.inbox_file(name), settled_and_small)
-    except OSError:
-        # Vanished since the listing, or became something open refuses (O_NOFOLLOW): either
-        # way not ours to claim in this round.
-        return None
+    path = ingest.layout.inbox_file(name)
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            st, data = ingest.fs.open_stat_read(path, settled_and_small)
+            break
+        except FileNotFoundError:
+            return None  # vanished since the listing (another loader took it)
+        except OSError as exc:
+            if exc.errno in _NOT_REGULAR_ERRNOS:
+                return None
+            if attempt == OPEN_ATTEMPTS - 1:
+                return UNREADABLE, f"cannot be opened after {OPEN_ATTEMPTS} attempts: {exc!r}"
+            time.sleep(OPEN_RETRY_S * 2**attempt)
+    skew_ns = st.mtime_ns - time.time_ns()
+    if skew_ns > ingest.settings.max_clock_skew_s * 1e9:
+        detail = (
+            f"mtime {skew_ns / 1e9:.0f} s ahead of the loader's clock, beyond ingest.max_clock_skew_s "
+            f"({ingest.settings.max_clock_skew_s:g} s): it would never settle"
+        )
+        return FUTURE_MTIME, detail
     return (st, data) if st.mtime_ns <= settled_before_ns else None
+
+
+_ASIDE_DETAIL = {
+    NOT_REGULAR_FILE: "not a regular file; moved aside unopened",
+    INVALID_NAME: "the name is not UTF-8 (item ids travel as JSON); moved aside unopened",
+}
 
 
 @dataclass(frozen=True)
 class Selection:
     """What a claim will take: settled regular files (name -> the stat that settled them,
-    and the bytes read on the way for small ones) and the special entries seen."""
+    and the bytes read on the way for small ones) and the entries that go aside instead
+    (name -> reason code and detail: special entries, names that are not UTF-8, files with
+    an mtime far in the future or that cannot be opened)."""
 
     settled: dict[str, FileStat]
-    specials: list[str]
+    aside: dict[str, tuple[str, str]]
     preread: dict[str, bytes] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.settled or self.specials)
+        return bool(self.settled or self.aside)
 
     def preread_for(self, header: Header) -> dict[str, bytes]:
         """Bytes read before the claim that are exactly a member's first `size` bytes: the
@@ -156,15 +194,41 @@ class Selection:
         return usable
 
 
+def _aside_at_sight(candidate: Candidate) -> tuple[str, str] | None:
+    """The fate of an entry known from its listing alone (never opened)."""
+    if not candidate.is_regular:
+        return NOT_REGULAR_FILE, _ASIDE_DETAIL[NOT_REGULAR_FILE]
+    if not is_valid_name(candidate.name):
+        return INVALID_NAME, _ASIDE_DETAIL[INVALID_NAME]
+    return None
+
+
 def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListing) -> Selection:
-    """Up to batch_max_files settled regular files from the oldest slice of the inbox."""
+    """Up to batch_max_files settled regular files from the oldest slice of the inbox; past an
+    oldest slice that yields nothing (files that never settle), the next slices of the same
+    listing, so nothing at the head of the inbox starves what is behind it."""
+    selection = Selection({}, {}, {})
+    for index in range(LISTING_KEEP_FACTOR // OLDEST_SLICE_FACTOR):
+        slice_ = listing.oldest_slice(refresh=index == 0)
+        if not slice_:
+            break
+        _select_from(ingest, pool, listing, slice_, selection)
+        if selection:
+            break
+    return selection
+
+
+def _select_from(
+    ingest: Ingest,
+    pool: WorkerPool | None,
+    listing: InboxListing,
+    slice_: list[Candidate],
+    selection: Selection,
+) -> None:
     limit = ingest.settings.batch_max_files
-    settled: dict[str, FileStat] = {}
-    preread: dict[str, bytes] = {}
+    settled, aside, preread = selection.settled, selection.aside, selection.preread
     preread_bytes = 0
-    specials: list[str] = []
     settled_before_ns = time.time_ns() - int(ingest.settings.settle_s * 1e9)
-    slice_ = listing.oldest_slice()
     examined: set[str] = set()
     start = 0
     while start < len(slice_) and len(settled) < limit:
@@ -172,20 +236,29 @@ def select_settled(ingest: Ingest, pool: WorkerPool | None, listing: InboxListin
         # than a small window.
         group = slice_[start : start + max(64, limit - len(settled))]
         start += len(group)
-        specials.extend(c.name for c in group if not c.is_regular)
-        examined.update(specials)
-        regular = [c.name for c in group if c.is_regular]
+        regular = []
+        for candidate in group:
+            fate = _aside_at_sight(candidate)
+            if fate is None:
+                regular.append(candidate.name)
+            else:
+                aside[candidate.name] = fate
+                examined.add(candidate.name)
         checks = parallel_map(pool, lambda n: _settle_check(ingest, n, settled_before_ns), regular)
         for name, check in zip(regular, checks, strict=True):
             if check is None or len(settled) < limit:  # settled ones past the limit stay listed
                 examined.add(name)
-            if check is not None and len(settled) < limit:
-                settled[name], data = check
-                if data is not None and preread_bytes + len(data) <= PREREAD_MAX_BATCH_BYTES:
+            if check is None:
+                continue
+            if isinstance(check[0], str):
+                aside[name] = check  # type: ignore[assignment]
+            elif len(settled) < limit:
+                st, data = check
+                settled[name] = st  # type: ignore[assignment]
+                if isinstance(data, bytes) and preread_bytes + len(data) <= PREREAD_MAX_BATCH_BYTES:
                     preread[name] = data
                     preread_bytes += len(data)
     listing.examined(examined)
-    return Selection(settled, specials, preread)
 
 
 # A selection is made ahead only while this many deadline margins remain.
@@ -261,8 +334,8 @@ def claim_selected(
             ingest.counters.add("vanished_files")
         else:
             after_claim[name] = st
-    for name in selection.specials:
-        _move_special_aside(ingest, batch, token, name)
+    for name, fate in selection.aside.items():
+        _move_aside(ingest, batch, token, name, fate)
     return publish_header(ingest, batch, pool, selection.settled, after_claim)
 
 
@@ -274,16 +347,19 @@ def _claim_one(ingest: Ingest, batch: str, name: str) -> tuple[str, FileStat | N
     return name, _member_stat(ingest, batch, name)
 
 
-def _move_special_aside(ingest: Ingest, batch: str, token: str, name: str) -> None:
-    """A symlink, FIFO, socket or device: the entry itself goes to rejected/ (never opened)."""
+def _move_aside(ingest: Ingest, batch: str, token: str, name: str, fate: tuple[str, str]) -> None:
+    """A symlink, FIFO, socket or device, a name that is not UTF-8, a file that would never
+    settle or cannot be opened: the entry itself goes to rejected/ (a symlink's target is
+    never opened)."""
+    code, detail = fate
     ingest.coord.renew(batch, token, ingest.settings.lease_s)  # the fenced check before the move
     try:
         quarantine(
             ingest.fs,
             ingest.layout.inbox_file(name),
             ingest.layout.rejected(batch),
-            code=NOT_REGULAR_FILE,
-            detail="not a regular file; moved aside unopened",
+            code=code,
+            detail=detail,
             batch=batch,
         )
     except FileNotFoundError:

@@ -20,10 +20,10 @@ from runtime.errors import LeaseLost
 TAG = "{sluice:ingest}"
 PROCESSING = f"{TAG}:json_files_processing"  # batch -> lease deadline (Redis time, seconds)
 PROCESSED = f"{TAG}:json_files_processed"  # batch -> commit time
-RESUMABLE = f"{TAG}:resumable"  # batch -> when it became resumable
+RESUMABLE = f"{TAG}:resumable"  # batch -> when it may be resumed (later after a failure: backoff)
 HALTED = f"{TAG}:halted"  # batch -> when it was halted
 OWNERS = f"{TAG}:owners"  # batch -> owner token
-RUNS = f"{TAG}:runs"  # batch -> runs started minus runs that ended cleanly
+RUNS = f"{TAG}:runs"  # batch -> runs started minus runs released uncharged (out of time, transient)
 CURSORS = f"{TAG}:cursors"  # batch -> header index of the file a crash-isolation run is on
 ACKS_PREFIX = f"{TAG}:acks:"  # + batch -> set of acknowledged part numbers
 
@@ -67,7 +67,7 @@ if wanted ~= '' then
   if redis.call('ZSCORE', KEYS[3], wanted) == false then return false end
   candidates = {wanted}
 else
-  candidates = redis.call('ZRANGE', KEYS[3], 0, 49)
+  candidates = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 50)
 end
 for _, batch in ipairs(candidates) do
   redis.call('ZREM', KEYS[3], batch)
@@ -110,15 +110,31 @@ _COMMIT = _FENCE + _FORGET + "redis.call('ZADD', KEYS[2], now, batch)\nreturn 1\
 _HALT = _FENCE + _FORGET + "redis.call('ZADD', KEYS[4], now, batch)\nreturn 1\n"
 _DROP = _FENCE + _FORGET + "return 1\n"
 
-# A run that stops at its deadline hands the batch straight back (it did not die).
-_RELEASE = (
-    _FENCE
-    + """
+# Handing a batch back: no lease, no owner, no crash-isolation cursor.
+_HAND_BACK = """
 redis.call('ZREM', KEYS[1], batch)
 redis.call('HDEL', KEYS[5], batch)
 redis.call('HDEL', KEYS[7], batch)
+"""
+
+# A run that stops at its deadline hands the batch straight back (it did not die).
+_RELEASE = (
+    _FENCE
+    + _HAND_BACK
+    + """
 if tonumber(redis.call('HGET', KEYS[6], batch) or '0') > 0 then redis.call('HINCRBY', KEYS[6], batch, -1) end
 redis.call('ZADD', KEYS[3], 'NX', now, batch)
+return 1
+"""
+)
+
+# A run that failed non-transiently hands the batch back charged (its run counts) and not
+# before `ARGV[3]` seconds: the loader claims new files meanwhile.
+_FAIL = (
+    _FENCE
+    + _HAND_BACK
+    + """
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), batch)
 return 1
 """
 )
@@ -173,6 +189,7 @@ class Coordinator:
         self._halt = register(_HALT)
         self._drop = register(_DROP)
         self._release = register(_RELEASE)
+        self._fail = register(_FAIL)
         self._requeue = register(_REQUEUE_EXPIRED)
         self._make_resumable = register(_MAKE_RESUMABLE)
 
@@ -220,7 +237,12 @@ class Coordinator:
         self._fenced(self._drop, batch, token)
 
     def release(self, batch: str, token: str) -> None:
+        """Hand the batch back uncharged (out of time, a transient or environment failure)."""
         self._fenced(self._release, batch, token)
+
+    def fail(self, batch: str, token: str, backoff_s: float) -> None:
+        """Hand the batch back charged with this run, resumable after `backoff_s`."""
+        self._fenced(self._fail, batch, token, backoff_s)
 
     # --- reads and the checker ---------------------------------------------------------------
     def acked(self, batch: str) -> set[int]:

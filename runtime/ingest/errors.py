@@ -21,3 +21,15 @@ class BatchMustHalt(SluiceError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class BatchFailed(SluiceError):
+    """This batch failed, not transiently (its data, its names, a part SQS refuses): the run
+    counts; after `ingest.max_crash_runs` the culprit (header index), if known, is quarantined
+    with `code`, else the batch halts with it."""
+
+    def __init__(self, code: str, detail: str, culprit: int | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.culprit = culprit

@@ -36,10 +36,13 @@ class FileStat(NamedTuple):
     nlink: int
     ino: int
     is_regular: bool
+    ctime_ns: int = 0  # the last change of the inode: set by the kernel, never by a writer's utime
 
 
 def _file_stat(st: os.stat_result) -> FileStat:
-    return FileStat(st.st_size, st.st_mtime_ns, st.st_nlink, st.st_ino, stat.S_ISREG(st.st_mode))
+    return FileStat(
+        st.st_size, st.st_mtime_ns, st.st_nlink, st.st_ino, stat.S_ISREG(st.st_mode), st.st_ctime_ns
+    )
 
 
 class OpCounter:
@@ -229,8 +232,8 @@ class Fs:
         Returns True when this call published it, False when `path` already existed (the
         caller reads the existing one and follows it). Readers never see a partial file.
         """
-        directory, name = os.path.split(path)
-        temporary = os.path.join(directory, f"{_TMP_PREFIX}{name}.{secrets.token_hex(6)}")
+        # The temporary name does not repeat the final one: it fits however long that is.
+        temporary = os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{secrets.token_hex(8)}")
         self.write_new(temporary, data)
         try:
             self.link(temporary, path)

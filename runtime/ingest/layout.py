@@ -10,6 +10,8 @@ halted/<batch>/                     rejected/<batch>/<name> + <name>.reason.json
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 
@@ -18,6 +20,47 @@ PARTS_DIR = ".parts"
 COMMITTED_NAME = ".committed"
 REASON_SUFFIX = ".reason.json"
 _BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
+# The longest name a directory entry may have, in bytes (Linux, NFS/EFS).
+NAME_MAX = 255
+_DIGEST_CHARS = 16
+
+
+def fitted_name(name: str, suffix: str = "") -> str:
+    """`name + suffix`, or, when that is longer than NAME_MAX bytes, `name` cut short + `~` +
+    a digest of the whole name + `suffix`: every name sluice derives from a member's name
+    (`<name>.reason.json`, `<name>~N`) fits whatever the member's name. Deterministic, so a
+    later run derives the same name; works on the bytes (a name need not be UTF-8)."""
+    raw, tail = os.fsencode(name), os.fsencode(suffix)
+    if len(raw) + len(tail) <= NAME_MAX:
+        return name + suffix
+    digest = hashlib.sha256(raw).hexdigest()[:_DIGEST_CHARS]
+    keep = NAME_MAX - len(tail) - 1 - _DIGEST_CHARS
+    return f"{os.fsdecode(raw[:keep])}~{digest}{suffix}"
+
+
+def reason_name(name: str) -> str:
+    """The reason file beside a quarantined entry called `name`."""
+    return fitted_name(name, REASON_SUFFIX)
+
+
+def alternate_name(name: str, attempt: int) -> str:
+    """`name`, then `name~2`, `name~3`...: where a move goes when the place is taken."""
+    return name if attempt == 1 else fitted_name(name, f"~{attempt}")
+
+
+def printable_name(name: str) -> str:
+    """A name for logs and JSON: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_valid_name(name: str) -> bool:
+    """Is the name UTF-8 (item ids `<file>#<index>` travel as JSON)? os.listdir hands bytes
+    that are not as surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def new_batch_id(now: dt.datetime | None = None) -> str:

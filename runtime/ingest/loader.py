@@ -18,7 +18,7 @@ import orjson
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
-from runtime.errors import ConfigError, LeaseLost, TransientError
+from runtime.errors import ConfigError, EnvironmentFailure, LeaseLost, TransientError
 from runtime.ingest.batch import BatchRun, OutOfTime
 from runtime.ingest.claim import (
     InboxListing,
@@ -29,14 +29,15 @@ from runtime.ingest.claim import (
     publish_header,
 )
 from runtime.ingest.coord import Taken, new_owner_token
-from runtime.ingest.errors import BatchMustHalt
+from runtime.ingest.errors import BatchFailed, BatchMustHalt
+from runtime.ingest.failures import SendRejected, os_failure
 from runtime.ingest.fs import is_temporary_name
 from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
 from runtime.ingest.processes import EVERYTHING, Outcomes, Share, run_shares
-from runtime.ingest.sender import SendRejected
+from runtime.ingest.sender import check_sink
 from runtime.observability import logger, metrics
 
 RemainingSeconds = Callable[[], float]
@@ -54,6 +55,7 @@ class LoaderResult:
     billing_units: int
     elapsed_s: float
     files_per_process: tuple[int, ...] = ()  # filled in when an invocation's results combine
+    environment_error: str = ""  # why the run stopped, when the environment refused it
 
     @classmethod
     def combined(cls, results: list[LoaderResult], elapsed_s: float) -> LoaderResult:
@@ -70,6 +72,7 @@ class LoaderResult:
             billing_units=sum(r.billing_units for r in results),
             elapsed_s=elapsed_s,
             files_per_process=tuple(r.counters.get("files", 0) for r in results),
+            environment_error=next((r.environment_error for r in results if r.environment_error), ""),
         )
 
     @property
@@ -97,6 +100,11 @@ def run_loader(
     process's `Ingest`. Every thread and process it starts is gone before it returns."""
     processes = ingest.settings.processes
     started = time.monotonic()
+    try:
+        check_sink(ingest.sink, ingest.max_message_bytes)  # once per run, before any claim
+    except EnvironmentFailure as refused:
+        _emit_environment_error(str(refused))
+        raise
     if processes == 1:
         outcomes: Outcomes[LoaderResult] = Outcomes([load_share(ingest, remaining_s, EVERYTHING)], [])
     elif helper_ingest is None:
@@ -113,8 +121,18 @@ def run_loader(
         )
     result = LoaderResult.combined(outcomes.results, time.monotonic() - started)
     _emit_metrics(result)  # what did get done (a halted batch alarms) before any helper failure
+    if result.environment_error:
+        _emit_environment_error(result.environment_error)
     outcomes.raise_failures()
+    if result.environment_error:
+        raise EnvironmentFailure(result.environment_error)
     return result
+
+
+def _emit_environment_error(detail: str) -> None:
+    """One clear error and the metric its alarm watches; the run stops, no batch is charged."""
+    metrics.add_metric(name="EnvironmentErrors", unit=MetricUnit.Count, value=1)
+    logger.error("the environment refuses the loader; run stopped", extra={"detail": detail})
 
 
 def _own_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> LoaderResult:
@@ -164,6 +182,7 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
         sqs_calls=ingest.sink.calls - calls_before,
         billing_units=ingest.sink.billing_units - units_before,
         elapsed_s=time.monotonic() - started,
+        environment_error=ingest.environment_error,
     )
 
 
@@ -174,6 +193,7 @@ def _emit_metrics(result: LoaderResult) -> None:
         ("FilesLoaded", c["files"]),
         ("RejectedFiles", c["rejected_files"]),
         ("HaltedBatches", c["batches_halted"]),
+        ("FailedBatchRuns", c["batch_failures"]),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
@@ -186,7 +206,8 @@ def _one_batch(
     token = new_owner_token()
     taken = ingest.coord.take_resumable(token, ingest.settings.lease_s)
     if taken is not None:
-        return _guarded(ingest, taken.batch, token, lambda: resume(ingest, taken, token, pool, remaining_s))
+        work = lambda: resume(ingest, taken, token, pool, remaining_s)  # noqa: E731
+        return _guarded(ingest, taken.batch, token, taken.runs, work)
     selection = selections.next()
     if not selection:
         return False
@@ -197,11 +218,12 @@ def _one_batch(
         selections.prepare_next()
         BatchRun(ingest, header, token, pool, remaining_s, preread=selection.preread_for(header)).run()
 
-    return _guarded(ingest, batch, token, claim_and_run)
+    return _guarded(ingest, batch, token, 1, claim_and_run)
 
 
-def _guarded(ingest: Ingest, batch: str, token: str, work: Callable[[], None]) -> bool:
-    """Map each way a run can end to its fate, in one place."""
+def _guarded(ingest: Ingest, batch: str, token: str, runs: int, work: Callable[[], None]) -> bool:
+    """Map each way a run can end to its fate, in one place (DESIGN "Bad input": transient,
+    environment-wide, batch-specific). False when the loop should stop."""
     counters = ingest.counters
     try:
         work()
@@ -214,19 +236,57 @@ def _guarded(ingest: Ingest, batch: str, token: str, work: Callable[[], None]) -
         logger.warning("lease lost", extra={"batch": batch, "detail": str(lost)})
     except BatchMustHalt as halt:
         halt_batch(ingest, batch, token, halt.reason, halt.detail)
-    except (TransientError, SendRejected, OSError, redis.RedisError) as failure:
+    except Exception as failure:  # noqa: BLE001 - every failure is classified below, none dropped
+        return _failed(ingest, batch, token, runs, _classified(failure))
+    return True
+
+
+def _classified(failure: Exception) -> Exception:
+    """Transient / environment-wide as typed errors; anything else is this batch's."""
+    if isinstance(failure, OSError) and not isinstance(failure, FileNotFoundError):
+        return os_failure(failure) or failure
+    return failure
+
+
+def _failed(ingest: Ingest, batch: str, token: str, runs: int, failure: Exception) -> bool:
+    counters = ingest.counters
+    if isinstance(failure, TransientError | redis.RedisError):
         # Nothing past the failure was sent or skipped; the batch resumes where it stopped.
         counters.add("transient_failures")
-        logger.warning("batch released after a failure", extra={"batch": batch, "detail": str(failure)})
+        logger.warning(
+            "batch released after a transient failure", extra={"batch": batch, "detail": str(failure)}
+        )
         _release(ingest, batch, token)
         return False
-    except Exception:
-        # A bug, not a death: hand the batch back (clearing any crash-isolation cursor, so no
-        # innocent file is blamed) and fail the invocation loudly. Only a run that really
-        # dies (kill, out of memory, a hang until the timeout) counts towards crash isolation.
-        _release(ingest, batch, token)
-        raise
+    if isinstance(failure, EnvironmentFailure):
+        counters.add("environment_errors")
+        ingest.environment_error = str(failure)
+        _release(ingest, batch, token)  # never charged: the batch is not at fault
+        return False
+    # This batch's: counted as a run, handed back with a backoff; the loader claims on.
+    counters.add("batch_failures")
+    code = failure.code if isinstance(failure, BatchFailed) else _failure_code(failure)
+    detail = f"{type(failure).__name__}: {failure}"
+    if runs - 1 >= ingest.settings.max_crash_runs:  # a crash-isolation run: nothing to isolate
+        halt_batch(ingest, batch, token, code, detail)
+        return True
+    logger.exception("batch run failed; handed back with a backoff", extra={"batch": batch, "runs": runs})
+    backoff = min(ingest.settings.failure_backoff_s * 2 ** (runs - 1), MAX_FAILURE_BACKOFF_S)
+    try:
+        ingest.coord.fail(batch, token, backoff)
+    except (LeaseLost, redis.RedisError):
+        counters.add("leases_lost")  # the lease expires instead; the run still counts
     return True
+
+
+# A failing batch is retried at least this often, however many runs it has failed.
+MAX_FAILURE_BACKOFF_S = 3600.0
+SEND_REJECTED = "send_rejected"
+BATCH_FAILED = "batch_failed"
+
+
+def _failure_code(failure: Exception) -> str:
+    return SEND_REJECTED if isinstance(failure, SendRejected) else BATCH_FAILED
 
 
 def _release(ingest: Ingest, batch: str, token: str) -> None:

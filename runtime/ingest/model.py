@@ -16,7 +16,8 @@ from runtime.ingest.sender import Sink
 
 # Bump when the way bodies are built from a header changes; a resumed batch whose recomputed
 # bodies differ from its recorded parts halts whatever this says.
-CODE_VERSION = "sluice-ingest/1"
+# 2: numbers out of range, files above max_file_bytes and unreadable members are rejected.
+CODE_VERSION = "sluice-ingest/2"
 HEADER_VERSION = 1
 
 
@@ -141,6 +142,8 @@ class Counters:
     batches_released: int = 0
     leases_lost: int = 0
     transient_failures: int = 0
+    batch_failures: int = 0  # runs of a batch that failed (not transiently): each counts
+    environment_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -162,6 +165,7 @@ class Ingest:
     sink: Sink
     layout: Layout
     counters: Counters = field(default_factory=Counters)
+    environment_error: str = ""  # set when the environment refused this run (it stopped)
 
     @property
     def packing(self) -> Packing:

@@ -12,7 +12,7 @@ import os
 import orjson
 
 from runtime.ingest.fs import Fs
-from runtime.ingest.layout import REASON_SUFFIX
+from runtime.ingest.layout import alternate_name, printable_name, reason_name
 from runtime.kill import kill_point
 from runtime.observability import logger
 
@@ -53,13 +53,13 @@ def _quarantine_name(fs: Fs, source: str, directory: str, *, name: str, code: st
     """`name`, or `name~2`, `name~3`... : the first whose place is free, or already holds
     this very entry or its reason (a move that died between its steps). Never another's."""
     for attempt in range(1, _MAX_ALTERNATE_NAMES + 1):
-        candidate = name if attempt == 1 else f"{name}~{attempt}"
+        candidate = alternate_name(name, attempt)
         target = os.path.join(directory, candidate)
         if fs.exists(target):
             if _same_entry(fs, source, target):
                 return candidate
             continue
-        reason_path = target + REASON_SUFFIX
+        reason_path = os.path.join(directory, reason_name(candidate))
         if not fs.exists(reason_path) or _own_reason(fs, reason_path, code, batch):
             return candidate
     raise FileExistsError(f"no free quarantine name for {name} in {directory}")
@@ -86,7 +86,9 @@ def quarantine(
     fs.makedirs(directory)
     name = _quarantine_name(fs, source, directory, name=os.path.basename(source), code=code, batch=batch)
     target = os.path.join(directory, name)
-    fs.write_once(target + REASON_SUFFIX, reason_document(code, detail, batch, bytes_sent))
+    fs.write_once(
+        os.path.join(directory, reason_name(name)), reason_document(code, detail, batch, bytes_sent)
+    )
     kill_point("reject.before_link")
     try:
         fs.link(source, target)
@@ -97,9 +99,40 @@ def quarantine(
     finish_unlink(fs, source)
     logger.warning(
         "file rejected",
-        extra={"code": code, "detail": detail, "batch": batch, "file": name, "bytes_sent": bytes_sent},
+        extra={
+            "code": code,
+            "detail": detail,
+            "batch": batch,
+            "file": printable_name(name),
+            "bytes_sent": bytes_sent,
+        },
     )
     return name
+
+
+def quarantined_as(fs: Fs, st_ino: int, directory: str, name: str) -> str | None:
+    """The entry in `directory` (under `name` or an alternate) that is the inode `st_ino`, if
+    any: proof that a quarantine of that file got as far as its link."""
+    for attempt in range(1, _MAX_ALTERNATE_NAMES + 1):
+        candidate = alternate_name(name, attempt)
+        try:
+            if fs.stat(os.path.join(directory, candidate)).ino == st_ino:
+                return candidate
+        except FileNotFoundError:
+            if not fs.exists(os.path.join(directory, reason_name(candidate))):
+                return None
+    return None
+
+
+def was_quarantined(names: set[str], name: str) -> bool:
+    """Does a listing of a rejected/ directory hold the reason of `name` (or an alternate)?"""
+    for attempt in range(1, _MAX_ALTERNATE_NAMES + 1):
+        candidate = alternate_name(name, attempt)
+        if reason_name(candidate) in names:
+            return True
+        if candidate not in names:
+            return False
+    return False
 
 
 def finish_unlink(fs: Fs, source: str) -> None:
@@ -112,7 +145,7 @@ def move_directory(fs: Fs, source: str, parent: str, name: str) -> str:
     rename onto an existing empty directory would silently replace it)."""
     fs.makedirs(parent)
     for attempt in range(1, _MAX_ALTERNATE_NAMES + 1):
-        candidate = name if attempt == 1 else f"{name}~{attempt}"
+        candidate = alternate_name(name, attempt)
         target = os.path.join(parent, candidate)
         if fs.exists(target):
             continue

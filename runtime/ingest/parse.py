@@ -8,6 +8,8 @@ is assembled from byte strings with the codec's `ItemEncoder`, never through a d
 from __future__ import annotations
 
 import codecs
+import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +29,11 @@ RECORD_TOO_LARGE = "record_too_large"
 MISSING_FIELD = "missing_field"
 NOT_REGULAR_FILE = "not_regular_file"
 CRASH = "crash"
+NUMBER_OUT_OF_RANGE = "number_out_of_range"
+FILE_TOO_LARGE = "file_too_large"
+UNREADABLE = "unreadable"
+INVALID_NAME = "invalid_name"
+FUTURE_MTIME = "future_mtime"
 
 _UTF8_BOM = codecs.BOM_UTF8
 # Longest first: the UTF-32 LE BOM starts with the UTF-16 LE one.
@@ -36,9 +43,6 @@ _WIDE_BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_WHITESPACE = b" \t\r\n\f\v"
-_OBJECT_OPEN = ord("{")
-_ARRAY_OPEN = ord("[")
 
 
 def _normalise_encoding(data: bytes) -> bytes:
@@ -55,72 +59,120 @@ def _normalise_encoding(data: bytes) -> bytes:
     return data
 
 
-def _next_non_space(data: bytes, position: int) -> int:
-    end = len(data)
-    while position < end and data[position] in _WHITESPACE:
-        position += 1
-    return position
-
-
-def _opens_json(data: bytes, position: int) -> bool:
-    """Does a `{` or `[` at `position` open JSON records rather than junk like `[INFO] ...`?
-
-    An object of records starts `{"` or `{}`; an array of records starts `[{` or `[]`
-    (whitespace allowed between).
-    """
-    following = _next_non_space(data, position + 1)
-    if following >= len(data):
-        return False
-    if data[position] == _OBJECT_OPEN:
-        return data[following] in b'"}'
-    return data[following] in b"{]"
-
-
-# The usual junk in one regex pass (whitespace, `#` / `//` / `;` lines, `/* */` blocks); the
-# general loop below takes over only for junk of another kind.
-_COMMON_JUNK = re.compile(rb"(?:[ \t\r\n\f\v]+|#[^\n]*|//[^\n]*|;[^\n]*|/\*.*?\*/)*", re.DOTALL)
+# Junk, one unit at a time, in one regex pass (linear in the file: every unit consumes what
+# it matches, and nothing is tried twice): whitespace, a `/* ... */` block (to the end of the
+# file when never closed), or the rest of a line that does not open JSON records. Records
+# open with `{"` or `{}` (an object) or `[{` or `[]` (an array), whitespace allowed between,
+# so junk like `[INFO] ...` or `{{template}}` is junk.
+_WS = rb"[ \t\r\n\f\v]"
+_JUNK = re.compile(
+    rb"(?:" + _WS + rb"+|/\*.*?(?:\*/|\Z)|(?!\{" + _WS + rb"*[\"}]|\[" + _WS + rb"*[{\]]|/\*)[^\n]+)*",
+    re.DOTALL,
+)
 
 
 def strip_junk(data: bytes) -> bytes:
     """Drop everything before the first JSON value: comment lines (`#`, `//`, `;`, anything
-    else that does not open JSON), `/* ... */` blocks, blank lines and a BOM."""
+    else that does not open JSON), `/* ... */` blocks, blank lines and a BOM. Linear time."""
     data = _normalise_encoding(data)
-    end = len(data)
-    position = _COMMON_JUNK.match(data).end()  # type: ignore[union-attr]  # matches the empty string
-    if position < end and data[position] in (_OBJECT_OPEN, _ARRAY_OPEN) and _opens_json(data, position):
-        return data[position:] if position else data
-    while True:
-        position = _next_non_space(data, position)
-        if position >= end:
-            return b""
-        lead = data[position]
-        if lead in (_OBJECT_OPEN, _ARRAY_OPEN) and _opens_json(data, position):
-            return data[position:] if position else data
-        if data.startswith(b"/*", position):
-            close = data.find(b"*/", position + 2)
-            position = end if close < 0 else close + 2
-            continue
-        newline = data.find(b"\n", position)
-        position = end if newline < 0 else newline + 1
+    position = _JUNK.match(data).end()  # type: ignore[union-attr]  # matches the empty string
+    if position >= len(data):
+        return b""
+    return data[position:] if position else data
 
 
-_VALUE_STARTS = frozenset(b'[{"-0123456789tfn')
+# A line that may start a JSON array that is not records (after leading whitespace): `[`
+# followed by a value other than an object; and the last non-blank line (a scalar).
+# (A leading newline literal lets the regex engine skip ahead between lines.)
+_ARRAY_LINE = re.compile(rb"\n" + _WS + rb"*(?=\[" + _WS + rb"*[\[\]\"\-0-9tfn])")
+# How much the search for non-record JSON may parse, as a multiple of the file's size (each
+# attempt parses from its line to the end of the file): linear, however many lines qualify.
+_NON_RECORD_BUDGET = 2
 
 
 def _non_record_json(data: bytes) -> str | None:
-    """When no records open anywhere: is some line the start of a JSON value all the same (a
-    scalar, an array of scalars)? Then the file holds JSON that is not records. Only runs
+    """When no records open anywhere: is some line the start of a JSON value that runs to the
+    end of the file all the same (a scalar, an array of scalars)? Then the file holds JSON that
+    is not records. A scalar can only be the last line; arrays are tried from the last line
+    up, within a budget of a few times the file's size, so junk costs linear time. Only runs
     on the way to a rejection."""
     data = _normalise_encoding(data)
-    for line_start in [0, *(i + 1 for i in range(len(data)) if data[i] == 0x0A)]:
-        position = _next_non_space(data, line_start)
-        if position < len(data) and data[position] in _VALUE_STARTS:
-            try:
-                value = orjson.loads(data[position:])
-            except orjson.JSONDecodeError:
-                continue
-            return type(value).__name__
+    view = memoryview(data)
+    # Positions in `data` (the newline searched for first is our own, before the data).
+    starts = [m.end() - 1 for m in _ARRAY_LINE.finditer(b"\n" + data)]
+    content_end = len(data.rstrip())
+    starts.append(data.rfind(b"\n", 0, content_end) + 1)  # the last non-blank line
+    budget = _NON_RECORD_BUDGET * len(data) + 65_536
+    for start in sorted(set(starts), reverse=True):
+        budget -= len(data) - start
+        if budget < 0:
+            return None
+        try:
+            value = orjson.loads(view[start:])
+        except orjson.JSONDecodeError:
+            continue
+        return type(value).__name__
     return None
+
+
+# Numbers (DESIGN "Bad input"): integers travel exactly or the file is rejected; other numbers
+# travel as IEEE 754 doubles. orjson turns an integer outside [-2**63, 2**64) into a double and
+# refuses a number that overflows one, so a file that may hold either (a long run of digits,
+# a three-digit exponent: found by one regex pass) is checked again by the standard library,
+# which keeps every integer exact.
+# One C pass (translate) and substring searches: a regex over every position cost more than
+# parsing the file.
+_NUMBER_SHAPES = bytes(
+    b"0"[0] if chr(c).isdigit() and c < 128 else b"e"[0] if c in b"eE" else c if c in b"+-" else 32
+    for c in range(256)
+)
+_SUSPECT_SHAPES = (b"0" * 20, b"-" + b"0" * 19, b"e000", b"e+000")
+
+
+def _suspect_numbers(body: bytes) -> bool:
+    """Might the body hold an integer outside 64 bits (20 digits, or 19 after a minus) or a
+    number that overflows a double (a three-digit exponent)? False means certainly not."""
+    shapes = body.translate(_NUMBER_SHAPES)
+    return any(shape in shapes for shape in _SUSPECT_SHAPES)
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+class _NumberOutOfRange(Exception):  # an internal signal, mapped to RejectedFile below
+    pass
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _NumberOutOfRange(
+            f"the integer {text[:40]}{'...' if len(text) > 40 else ''} has no exact carrier"
+        )
+    return value
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberOutOfRange(f"{text[:40]} overflows a double")
+    return value
+
+
+def _not_json(text: str) -> Any:
+    raise ValueError(text)  # NaN / Infinity are not JSON
+
+
+def check_numbers(chunk: bytes | memoryview) -> None:
+    """Raise `number_out_of_range` when `chunk` (one JSON document) holds an integer outside
+    what travels exactly or a number that overflows a double; otherwise leave the verdict to
+    orjson (a document the standard library cannot read either is not this problem)."""
+    try:
+        json.loads(bytes(chunk), parse_int=_checked_int, parse_float=_checked_float, parse_constant=_not_json)
+    except _NumberOutOfRange as exc:
+        raise RejectedFile(NUMBER_OUT_OF_RANGE, str(exc)) from None
+    except (ValueError, RecursionError):
+        return
 
 
 def _invalid(data: bytes, exc: orjson.JSONDecodeError) -> RejectedFile:
@@ -131,17 +183,32 @@ def _invalid(data: bytes, exc: orjson.JSONDecodeError) -> RejectedFile:
     return RejectedFile(INVALID_JSON, str(exc))
 
 
-def _parse_lines(body: bytes, whole_error: orjson.JSONDecodeError) -> list[Any]:
-    """NDJSON: one object per non-blank line. Any bad line makes the whole file invalid."""
-    records = []
-    for line in body.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            raise _invalid(body, whole_error) from None
-    return records
+def _parse_lines(body: bytes, whole_error: orjson.JSONDecodeError, suspect: bool) -> list[Any]:
+    """NDJSON: one value per non-blank line. Any bad line makes the whole file invalid."""
+    lines = list(filter(None, map(bytes.strip, body.split(b"\n"))))  # iterated in C
+    if suspect:
+        for line in lines:
+            check_numbers(line)
+    try:
+        return list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        raise _invalid(body, whole_error) from None
+
+
+def _parse_body(body: bytes) -> Any:
+    """One JSON document, or NDJSON lines (a list); numbers checked when any looks suspect."""
+    suspect = _suspect_numbers(body)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if suspect:
+            check_numbers(body)  # one document with a number that overflows a double
+        if b"\n" not in body.strip():
+            raise _invalid(body, exc) from None
+        return _parse_lines(body, exc, suspect)
+    if suspect:
+        check_numbers(body)
+    return value
 
 
 def parse_records(data: bytes) -> list[Any]:
@@ -154,12 +221,7 @@ def parse_records(data: bytes) -> list[Any]:
         if kind is not None:
             raise RejectedFile(NOT_RECORDS, f"the JSON in the file is a {kind}, not records")
         raise RejectedFile(NO_JSON, "nothing but junk before the end of the file")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if b"\n" not in body.strip():
-            raise _invalid(body, exc) from None
-        value = _parse_lines(body, exc)
+    value = _parse_body(body)
     if isinstance(value, dict):
         return [value]
     if not isinstance(value, list):

@@ -16,14 +16,14 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.codec import SQS_MAX_MESSAGE_BYTES, PackedPart, billing_units
-from runtime.errors import SluiceError, TransientError
+from runtime.errors import EnvironmentFailure, TransientError
+from runtime.ingest.failures import SendRejected, aws_failure, code_is_environmental, code_is_transient
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = SQS_MAX_MESSAGE_BYTES
 
 
-class SendRejected(SluiceError):
-    """SQS refused an entry as the sender's fault (retrying cannot help)."""
+__all__ = ["DiscardingSink", "SendRejected", "Sink", "SqsSink", "check_sink"]
 
 
 class Sink(Protocol):
@@ -51,6 +51,12 @@ class DiscardingSink:
                 self.calls += 1
                 self.billing_units += group_billing_units(group)
             self.parts += len(parts)
+
+
+def check_sink(sink: Sink, max_message_bytes: int) -> None:
+    """Once per run: a queue that cannot take what the loader packs stops it at once."""
+    if isinstance(sink, SqsSink):
+        sink.check_limit(max_message_bytes)
 
 
 def call_groups(parts: Sequence[PackedPart]) -> list[list[PackedPart]]:
@@ -98,6 +104,23 @@ class SqsSink:
         self.calls = 0
         self.billing_units = 0
 
+    def check_limit(self, max_message_bytes: int) -> None:
+        """The queue must take what the loader packs: a queue whose MaximumMessageSize is
+        below it would refuse every large part forever (an environment-wide failure)."""
+        try:
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as exc:
+            raise aws_failure(exc, "GetQueueAttributes") from exc
+        limit = int(attributes["MaximumMessageSize"])
+        if limit < max_message_bytes:
+            raise EnvironmentFailure(
+                f"queue {self.queue_url} takes messages up to {limit} bytes (MaximumMessageSize), "
+                f"below queues.max_message_bytes = {max_message_bytes}: set the queue's limit (the "
+                "stacks do) or lower the setting"
+            )
+
     def _entry(self, slot: int, part: PackedPart) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": str(slot), "MessageBody": part.body.decode()}
         if self.group_id is not None:
@@ -122,12 +145,16 @@ class SqsSink:
                     QueueUrl=self.queue_url, Entries=[self._entry(s, p) for s, p in pending.items()]
                 )
             except (BotoCoreError, ClientError) as exc:
-                # boto3's standard retries already ran: the queue is unreachable for now.
-                raise TransientError(f"SendMessageBatch failed: {exc}") from exc
+                # boto3's standard retries already ran: transient, the environment, or this batch.
+                raise aws_failure(exc, "SendMessageBatch") from exc
             failed = response.get("Failed") or []
             for failure in failed:
-                if failure.get("SenderFault"):
-                    raise SendRejected(f"SQS refused {pending[int(failure['Id'])].id}: {failure}")
+                code = str(failure.get("Code", ""))
+                refused = pending[int(failure["Id"])].id
+                if code_is_environmental(code):
+                    raise EnvironmentFailure(f"SQS refused {refused}: {failure}")
+                if failure.get("SenderFault") and not code_is_transient(code):
+                    raise SendRejected(f"SQS refused {refused}: {failure}")
             pending = {int(f["Id"]): pending[int(f["Id"])] for f in failed}
             if not pending:
                 return

@@ -70,14 +70,21 @@ def test_a_batch_waits_until_past_the_lease_and_timeout(tmp_path: Path, redis_cl
     assert (tmp_path / "processed" / batch).is_dir()
 
 
+def _written_late(root: Path, client: redis.Redis, extra: bytes) -> tuple[str, Path, int]:
+    """A committed batch whose first member grew by `extra` after the claim: (batch, member,
+    bytes sent)."""
+    batch = _load(root, client)
+    victim = sorted(p for p in (root / "processed" / batch).iterdir() if not p.name.startswith("."))[0]
+    sent = victim.stat().st_size
+    with victim.open("ab") as handle:
+        handle.write(extra)
+    return batch, victim, sent
+
+
 def test_late_write_is_copied_to_rejected_with_the_bytes_sent(
     tmp_path: Path, redis_client: redis.Redis
 ) -> None:
-    batch = _load(tmp_path, redis_client)
-    victim = sorted(p for p in (tmp_path / "processed" / batch).iterdir() if not p.name.startswith("."))[0]
-    sent = victim.stat().st_size
-    with victim.open("ab") as handle:
-        handle.write(b'\n{"late": true}\n')
+    batch, victim, sent = _written_late(tmp_path, redis_client, b'\n{"late": true}\n')
     result = _archiver(tmp_path, redis_client).run(forever)
     assert result.late_writes == 1
     copy = tmp_path / "rejected" / batch / victim.name
@@ -86,6 +93,27 @@ def test_late_write_is_copied_to_rejected_with_the_bytes_sent(
     assert copy.read_bytes().endswith(b'{"late": true}\n')
     (archived,) = _archived(tmp_path, batch)
     assert (archived / victim.name).read_bytes() == copy.read_bytes()  # the original stays with its batch
+
+
+def test_a_late_write_above_max_file_bytes_is_linked_not_read(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """Issue 22: the late-write check read the whole file into memory whatever its size."""
+    batch, victim, sent = _written_late(tmp_path, redis_client, b"x" * 4096)
+
+    class NoReads(Fs):
+        def read_all(self, path: str) -> bytes:
+            assert not path.endswith(victim.name), "a file above max_file_bytes was read"
+            return super().read_all(path)
+
+    archiver = _archiver(tmp_path, redis_client, max_file_bytes=2048)
+    archiver.fs = NoReads()
+    assert archiver.run(forever).late_writes == 1
+    copy = tmp_path / "rejected" / batch / victim.name
+    reason = orjson.loads((tmp_path / "rejected" / batch / f"{victim.name}.reason.json").read_bytes())
+    assert reason["code"] == "file_too_large" and reason["bytes_sent"] == sent
+    (archived,) = _archived(tmp_path, batch)
+    assert (archived / victim.name).stat().st_ino == copy.stat().st_ino
 
 
 def test_stray_claim_goes_back_to_the_inbox(tmp_path: Path, redis_client: redis.Redis) -> None:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from runtime import codec
-from runtime.errors import LeaseLost
+from runtime.errors import EnvironmentFailure, LeaseLost
 from runtime.ingest import Fs, SqsSink, run_checker, run_loader
 from runtime.ingest import coord as keys
 from runtime.ingest.batch import BatchRun
@@ -34,6 +34,7 @@ from tests.fixtures.ingest import (
     forever,
     handler_environment,
     make_ingest,
+    reasons,
     record,
     run_handler,
     write_corpus,
@@ -41,16 +42,9 @@ from tests.fixtures.ingest import (
 )
 
 BAD_FILE = "2026-11-25T13-00003-bad.json"  # sorts among the good ones: rejected mid-batch
-
-
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    return aws("sqs")
-
-
-@pytest.fixture
-def queue_url(sqs: Any) -> str:
-    return sqs.create_queue(QueueName="state")["QueueUrl"]  # type: ignore[no-any-return]
+# Issue 22's poison for the kill-point matrix: a 255-byte name (its reason file's name is
+# derived, shortened) holding an integer that cannot travel exactly.
+POISON = "2026-11-25T13-00005-" + "p" * 230 + ".json"
 
 
 def corpus(root: Path) -> set[str]:
@@ -138,6 +132,7 @@ def test_kill_at_each_step_then_resume(
     redis_lost: bool,
 ) -> None:
     expected = corpus(tmp_path)
+    write_file(tmp_path, POISON, b'{"id": 123456789012345678901234567890}')
     env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, read_threads=2)
 
     crashed = run_handler(env, kill_at=step)
@@ -153,6 +148,8 @@ def test_kill_at_each_step_then_resume(
     [reason] = list((tmp_path / "rejected").glob(f"*/{BAD_FILE}.reason.json"))
     assert orjson.loads(reason.read_bytes())["code"] == "invalid_json"
     assert len(list((tmp_path / "rejected").glob(f"*/{BAD_FILE}*"))) == 2, "one file, one reason"
+    assert reasons(tmp_path) == {BAD_FILE: "invalid_json", POISON: "number_out_of_range"}
+    assert len(list((tmp_path / "rejected").glob("*/*"))) == 4, "one reason each, nothing else"
     assert client_is_tidy(redis_client)
 
 
@@ -343,16 +340,44 @@ def test_checker_handler_reports_the_backlog(
     assert result["batches_in_flight"] == 0 and result["requeued_expired"] == []
 
 
-def test_an_unreachable_queue_releases_the_batch_and_blames_no_file(
+def test_an_unreachable_queue_stops_the_run_and_charges_no_batch(
     tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
 ) -> None:
+    """Environment-wide (issue 22): QueueDoesNotExist stops the run with one clear error before
+    anything is claimed; once the queue is back, everything is delivered, no batch charged."""
     expected = write_corpus(tmp_path, files=6, records_per_file=25)
     sqs.delete_queue(QueueUrl=queue_url)
     failing = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url, sleep=lambda _: None))
-    run_loader(failing, forever)
-    assert failing.counters.transient_failures == 1 and failing.counters.batches_released == 1
-    assert failing.counters.rejected_files == 0 and failing.counters.batches_halted == 0
-    assert redis_client.zcard(keys.RESUMABLE) == 1 and redis_client.hlen(keys.CURSORS) == 0
+    with pytest.raises(EnvironmentFailure):
+        run_loader(failing, forever)
+    assert failing.counters.batches_claimed == 0 and failing.counters.rejected_files == 0
+    assert redis_client.hlen(keys.RUNS) == 0 and redis_client.hlen(keys.CURSORS) == 0
+
+    assert sqs.create_queue(QueueName="state")["QueueUrl"] == queue_url
+    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
+    assert client_is_tidy(redis_client)
+
+
+def test_a_queue_lost_mid_batch_releases_it_uncharged(
+    tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
+) -> None:
+    """The queue disappears after the run's check: the batch goes back uncharged (its run
+    count undone), the run stops with the error, and the next run delivers everything."""
+    expected = write_corpus(tmp_path, files=6, records_per_file=25)
+
+    class VanishingQueue(SqsSink):
+        def send(self, parts: Any) -> None:
+            sqs.delete_queue(QueueUrl=queue_url)
+            super().send(parts)
+
+    failing = make_ingest(tmp_path, redis_client, VanishingQueue(sqs, queue_url, sleep=lambda _: None))
+    with pytest.raises(EnvironmentFailure):
+        run_loader(failing, forever)
+    assert failing.counters.environment_errors == 1 and failing.counters.batches_released == 1
+    assert failing.counters.batch_failures == 0 and failing.counters.rejected_files == 0
+    [batch] = [b.decode() for b in redis_client.zrange(keys.RESUMABLE, 0, -1)]
+    assert int(redis_client.hget(keys.RUNS, batch) or 0) == 0, "never charged"
 
     assert sqs.create_queue(QueueName="state")["QueueUrl"] == queue_url
     run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)

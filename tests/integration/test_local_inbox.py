@@ -7,13 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from runtime.ingest.layout import printable_name
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_MESSAGE_BYTES = 65_536
+MAX_FILE_BYTES = 600_000  # large.json (~0.4 MB) loads, huge.json (~0.8 MB) is file_too_large
 JUNK = b"# exported by a user's tool\n// another comment\n\n"
 
 
@@ -38,7 +42,7 @@ def make_corpus(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     file("lines.ndjson", b"\n".join(orjson.dumps({"n": i}) for i in range(5)) + b"\n", "delivered", 5)
     file("single.json", JUNK + b'{"just": "one"}', "delivered", 1)
     file("name with spaces é ü 日本.json", _records(4), "delivered", 4)
-    file("large.json", JUNK + _records(30_000), "delivered", 30_000)
+    file("large.json", JUNK + _records(10_000), "delivered", 10_000)
     file("empty.json", b"", "rejected", codes={"empty"})
     file("comments.json", JUNK, "rejected", codes={"empty", "no_json"})
     file("truncated.json", JUNK + _records(3)[:-5], "rejected", codes={"invalid_json"})
@@ -62,6 +66,19 @@ def make_corpus(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     expect["link-outside.json"] = {"fate": "rejected", "records": 0, "codes": {"not_regular_file"}}
     os.mkfifo(inbox / "a-fifo.json")
     expect["a-fifo.json"] = {"fate": "rejected", "records": 0, "codes": {"not_regular_file"}}
+    # Issue 22's triggers: none may stop the rest, each gets its fate.
+    bad_name = os.fsdecode(b"bad-name-\xff.json")
+    (inbox / bad_name).write_bytes(_records(2))
+    expect[printable_name(bad_name)] = {"fate": "rejected", "records": 0, "codes": {"invalid_name"}}
+    file("l" * 250 + ".json", b'{"a": tru}', "rejected", codes={"invalid_json"})
+    file("g" * 250 + ".json", _records(2), "delivered", 2)
+    file("bigint.json", b'{"id": 123456789012345678901234567890}', "rejected", codes={"number_out_of_range"})
+    file("overflow.json", b'[{"x": 1e400}]', "rejected", codes={"number_out_of_range"})
+    file("junk-only.json", b"2026-11-25 12:00:00 [INFO] tick {n}\n" * 10_000, "rejected", codes={"no_json"})
+    file("huge.json", _records(20_000), "rejected", codes={"file_too_large"})
+    file("future.json", _records(2), "rejected", codes={"future_mtime"})
+    ahead = time.time() + 86_400
+    os.utime(inbox / "future.json", (ahead, ahead))
     return inbox, expect
 
 
@@ -81,6 +98,7 @@ def _run(tmp_path: Path, inbox: Path, *args: str) -> tuple[int, dict[str, Any], 
             sys.executable, "-m", "local", "--no-live",
             "--inbox", str(inbox), "--report", str(report), "--log", str(tmp_path / "functions.log"),
             "--set", f"queues.max_message_bytes={MAX_MESSAGE_BYTES}",
+            "--set", f"ingest.max_file_bytes={MAX_FILE_BYTES}",
             "--schedule", "loader=300ms", "--schedule", "checker=500ms",
             *args,
         ],

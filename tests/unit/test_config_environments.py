@@ -243,3 +243,14 @@ def test_loader_processes_within_the_memorys_vcpus_pass_synth(processes: int, me
 
 def test_the_local_runtime_is_not_held_to_lambdas_vcpus() -> None:
     validate_for_synth(loader_sized(3, 3538), deployed=False)
+
+
+def test_max_file_bytes_defaults_to_what_the_loader_memory_holds() -> None:
+    """Issue 22: a member too large for memory was read whole; the limit fits the function."""
+    assert loader_sized(1, 1769).ingest.file_limit_bytes == 1769 * 2**20 // 16
+    explicit = {"ingest": {"loader_memory_mb": 1769, "max_file_bytes": 8 * 2**20}}
+    assert load_environment(with_block("dev", explicit), "dev").ingest.file_limit_bytes == 8 * 2**20
+    too_large = {"ingest": {"loader_memory_mb": 1769, "max_file_bytes": 200 * 2**20}}
+    with pytest.raises((ConfigError, ValueError)) as caught:
+        load_environment(with_block("dev", too_large), "dev")
+    assert "ingest.max_file_bytes" in str(caught.value)

@@ -108,3 +108,17 @@ def test_known_and_counts(coord: Coordinator) -> None:
     coord.commit("b3", "t1")
     assert coord.known(["b1", "b2", "b3", "b4"]) == {"b1", "b2", "b3"}
     assert coord.counts() == {"in_flight": 1, "resumable": 1, "halted": 0}
+
+
+def test_a_failed_run_counts_and_waits_out_its_backoff(coord: Coordinator, redis_client: redis.Redis) -> None:
+    coord.claim("b1", "t1", 30)
+    coord.fail("b1", "t1", 60)
+    assert int(redis_client.hget(keys.RUNS, "b1") or 0) == 1, "the run counts (release would undo it)"
+    assert coord.take_resumable("t2", 30) is None, "backing off"
+    redis_client.zadd(keys.RESUMABLE, {"b1": 0})
+    taken = coord.take_resumable("t2", 30)
+    assert taken is not None and taken.runs == 2
+    coord.release("b1", "t2")
+    assert int(redis_client.hget(keys.RUNS, "b1") or 0) == 1
+    with pytest.raises(LeaseLost):
+        coord.fail("b1", "t2", 60)  # fenced like every write

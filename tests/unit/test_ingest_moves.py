@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from runtime.ingest.fs import Fs
-from runtime.ingest.moves import move_directory, quarantine, rename_checked
+from runtime.ingest.layout import NAME_MAX, REASON_SUFFIX, alternate_name, fitted_name, reason_name
+from runtime.ingest.moves import move_directory, quarantine, quarantined_as, rename_checked, was_quarantined
 
 
 def test_a_name_already_in_rejected_is_kept(tmp_path: Path) -> None:
@@ -83,3 +84,46 @@ def test_read_prefix_reads_exactly_the_header_size(tmp_path: Path) -> None:
     assert data == b"0123" and st.size == 10
     with pytest.raises(FileNotFoundError):
         Fs().read_prefix(str(tmp_path / "missing"), 4)
+
+
+def test_every_derived_name_fits_for_a_255_byte_name(tmp_path: Path) -> None:
+    """Issue 22: `<name>.reason.json`, `<name>~N` and the temporary names passed NAME_MAX."""
+    rejected = tmp_path / "rejected"
+    name = "é" * 127 + "x"  # 255 bytes
+    assert len(name.encode()) == NAME_MAX
+    names = []
+    for content in (b"one", b"two"):
+        source = tmp_path / "in" / name
+        source.parent.mkdir(exist_ok=True)
+        source.write_bytes(content)
+        names.append(quarantine(Fs(), str(source), str(rejected), code="invalid_json", detail="d", batch="b"))
+    assert names[0] == name and names[1] == alternate_name(name, 2) != name
+    for entry in rejected.iterdir():
+        assert len(os.fsencode(entry.name)) <= NAME_MAX
+    for quarantined, content in zip(names, (b"one", b"two"), strict=True):
+        assert (rejected / quarantined).read_bytes() == content
+        assert orjson.loads((rejected / reason_name(quarantined)).read_bytes())["code"] == "invalid_json"
+    assert was_quarantined({p.name for p in rejected.iterdir()}, name)
+
+
+def test_fitted_names_are_deterministic_and_distinct() -> None:
+    long_a, long_b = "a" * 250 + "1.json", "a" * 250 + "2.json"
+    assert fitted_name(long_a, REASON_SUFFIX) == fitted_name(long_a, REASON_SUFFIX)
+    assert fitted_name(long_a, REASON_SUFFIX) != fitted_name(long_b, REASON_SUFFIX)
+    assert fitted_name("short.json", REASON_SUFFIX) == "short.json.reason.json"
+    odd = os.fsdecode(b"\xff" * 255)  # not UTF-8: works on the bytes
+    assert len(os.fsencode(fitted_name(odd, "~2"))) <= NAME_MAX
+
+
+def test_a_second_link_elsewhere_is_not_a_quarantine(tmp_path: Path) -> None:
+    rejected = tmp_path / "rejected"
+    rejected.mkdir()
+    source = tmp_path / "f.json"
+    source.write_bytes(b"mine")
+    os.link(source, tmp_path / "elsewhere.json")
+    (rejected / "f.json").write_bytes(b"another file of the same name")
+    st = Fs().stat(str(source))
+    assert quarantined_as(Fs(), st.ino, str(rejected), "f.json") is None
+    os.link(source, rejected / "f.json~2")
+    (rejected / "f.json~2.reason.json").write_bytes(b'{"code":"crash"}')
+    assert quarantined_as(Fs(), st.ino, str(rejected), "f.json") == "f.json~2"

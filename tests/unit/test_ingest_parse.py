@@ -120,3 +120,45 @@ def test_noncharacters_are_escaped_however_they_arrive(data: bytes) -> None:
     [item] = parse.file_items("f", data, None, codec.ItemEncoder(), 10_000)
     assert b"\xef\xbf\xbe" not in item and b"\xef\xbf\xbf" not in item
     assert orjson.loads(item)["state"]["s"][-1] in "\ufffe\uffff"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"id": 123456789012345678901234567890}',
+        b'{"id": -9223372036854775809}',
+        b'# junk\n{"a": 1e400}',
+        b'[{"a": 1},\n {"a": -1E+400}]',
+        b'{"a": 1}\n{"a": 1e400}\n',
+        b'{"a": 1}\n{"a": 100000000000000000000}\n',
+    ],
+)
+def test_numbers_that_cannot_travel_exactly_are_rejected(data: bytes) -> None:
+    """Issue 22: orjson turned a 30-digit integer into 1.2345678901234568e+29 (silently)."""
+    with pytest.raises(RejectedFile) as caught:
+        parse.parse_records(data)
+    assert caught.value.code == parse.NUMBER_OUT_OF_RANGE
+
+
+def test_numbers_that_travel_are_kept() -> None:
+    data = b'{"u": 18446744073709551615, "i": -9223372036854775808, "s": "1234567890123456789012"'
+    data += b', "t": 1E-400}'
+    [value] = parse.parse_records(data)
+    assert value == {"u": 2**64 - 1, "i": -(2**63), "s": "1234567890123456789012", "t": 0.0}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"2026-11-25 12:00:00 [INFO] worker started\n",
+        b"[2026-11-25] [INFO] {tick}\n",
+        b"[\n",
+        b'"unterminated\n',
+    ],
+)
+def test_a_large_junk_file_is_no_json(line: bytes) -> None:
+    """Issue 22: junk lines parsed in quadratic time (a 30 MB file outlived the Lambda and
+    ended as `crash`); the cost is now linear (bench: parse.junk_only_mb_per_s)."""
+    with pytest.raises(RejectedFile) as caught:
+        parse.parse_records(line * (200_000 // len(line)))
+    assert caught.value.code == parse.NO_JSON

@@ -238,6 +238,13 @@ def test_every_queue_has_sse_sqs_and_denies_plain_http(dev_t: Template) -> None:
     assert len(policies) == 6
 
 
+def test_every_queue_takes_what_the_loader_packs(dev: SluiceStage, dev_t: Template) -> None:
+    """Issue 22: a queue left below queues.max_message_bytes refused the loader's parts forever."""
+    queues = dev_t.find_resources("AWS::SQS::Queue")
+    limit = dev.config.queues.max_message_bytes
+    assert {queue["Properties"]["MaximumMessageSize"] for queue in queues.values()} == {limit}
+
+
 def test_redrive_counts_visibility_and_retention(dev: SluiceStage, dev_t: Template) -> None:
     pipeline, queues = dev.config.pipeline, dev.config.queues
     visibility = 6 * pipeline.timeout_s + pipeline.batching_window_s
