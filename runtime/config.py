@@ -144,6 +144,7 @@ class JobsSettings(Section):
     presign_ttl_s: int = Field(900, ge=1, le=604_800)
     status_ttl_s: int = Field(86_400, ge=1, description="Redis status lifetime; S3 keeps the result")
     max_body_bytes: int = Field(262_144, ge=2, le=1_000_000, description="largest POST /jobs body")
+    answer_margin_s: float = Field(0.5, ge=0, lt=30, description="time kept for answering after the last I/O")
 
 
 class Settings(BaseSettings):
