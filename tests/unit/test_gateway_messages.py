@@ -19,7 +19,7 @@ from runtime import codec
 from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
 from runtime.jobs.model import JOB_FIELD
-from runtime.pipeline.gateway import ITEM_PREFIX, keyed_item_id
+from runtime.pipeline.gateway import ITEM_PREFIX, gateway_message, keyed_item_id
 from tests.jobs_support import Jobs
 from tests.pipeline_support import BUCKET, Harness
 
@@ -81,3 +81,27 @@ def test_a_repeated_idempotency_key_reaches_the_sink_once_and_another_body_is_a_
     assert dead["MessageAttributes"][codec.ATTR_REASON]["StringValue"] == "idempotency_conflict"
     assert orjson.loads(dead["Body"]) == {"order": 2}
     assert len(harness.s3.list_objects_v2(Bucket=BUCKET)["Contents"]) == 2
+
+
+def test_a_redriven_message_keeps_its_item_id() -> None:
+    """A redrive gives the message a new message id but keeps its attributes: the same item."""
+
+    def record(message_id: str, key: str) -> dict[str, Any]:
+        attributes = {
+            codec.ATTR_SOURCE: "gateway",
+            codec.ATTR_REQUEST_ID: "req-1",
+            codec.ATTR_IDEMPOTENCY_KEY: f"k:{key}",
+            codec.ATTR_CALLER: "c:arn:alice",
+        }
+        return {
+            "messageId": message_id,
+            "body": '{"order": 1}',
+            "messageAttributes": {n: {"stringValue": v, "dataType": "String"} for n, v in attributes.items()},
+        }
+
+    first, redriven = gateway_message(record("m-1", "")), gateway_message(record("m-2", ""))
+    assert first is not None and redriven is not None
+    assert first.item_id == redriven.item_id == f"{ITEM_PREFIX}req-1" and first.body_sha256 is None
+    keyed = gateway_message(record("m-3", "order-1"))
+    assert keyed is not None and keyed.item_id == keyed_item_id("arn:alice", "order-1")
+    assert gateway_message({"messageId": "m-4", "body": "{}"}) is None  # not from the gateway
