@@ -2,8 +2,9 @@
 v2 emulated: `POST /messages` is the SQS service integration, `/jobs` the real jobs handler)
 and a client that posts JSON bodies to `/messages` at a chosen rate.
 
-The router takes a body that is not an envelope as one item whose id is the SQS message id, so
-each accepted POST is expected at the sink once, as the item `<message id>`.
+The router takes every gateway body as one raw item keyed by its request id (the integration's
+`sluice-request-id` attribute, `runtime.pipeline.gateway`), so each accepted POST is expected at
+the sink once, as the item `gw-<request id>` (the `apigw-requestid` header of its answer).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import orjson
 from local.environment import LocalEnvironment
 from local.fates import Expected
 from local.functions import LocalFunction, handler_available, load_handler
-from local.http import LocalHttpApi
+from local.http import REQUEST_ID_HEADER, LocalHttpApi
 from local.systems import FunctionOptions
+from runtime.pipeline.gateway import ITEM_PREFIX
 
 
 def _jobs_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -66,8 +68,8 @@ class GatewaySystem:
 
 @dataclass
 class GatewayClient:
-    """Posts one JSON body per 1/`rate` seconds to `POST /messages` and remembers each message id
-    the integration answered with."""
+    """Posts one JSON body per 1/`rate` seconds to `POST /messages` and remembers each request
+    id the API answered with."""
 
     url: str
     rate: float
@@ -94,15 +96,13 @@ class GatewayClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                message_id = orjson.loads(answer.read())["SendMessageResponse"]["SendMessageResult"][
-                    "MessageId"
-                ]
+                request_id = answer.headers[REQUEST_ID_HEADER]
         except OSError:
             with self.lock:
                 self.refused += 1  # not accepted: the client knows, nothing is expected of it
             return
         with self.lock:
-            self.posted.append(Expected(message_id, "delivered", 1))
+            self.posted.append(Expected(f"{ITEM_PREFIX}{request_id}", "delivered", 1))
 
     def snapshot(self) -> list[Expected]:
         with self.lock:

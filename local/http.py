@@ -1,9 +1,12 @@
 """The HTTP API on loopback: requests become API Gateway v2 (payload 2.0) events.
 
-`LocalHttpApi` serves the routes the stacks declare:
+`LocalHttpApi` serves the routes the stacks declare (the contract, `api/openapi.json`, is served
+at `GET /openapi.json`):
 - `POST /messages` — the SQS-SendMessage service integration, emulated: the raw body goes to
-  the state queue as the message body (`MessageBody: $request.body`) and the answer is SQS's
-  SendMessage response (the message id); no function runs, as on AWS;
+  the state queue as the message body (`MessageBody: $request.body`), tagged with the
+  integration's message attributes (`runtime.pipeline.gateway`: source, request id,
+  Idempotency-Key, caller), and the answer is SQS's SendMessage response with the request id in
+  `apigw-requestid`; no function runs, as on AWS;
 - `POST /jobs`, `GET /jobs/{id}` — the real jobs handler, called with a v2 event and a
   Lambda-like context whose remaining time counts down from the function's timeout.
 
@@ -23,12 +26,14 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 from botocore.exceptions import ClientError
 
 from local.functions import LOCAL_ACCOUNT, LambdaContext
+from runtime.pipeline import gateway
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 MESSAGES_ROUTE = "POST /messages"
@@ -36,6 +41,10 @@ SUBMIT_ROUTE = "POST /jobs"
 STATUS_ROUTE = "GET /jobs/{id}"
 _JOB_PATH = re.compile(r"^/jobs/([^/]+)$")
 API_ID = "localapi"
+# The API's contract (api/openapi.json), served as the local runtime's own description.
+OPENAPI_ROUTE = "/openapi.json"
+OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "api" / "openapi.json"
+REQUEST_ID_HEADER = "apigw-requestid"
 STAGE = "$default"
 
 
@@ -162,12 +171,14 @@ class LocalHttpApi:
     def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
+        if method == "GET" and path.split("?", 1)[0] == OPENAPI_ROUTE:
+            return 200, {"content-type": "application/json"}, OPENAPI_DOCUMENT.read_bytes()
         route = match_route(method, path.split("?", 1)[0])
         if route is None:
             return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'
         route_key, parameters = route
         if route_key == MESSAGES_ROUTE:
-            return self.send_to_queue(body)
+            return self.send_to_queue(body, headers)
         event = api_event(
             method,
             path.split("?", 1)[0],
@@ -179,24 +190,36 @@ class LocalHttpApi:
         )
         return self.invoke_jobs(event)
 
-    def send_to_queue(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        """The service integration: `MessageBody` is the request body as it came."""
+    def send_to_queue(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """The service integration: `MessageBody` is the request body as it came, tagged with
+        the integration's message attributes (`runtime.pipeline.gateway`); the answer carries
+        the request id in `apigw-requestid`, as API Gateway's does."""
+        request_id = uuid.uuid4().hex
+        answer_headers = {"content-type": "application/json", REQUEST_ID_HEADER: request_id}
         if not body:
             # SQS refuses an empty message (moto would accept it): answer as the integration does.
             error = {
                 "Code": "MissingParameter",
                 "Message": "The request must contain the parameter MessageBody.",
             }
-            return 400, {"content-type": "application/json"}, orjson.dumps({"Error": error})
+            return 400, answer_headers, orjson.dumps({"Error": error})
         text = body.decode(errors="replace")
+        lowered = {name.lower(): value for name, value in headers.items()}
+        variables = {
+            gateway.REQUEST_ID_VARIABLE: request_id,
+            gateway.IDEMPOTENCY_KEY_VARIABLE: lowered.get("idempotency-key", ""),
+        }
+        attributes = gateway.fill_in(gateway.integration_attributes(), variables)
         try:
-            sent = self.sqs.send_message(QueueUrl=self.state_url, MessageBody=text)
+            sent = self.sqs.send_message(
+                QueueUrl=self.state_url, MessageBody=text, MessageAttributes=attributes
+            )
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
             error = exc.response.get("Error", {})
-            return status, {"content-type": "application/json"}, orjson.dumps({"Error": error})
+            return status, answer_headers, orjson.dumps({"Error": error})
         response = send_message_response(sent["MessageId"], text)
-        return 200, {"content-type": "application/json"}, orjson.dumps(response)
+        return 200, answer_headers, orjson.dumps(response)
 
     def invoke_jobs(self, event: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         started = time.monotonic()
@@ -233,7 +256,12 @@ def _make_request_handler(api: LocalHttpApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
+        def __getattr__(self, name: str) -> Any:
+            # Every method (`do_<METHOD>`) reaches the route table: an unmatched one is API
+            # Gateway's 404, never http.server's own 501.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # quiet: the local runtime reports its own progress

@@ -40,6 +40,32 @@ _NONCHARACTER_LEAD = b"\xef\xbf"
 
 MessageAttributes = Mapping[str, Mapping[str, Any]]
 
+# Message attribute names (DESIGN "Dead letters explain themselves"): one set, shared by the
+# router, the relay and tooling. Every message sluice dead-letters carries the first three.
+ATTR_REASON = "sluice-reason"  # a reason code
+ATTR_DETAIL = "sluice-detail"  # <= 512 characters
+ATTR_SOURCE = "sluice-source"  # system/queue
+ATTR_STEP = "sluice-step"  # the mutation's name
+ATTR_ATTEMPTS = "sluice-attempts"
+ATTR_ERROR = "sluice-error"  # the exception's type
+ATTR_TRACE = "sluice-trace"  # a traceback excerpt, <= 1 KiB
+ATTR_STATUS = "sluice-status"  # relay: the API's HTTP status
+ATTR_RESPONSE = "sluice-response"  # relay: an excerpt of the API's answer
+MAX_DETAIL_CHARS = 512
+# Set by the HTTP API's SQS integration on every POST /messages (stacks/gateway.py), beside
+# ATTR_SOURCE: the request id keys the raw item; the idempotency key and the caller scope it.
+ATTR_REQUEST_ID = "sluice-request-id"
+ATTR_IDEMPOTENCY_KEY = "sluice-idempotency-key"
+ATTR_CALLER = "sluice-caller"
+
+
+def string_attribute(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
+
+
+def number_attribute(value: int) -> dict[str, str]:
+    return {"DataType": "Number", "StringValue": str(value)}
+
 
 @dataclass(frozen=True, slots=True)
 class Item:

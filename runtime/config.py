@@ -121,6 +121,13 @@ class RelaySettings(Section):
     idempotency_header: str = Field("Idempotency-Key", min_length=1)
     api_key_cache_s: int = Field(300, ge=1)
     calls_per_minute: int = Field(60, ge=1)
+    burst_calls: int = Field(1, ge=1, description="calls the rate limit lets through back to back")
+    receive_wait_s: int = Field(5, ge=0, le=20, description="long polling: SQS WaitTimeSeconds")
+    max_attempts: int = Field(100, ge=1, description="API attempts before the drain dead-letters")
+    max_age_s: int = Field(7 * 86_400, ge=1, description="message age at which the drain dead-letters")
+    sweep_interval_s: int = Field(
+        3600, ge=1, description="breaker open: how often to dead-letter the too old"
+    )
     connect_timeout_s: float = Field(3.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
     deadline_margin_s: float = Field(15.0, ge=0)
@@ -146,6 +153,7 @@ class JobsSettings(Section):
     presign_ttl_s: int = Field(900, ge=1, le=604_800)
     status_ttl_s: int = Field(86_400, ge=1, description="Redis status lifetime; S3 keeps the result")
     max_body_bytes: int = Field(262_144, ge=2, le=1_000_000, description="largest POST /jobs body")
+    answer_margin_s: float = Field(0.5, ge=0, lt=30, description="time kept for answering after the last I/O")
 
 
 class Settings(BaseSettings):

@@ -49,6 +49,14 @@ LOG_RETENTION_DAYS = (
 SQS_MAX_RECEIVE_COUNT = 1000
 LAMBDA_MAX_TIMEOUT_S = 900
 SQS_MAX_VISIBILITY_S = 43_200
+SQS_MAX_RETENTION_S = 1_209_600
+# The relay queue keeps messages as long as SQS allows: the drain dead-letters a message itself
+# long before (relay.max_age_s), so nothing ever expires from it unseen.
+RELAY_QUEUE_RETENTION_S = SQS_MAX_RETENTION_S
+# What relay.max_age_s must leave of the retention beyond the longest wait between two receives
+# of a message: a day of slack for a drain that is failing or being redeployed.
+RELAY_RETENTION_SLACK_S = 86_400
+_SCHEDULE_UNIT_S = {"minute": 60, "hour": 3600, "day": 86_400}
 # Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU, and its maximum
 # memory, 10,240 MB, is documented as six.
 LAMBDA_MB_PER_VCPU = 1769
@@ -281,6 +289,23 @@ class RelayConfig(Frozen):
     drain_timeout_s: int = Field(60, ge=10, le=LAMBDA_MAX_TIMEOUT_S)
     relay_timeout_s: int = Field(30, ge=3, le=LAMBDA_MAX_TIMEOUT_S)
     calls_per_minute: int = Field(60, ge=1, le=100_000)
+    burst_calls: int = Field(
+        1, ge=1, le=1000, description="calls let through back to back (1: evenly spaced)"
+    )
+    receive_wait_s: int = Field(5, ge=0, le=20, description="the drain's long polling")
+    max_attempts: int = Field(
+        100,
+        ge=1,
+        le=500,
+        description="API attempts before the drain dead-letters (maxReceiveCount is a backstop)",
+    )
+    max_age_s: int = Field(7 * 86_400, ge=60, description="a message this old is dead-lettered by the drain")
+    sweep_interval_s: int = Field(
+        3600,
+        ge=60,
+        le=86_400,
+        description="while the breaker is open, how often a drain dead-letters the too old",
+    )
     api_key_cache_s: int = Field(300, ge=1, le=86_400)
     connect_timeout_s: float = Field(3.0, gt=0, le=60)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
@@ -311,7 +336,31 @@ class RelayConfig(Frozen):
             raise ValueError("relay.deadline_margin_s must be below relay.drain_timeout_s")
         if self.breaker_backoff_base_s > self.breaker_backoff_cap_s:
             raise ValueError("relay.breaker_backoff_base_s must not exceed breaker_backoff_cap_s")
+        if self.max_age_s + self.longest_unseen_s() + RELAY_RETENTION_SLACK_S > RELAY_QUEUE_RETENTION_S:
+            raise ValueError(
+                f"relay.max_age_s ({self.max_age_s}) plus the longest a message can go unreceived "
+                f"({self.longest_unseen_s()} s: retry_backoff_cap_s or breaker_backoff_cap_s or "
+                f"sweep_interval_s, plus the drain_schedule period and drain_timeout_s) and a day must "
+                f"fit in the relay queue's retention ({RELAY_QUEUE_RETENTION_S} s): a message could "
+                "expire before the drain dead-letters it"
+            )
         return self
+
+    def longest_unseen_s(self) -> int:
+        """The longest a relay message can wait between two receives: invisible after a failed
+        attempt (backoff or Retry-After, capped), behind an open breaker (probe or sweep), then
+        until the next drain runs and reaches it."""
+        wait = max(self.retry_backoff_cap_s, self.breaker_backoff_cap_s, self.sweep_interval_s)
+        return wait + schedule_period_s(self.drain_schedule) + self.drain_timeout_s
+
+
+def schedule_period_s(expression: str) -> int:
+    """The period of an EventBridge `rate(...)`; a `cron(...)` counts as daily (its worst case
+    for a drain schedule worth deploying: anything rarer fails the retention check anyway)."""
+    found = re.match(r"^rate\((\d+) (minute|hour|day)s?\)$", expression)
+    if found is None:
+        return _SCHEDULE_UNIT_S["day"]
+    return int(found.group(1)) * _SCHEDULE_UNIT_S[found.group(2)]
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

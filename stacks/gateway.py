@@ -2,9 +2,12 @@
 
 - `POST /messages` goes straight to the state queue through an SQS-SendMessage service
   integration (no function in front): the whole request body is the message body
-  (`$request.body`; the integration's default would read a `MessageBody` field) and the
-  integration's role may only `sqs:SendMessage` on that queue (SSE-SQS: no KMS grant needed).
-  The pipeline router takes a non-envelope body as one item keyed by the SQS message id.
+  (`$request.body`; the integration's default would read a `MessageBody` field), tagged with
+  message attributes from the request's context (`sluice-source`, the request id, the
+  `Idempotency-Key` header and the caller, `runtime.pipeline.gateway`), and the integration's
+  role may only `sqs:SendMessage` on that queue (SSE-SQS: no KMS grant needed). The router
+  takes every tagged body as raw state, one item keyed by the request (or the key). The answer
+  is SQS's own SendMessage response (HTTP API response mapping changes only status and headers).
 - `POST /jobs` and `GET /jobs/{id}` run the jobs function (in the VPC, beside Redis), which
   enqueues jobs on the same queue; the queue's router completes them (`runtime.jobs`).
 
@@ -28,6 +31,8 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from runtime.config import Settings, to_environ
+from runtime.jobs.store import ACCEPTED_FOLDER
+from runtime.pipeline.gateway import IAM_CALLER_VARIABLE, JWT_CALLER_VARIABLE, integration_attributes
 from stacks.config import EnvironmentConfig
 from stacks.contract import JOBS_RESULTS_PREFIX, jobs_settings
 from stacks.functions import FunctionFactory, FunctionSpec
@@ -65,6 +70,12 @@ def jobs_environment(config: EnvironmentConfig, bucket: str) -> dict[str, str]:
         for name, value in to_environ(settings).items()
         if name.startswith(JOBS_ENVIRONMENT_PREFIX)
     }
+
+
+def gateway_attributes(authorization: str) -> dict[str, dict[str, str]]:
+    """The POST /messages integration's message attributes: the caller is the JWT's subject or
+    the IAM caller's ARN."""
+    return integration_attributes(JWT_CALLER_VARIABLE if authorization == "jwt" else IAM_CALLER_VARIABLE)
 
 
 def completes_jobs(router: str) -> bool:
@@ -181,6 +192,9 @@ class GatewayConstruct(Construct):
         # Reads a job's outcome and presigns it; the worker (the router) writes it.
         jobs_objects = factory.results_bucket.arn_for_objects(f"{JOBS_PREFIX}*")
         function.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[jobs_objects]))
+        # Records each job's acceptance, create-only, before enqueuing it (runtime.jobs.store).
+        accepted = factory.results_bucket.arn_for_objects(f"{JOBS_PREFIX}{ACCEPTED_FOLDER}*")
+        function.add_to_role_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[accepted]))
         integration = integrations.HttpLambdaIntegration("Jobs", function)
         self.api.add_routes(path="/jobs", methods=[apigw.HttpMethod.POST], integration=integration)
         self.api.add_routes(path="/jobs/{id}", methods=[apigw.HttpMethod.GET], integration=integration)
@@ -198,8 +212,9 @@ class GatewayConstruct(Construct):
             Ack(
                 "AwsSolutions-IAM5",
                 "a job's outcome is one object per job id under the results bucket's jobs/ prefix: "
-                "the function reads (and presigns) any of them and nothing else in S3",
-                (resource_finding(function, jobs_objects),),
+                "the function reads (and presigns) any of them, and writes (create-only) one "
+                "acceptance record per job under jobs/accepted/, nothing else in S3",
+                (resource_finding(function, jobs_objects), resource_finding(function, accepted)),
             ),
         )
         return function
@@ -225,9 +240,15 @@ class GatewayConstruct(Construct):
             integration_subtype="SQS-SendMessage",
             payload_format_version="1.0",
             credentials_arn=role.role_arn,
-            request_parameters={"QueueUrl": stateful.state_queue.queue_url, "MessageBody": "$request.body"},
+            request_parameters={
+                "QueueUrl": stateful.state_queue.queue_url,
+                "MessageBody": "$request.body",
+                # Tags set from the request's context: always raw state, keyed by the request
+                # (or its caller's Idempotency-Key); see runtime.pipeline.gateway.
+                "MessageAttributes": json.dumps(gateway_attributes(config.gateway.authorization)),
+            },
             timeout_in_millis=10_000,
-            description="the request body, unchanged, as one message on the state queue",
+            description="the request body, unchanged, as one tagged message on the state queue",
         )
         if config.gateway.authorization == "jwt":
             # Bound to the API by the jobs routes above, so its id exists now.

@@ -26,7 +26,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from runtime.pipeline import ledger
-from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
+from stacks.config import RELAY_QUEUE_RETENTION_S, SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
 from stacks.contract import SOURCE_PARTITION_KEY, SOURCE_SORT_KEY
 from stacks.nag import Ack, acknowledge
 from stacks.notifications import AlarmNotifications
@@ -474,7 +474,7 @@ class StatefulStack(cdk.Stack):
         relay_queue = self._queue(
             "RelayQueue",
             fifo=True,
-            retention_s=self.config.queues.retention_s,
+            retention_s=RELAY_QUEUE_RETENTION_S,
             visibility_timeout=cdk.Duration.seconds(self.config.relay.drain_timeout_s * 6),
             content_based_deduplication=False,
             dead_letter_queue=sqs.DeadLetterQueue(queue=relay_dlq, max_receive_count=SQS_MAX_RECEIVE_COUNT),

@@ -54,6 +54,10 @@ class Worker(threading.Thread):
                 messages = self.h.receive(wait_s=1)
                 if messages:
                     self.h.process(messages, self.router)
+            except self.h.sqs.exceptions.ReceiptHandleIsInvalid:
+                # Processed after its visibility ran out (a loaded machine) and received again
+                # elsewhere: as on Lambda, the delete fails and the ledger makes the rerun a no-op.
+                continue
             except Exception as exc:
                 self.errors.append(exc)
                 return

@@ -11,11 +11,8 @@ from runtime.clients import aws_client, make_redis
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
 from runtime.relay import metrics as names
-from runtime.relay.api import ApiClient
-from runtime.relay.breaker import BreakerPolicy, CallBudget, CircuitBreaker
-from runtime.relay.drain import Drain, DrainReport, check_drain_settings
+from runtime.relay.drain import Drain, DrainReport, check_drain_settings, make_drain
 from runtime.relay.keys import ApiKeySource
-from runtime.relay.ledger import DeliveryLedger
 
 
 @functools.cache
@@ -24,22 +21,12 @@ def _drain() -> Drain:
     connections, the cached API key, one Redis connection pool)."""
     settings = get_settings()
     relay = check_drain_settings(settings.require_relay())
-    redis_client = make_redis(settings.redis)
-    return Drain(
+    return make_drain(
+        relay,
         sqs=aws_client("sqs"),
-        ledger=DeliveryLedger(aws_client("dynamodb"), relay),
-        api=ApiClient(relay),
+        dynamodb=aws_client("dynamodb"),
+        redis_client=make_redis(settings.redis),
         api_key=ApiKeySource(aws_client("ssm"), relay.api_key_parameter, relay.api_key_cache_s),
-        breaker=CircuitBreaker(
-            redis_client,
-            BreakerPolicy(
-                failure_threshold=relay.breaker_failure_threshold,
-                backoff_base_s=relay.breaker_backoff_base_s,
-                backoff_cap_s=relay.breaker_backoff_cap_s,
-            ),
-        ),
-        budget=CallBudget(redis_client, relay.calls_per_minute),
-        settings=relay,
     )
 
 

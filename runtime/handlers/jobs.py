@@ -1,10 +1,13 @@
 """Jobs function (HTTP API routes `POST /jobs` and `GET /jobs/{id}`, payload format 2.0):
-parses the event, calls one core operation, shapes the proxy response."""
+parses the event, calls one core operation with the invocation's remaining time, shapes the
+proxy response."""
 
 from __future__ import annotations
 
 import base64
+import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -12,12 +15,14 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runtime.config import Settings
-from runtime.jobs import JobClients, job_status, submit_job
-from runtime.jobs.model import Answer
+from runtime.jobs import BadJobRequest, JobClients, job_status, submit_job
+from runtime.jobs.model import Answer, refused
 from runtime.observability import logger, metrics
 
 SUBMIT_ROUTE = "POST /jobs"
 STATUS_ROUTE = "GET /jobs/{id}"
+IDEMPOTENCY_HEADER = "idempotency-key"  # payload 2.0 lower-cases header names
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 
 
 class JobsApi:
@@ -42,20 +47,67 @@ class JobsApi:
                 )
             return self._settings, self._clients
 
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, event: dict[str, Any], remaining_s: Callable[[], float] | None = None
+    ) -> dict[str, Any]:
         request = APIGatewayProxyEventV2(event)
         settings, clients = self._resolve()
         if request.route_key == SUBMIT_ROUTE:
-            answer = submit_job(raw_body(request), clients=clients, settings=settings)
+            answer = self._submit(request, settings, clients, remaining_s)
         elif request.route_key == STATUS_ROUTE:
             job_id = (request.path_parameters or {}).get("id", "")
-            answer = job_status(job_id, clients=clients, settings=settings)
+            answer = job_status(job_id, clients=clients, settings=settings, remaining_s=remaining_s)
         else:
             answer = Answer(
                 404, {"error": "no_route", "detail": f"no route {request.route_key}"}, outcome="refused"
             )
         count(request.route_key, answer)
         return answer.response()
+
+    @staticmethod
+    def _submit(
+        request: APIGatewayProxyEventV2,
+        settings: Settings,
+        clients: JobClients,
+        remaining_s: Callable[[], float] | None,
+    ) -> Answer:
+        try:
+            key = idempotency_key(request)
+        except BadJobRequest as exc:
+            return refused(exc)
+        return submit_job(
+            raw_body(request),
+            clients=clients,
+            settings=settings,
+            remaining_s=remaining_s,
+            idempotency_key=key,
+            caller=caller_of(request),
+        )
+
+
+def idempotency_key(request: APIGatewayProxyEventV2) -> str | None:
+    """The request's `Idempotency-Key` header (optional; 1 to 255 printable ASCII characters)."""
+    value = (request.headers or {}).get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise BadJobRequest(
+            400, "invalid_idempotency_key", "an Idempotency-Key is 1 to 255 printable ASCII characters"
+        )
+    return value
+
+
+def caller_of(request: APIGatewayProxyEventV2) -> str:
+    """Who is calling, as the authorizer saw it (IAM user ARN or JWT subject): the scope of
+    an Idempotency-Key. Empty when the route is not authorized (the local runtime)."""
+    authorizer = request.raw_event.get("requestContext", {}).get("authorizer") or {}
+    iam = authorizer.get("iam") or {}
+    claims = (authorizer.get("jwt") or {}).get("claims") or {}
+    if iam.get("userArn"):
+        return f"iam:{iam['userArn']}"
+    if claims.get("sub"):
+        return f"jwt:{claims.get('iss', '')}:{claims['sub']}"
+    return ""
 
 
 def count(route_key: str, answer: Answer) -> None:
@@ -81,4 +133,4 @@ _api = JobsApi()
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _api(event)
+    return _api(event, lambda: context.get_remaining_time_in_millis() / 1000)

@@ -13,3 +13,10 @@ class BadJobRequest(SluiceError):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+class IdempotencyConflict(BadJobRequest):
+    """An `Idempotency-Key` already names a job with another body."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, "idempotency_conflict", detail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,12 @@ FINISHED = (DONE, FAILED)
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def keyed_job_id(caller: str, idempotency_key: str) -> str:
+    """The job an `Idempotency-Key` names, scoped by its caller: the same 32-hex shape as a
+    fresh id, so GET cannot tell them apart."""
+    return hashlib.sha256(f"{caller}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
 def check_job_id(job_id: str) -> str:

@@ -1,5 +1,5 @@
-"""Where a job's outcome lives: S3 (create-only, the record of truth) and Redis (a status with
-a TTL, and the channel its waiter listens on)."""
+"""Where a job lives: S3 (create-only, the record of truth: its acceptance, then its outcome)
+and Redis (a status with a TTL, and the channel its waiter listens on)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
 from runtime.errors import TransientError
+from runtime.jobs.errors import IdempotencyConflict
 from runtime.jobs.model import FINISHED, PENDING, JobOutcome, channel, status_key
 from runtime.observability import logger, metrics
 
 _ALREADY_THERE = 412  # If-None-Match: * found the outcome: the first writer's stands
 _CONCURRENT_WRITE = 409  # a concurrent conditional write to the key: try again
 _CONFLICT_RETRIES = 5
+# `<prefix>accepted/<job id>.json`: written create-only before a job is enqueued.
+ACCEPTED_FOLDER = "accepted/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,38 +41,61 @@ class JobStore:
 
     # -- S3: the record of truth ---------------------------------------------------------------
 
-    def write_outcome(self, outcome: JobOutcome) -> JobOutcome:
-        """Store the outcome create-only and return the one that stands (a re-run after a crash
-        finds its first write: that one is announced, whatever this run computed)."""
+    def acceptance_key(self, job_id: str) -> str:
+        return f"{self.prefix}{ACCEPTED_FOLDER}{job_id}.json"
+
+    def _create_only(self, key: str, body: bytes) -> bool:
+        """Put `body` at `key` unless something is there: True if this call created it."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
                 self.s3.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key(outcome.job_id),
-                    Body=outcome.document(),
-                    IfNoneMatch="*",
-                    ContentType="application/json",
+                    Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
                 )
-                return outcome
+                return True
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status == _ALREADY_THERE:
-                    stored = self.read_outcome(outcome.job_id)
-                    if stored is not None:
-                        return stored
-                elif status != _CONCURRENT_WRITE:
+                    return False
+                if status != _CONCURRENT_WRITE:
                     raise
             time.sleep(0.05 * (2**attempt))
-        raise TransientError(f"conditional write of {self.key(outcome.job_id)} kept conflicting")
+        raise TransientError(f"conditional write of {key} kept conflicting")
 
-    def read_outcome(self, job_id: str) -> JobOutcome | None:
+    def write_outcome(self, outcome: JobOutcome) -> JobOutcome:
+        """Store the outcome create-only and return the one that stands (a re-run after a crash
+        finds its first write: that one is announced, whatever this run computed)."""
+        if self._create_only(self.key(outcome.job_id), outcome.document()):
+            return outcome
+        stored = self.read_outcome(outcome.job_id)
+        if stored is None:
+            raise TransientError(f"{self.key(outcome.job_id)} exists but cannot be read yet")
+        return stored
+
+    def accept(self, job_id: str, body_sha256: str) -> None:
+        """Record the job as accepted, create-only (the record GET trusts when Redis has lost
+        the status). The same id again (an `Idempotency-Key` repeated) must carry the same
+        body: IdempotencyConflict otherwise."""
+        record = orjson.dumps({"job_id": job_id, "sha256": body_sha256})
+        if self._create_only(self.acceptance_key(job_id), record):
+            return
+        existing = self._read(self.acceptance_key(job_id))
+        if existing is not None and orjson.loads(existing).get("sha256") != body_sha256:
+            raise IdempotencyConflict(f"this Idempotency-Key names job {job_id}, sent with another body")
+
+    def accepted(self, job_id: str) -> bool:
+        return self._read(self.acceptance_key(job_id)) is not None
+
+    def _read(self, key: str) -> bytes | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.key(job_id))["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        return JobOutcome.from_json(body)
+
+    def read_outcome(self, job_id: str) -> JobOutcome | None:
+        body = self._read(self.key(job_id))
+        return None if body is None else JobOutcome.from_json(body)
 
     def presign(self, job_id: str) -> str:
         return self.s3.generate_presigned_url(  # type: ignore[no-any-return]
@@ -134,13 +161,17 @@ class JobStore:
         completion published after this returns is delivered to the waiter."""
         pubsub = self.redis.pubsub()
         try:
-            pubsub.subscribe(channel(job_id))
-            confirmation = pubsub.get_message(timeout=self.redis_timeout_s())
-            if confirmation is None or confirmation["type"] != "subscribe":
-                raise TransientError(f"no subscribe confirmation for job {job_id}")
-            yield Waiter(pubsub)
+            yield self.subscribe(pubsub, job_id)
         finally:
             pubsub.close()
+
+    def subscribe(self, pubsub: Any, job_id: str) -> Waiter:
+        """Subscribe `pubsub` to the job's channel and read the server's confirmation."""
+        pubsub.subscribe(channel(job_id))
+        confirmation = pubsub.get_message(timeout=self.redis_timeout_s())
+        if confirmation is None or confirmation["type"] != "subscribe":
+            raise TransientError(f"no subscribe confirmation for job {job_id}")
+        return Waiter(pubsub)
 
     def redis_timeout_s(self) -> float:
         kwargs = self.redis.connection_pool.connection_kwargs

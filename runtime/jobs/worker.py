@@ -23,12 +23,23 @@ from runtime.jobs.model import INNER_FIELD, JOB_FIELD, JobOutcome
 from runtime.jobs.store import JobStore
 from runtime.kill import kill_point
 from runtime.pipeline.errors import PoisonItem
-from runtime.pipeline.state import Router, State
+from runtime.pipeline.state import Router, State, routed_item_id
 
 
 def job_state(job_id: str, state: State) -> dict[str, Any]:
     """The pipeline state of a job: its id beside the job router's own state."""
     return {JOB_FIELD: job_id, INNER_FIELD: state}
+
+
+def job_id_of(state: State) -> Any:
+    """The job a state belongs to, or None. Only the jobs route makes a job: its item id is the
+    job id, so a gateway body (item id `gw-...`) that merely carries a `_job` field is not one.
+    (Outside the framework, called directly, the field alone decides.)"""
+    job_id = state.get(JOB_FIELD) if isinstance(state, dict) else None
+    item_id = routed_item_id()
+    if job_id is None or item_id is None or item_id == job_id:
+        return job_id
+    return None
 
 
 class JobsRouter:
@@ -51,7 +62,7 @@ class JobsRouter:
         self.__name__ = f"jobs({getattr(job_router, '__name__', type(job_router).__name__)})"
 
     def __call__(self, state: State) -> State | None:
-        job_id = state.get(JOB_FIELD) if isinstance(state, dict) else None
+        job_id = job_id_of(state)
         if job_id is None:
             if self._fallback is None:
                 raise PoisonItem("not_a_job", "this queue's router only runs jobs")
@@ -68,7 +79,7 @@ class JobsRouter:
     def on_poisoned(self, state: State, reason: str, detail: str) -> None:
         """The framework sent this item to the DLQ (a `PoisonItem`, attempts exhausted, the step
         limit...): a job ends `failed` with that reason, so GET never stays pending."""
-        job_id = state.get(JOB_FIELD) if isinstance(state, dict) else None
+        job_id = job_id_of(state)
         if isinstance(job_id, str):
             self.finish(JobOutcome.failed(job_id, reason, detail))
 

@@ -40,6 +40,7 @@ from runtime.errors import EnvelopeError, SluiceError
 from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.pipeline.errors import PlanMismatch, PlanNotReproducible
+from runtime.pipeline.gateway import GatewayMessage, IdempotencyRecords, gateway_message, quarantine_conflicts
 from runtime.pipeline.leases import ClaimStatus, Leases
 from runtime.pipeline.ledger import Ledger
 from runtime.pipeline.plan import (
@@ -70,7 +71,7 @@ from runtime.pipeline.routing import (
 )
 from runtime.pipeline.sender import Bounce, Outgoing, change_visibility, send_all
 from runtime.pipeline.sinks import Sink
-from runtime.pipeline.state import Router
+from runtime.pipeline.state import Router, routing_item
 
 INVALID_JSON = "invalid_json"
 INVALID_ENVELOPE = "invalid_envelope"
@@ -115,6 +116,7 @@ class Delivery:
     group_id: str | None
     envelope: codec.Envelope | None = None
     quarantine: Failure | None = None
+    gateway: GatewayMessage | None = None
 
     @property
     def envelope_id(self) -> str:
@@ -134,6 +136,10 @@ def parse_delivery(index: int, record: Mapping[str, Any]) -> Delivery:
         value = codec.parse_json(delivery.body)
     except EnvelopeError as exc:
         delivery.quarantine = Failure(INVALID_JSON, str(exc)[:512], poison_now=True)
+        return delivery
+    delivery.gateway = gateway_message(record)
+    if delivery.gateway is not None:  # POST /messages: always raw state (runtime.pipeline.gateway)
+        delivery.envelope = delivery.gateway.envelope(value)
         return delivery
     if not codec.looks_like_envelope(value):
         item = codec.Item(id=delivery.message_id, step=0, attempt=0, state=value)
@@ -244,6 +250,9 @@ def process_batch(
     """Process one batch of Lambda SQS records (standard queue). See the module docs."""
     cfg = settings.require_pipeline()
     deliveries = [parse_delivery(i, record) for i, record in enumerate(records)]
+    quarantine_conflicts(
+        deliveries, IdempotencyRecords(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s)
+    )
     batch = _Batch(
         router=router,
         clients=clients,
@@ -558,7 +567,9 @@ def report_poison(works: Sequence[Work], router: Router) -> None:
             envelope = work.delivery.envelope
             if on_poisoned is None or envelope is None or planned.item is None:
                 continue
+            item = envelope.items[planned.item]
             try:
-                on_poisoned(envelope.items[planned.item].state, planned.reason or "", planned.detail or "")
+                with routing_item(item.id):  # the hook, like the router, may ask which item this is
+                    on_poisoned(item.state, planned.reason or "", planned.detail or "")
             except Exception as exc:  # noqa: BLE001 - a hook's failure must not fail a sent batch
                 logger.exception("on_poisoned hook failed", extra={"output": planned.id, "error": repr(exc)})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from runtime import codec
 from runtime.pipeline.errors import PoisonItem
 from runtime.pipeline.plan import DONE, NEXT, Failure, ItemExtras, Output, build_outputs
-from runtime.pipeline.state import Router, begin_transition, transition_step_name
+from runtime.pipeline.state import Router, begin_transition, routing_item, transition_step_name
 
 FAILED, POISON_NOW, NOT_RUN = "F", "X", "-"
 """Per-item results beside plan.NEXT and plan.DONE."""
@@ -126,7 +126,8 @@ def route_item(
         return
     begin_transition()
     try:
-        next_state = router(item.state)
+        with routing_item(item.id):
+            next_state = router(item.state)
         step = DONE_STEP if next_state is None else transition_step_name(_router_name(router))
         encoded = None if next_state is None else _encode_next(item, next_state, step, limits.history_limit)
     except PoisonItem as exc:

@@ -30,10 +30,11 @@ transition, which is how logs and metrics are broken down per step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 State = Any
@@ -61,9 +62,11 @@ def copy_state(value: State) -> State:
 
 
 class _StepTracker(threading.local):
-    """The name of the last mutation applied in this thread (the current transition's step)."""
+    """The name of the last mutation applied in this thread (the current transition's step),
+    and the id of the item being routed."""
 
     name: str | None = None
+    item_id: str | None = None
 
 
 _tracker = _StepTracker()
@@ -93,6 +96,23 @@ def mutation(function: Callable[P, R]) -> Callable[P, R]:
 def begin_transition() -> None:
     """Forget the previous transition's step name (called before each router call)."""
     _tracker.name = None
+
+
+@contextlib.contextmanager
+def routing_item(item_id: str) -> Iterator[None]:
+    """Around the framework's calls of a router (and its hooks) for one item."""
+    _tracker.item_id = item_id
+    try:
+        yield
+    finally:
+        _tracker.item_id = None
+
+
+def routed_item_id() -> str | None:
+    """The id of the item the framework is routing on this thread (None outside a transition):
+    what lets a router tell a job (its item id is the job id) from a gateway body that merely
+    has a job's fields."""
+    return _tracker.item_id
 
 
 def transition_step_name(default: str) -> str:

@@ -1,10 +1,11 @@
 """Coordination state of the drain in Redis, under the `{sluice:relay}` hash tag: the circuit
-breaker and the calls-per-minute budget. Every clock reading is Redis `TIME`, so concurrent
-drains agree on it.
+breaker, the calls-per-minute token bucket and each message's count of API attempts. Every
+clock reading is Redis `TIME`, so concurrent drains agree on it.
 
 Neither is a ledger. Losing the breaker closes it: the next run receives normally and re-opens it
-after `failure_threshold` failed calls (a run stops as soon as it opens). Losing the budget
-counter allows up to one extra minute's worth of calls; a 429 then re-opens the breaker.
+after `failure_threshold` failed calls (a run stops as soon as it opens). Losing the token
+bucket allows one burst more; a 429 then re-opens the breaker. Losing an attempt count allows
+more attempts, never past the message's `max_age_s`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 KEY_PREFIX = "{sluice:relay}"
 BREAKER_KEY = f"{KEY_PREFIX}:breaker"
 PROBE_KEY = f"{KEY_PREFIX}:probe"
-BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:calls:"
+SWEEP_KEY = f"{KEY_PREFIX}:sweep"
+RATE_KEY = f"{KEY_PREFIX}:rate"
+ATTEMPTS_KEY_PREFIX = f"{KEY_PREFIX}:attempts:"
 
 # KEYS: breaker. ARGV: threshold, base_s, cap_s, retry_after_s (-1: none).
 # Counts a consecutive failure; opens (or, after a failed probe, re-opens) the breaker with a
@@ -48,15 +51,23 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'probe' end
 return 'open'
 """
 
-# KEYS: this minute's counter. ARGV: limit. Takes one call: 1 if granted, 0 if spent.
-_TAKE_CALL = """
-local used = redis.call('INCR', KEYS[1])
-if used == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-if used > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return 0
-end
-return 1
+# KEYS: the rate limit's key. ARGV: interval_s (one call per), burst (calls back to back),
+# max_wait_s. A token bucket kept as its theoretical arrival time (GCRA): a call may start at
+# `tat - (burst - 1) * interval`; reserving it moves `tat` one interval on. Returns the seconds
+# the caller must wait before its call (0: now), or -1 when that is past max_wait_s (nothing
+# reserved).
+_RESERVE_CALL = """
+local interval, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < t then tat = t end
+local wait = tat - (burst - 1) * interval - t
+if wait < 0 then wait = 0 end
+if wait > max_wait then return '-1' end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - t) * 1000) + 1000)
+return string.format('%.6f', wait)
 """
 
 
@@ -108,22 +119,44 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return bool(self._redis.hexists(BREAKER_KEY, "open_until"))
 
+    def sweep_due(self, interval_s: int) -> bool:
+        """While the breaker is open: whether this run is the one (of every `interval_s`) that
+        looks for messages too old to wait any longer."""
+        return bool(self._redis.set(SWEEP_KEY, "1", nx=True, ex=interval_s))
+
 
 class CallBudget:
-    """At most `calls_per_minute` API calls in each minute of Redis's clock, across drains."""
+    """A token bucket shared by every drain: `calls_per_minute` calls, evenly spaced, with at
+    most `burst` back to back. A caller reserves its call's start, then waits for it."""
 
-    def __init__(self, redis_client: Any, calls_per_minute: int) -> None:
+    def __init__(self, redis_client: Any, calls_per_minute: int, burst: int = 1) -> None:
+        self._interval_s = 60.0 / calls_per_minute
+        self._burst = burst
+        self._reserve = redis_client.register_script(_RESERVE_CALL)
+
+    def reserve(self, max_wait_s: float) -> float | None:
+        """Reserve the next call: the seconds to wait before making it, or None when it could
+        not start within `max_wait_s` (nothing is reserved then)."""
+        wait = float(
+            self._reserve(keys=[RATE_KEY], args=[self._interval_s, self._burst, max(0.0, max_wait_s)])
+        )
+        return None if wait < 0 else wait
+
+
+class AttemptCounter:
+    """API attempts per relay message (by event id), kept for `ttl_s` (the message's max age)."""
+
+    def __init__(self, redis_client: Any, ttl_s: int) -> None:
         self._redis = redis_client
-        self._limit = calls_per_minute
-        self._take = redis_client.register_script(_TAKE_CALL)
+        self._ttl_s = ttl_s
 
-    def _window_key(self) -> str:
-        seconds, _ = self._redis.time()
-        return f"{BUDGET_KEY_PREFIX}{int(seconds) // 60}"
+    def count_failure(self, event_id: str) -> int:
+        """One more failed attempt; the number so far."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(f"{ATTEMPTS_KEY_PREFIX}{event_id}")
+        pipe.expire(f"{ATTEMPTS_KEY_PREFIX}{event_id}", self._ttl_s)
+        count, _ = pipe.execute()
+        return int(count)
 
-    def take(self) -> bool:
-        return bool(self._take(keys=[self._window_key()], args=[self._limit]))
-
-    def remaining(self) -> int:
-        used = self._redis.get(self._window_key())
-        return max(0, self._limit - int(used or 0))
+    def forget(self, event_id: str) -> None:
+        self._redis.delete(f"{ATTEMPTS_KEY_PREFIX}{event_id}")

@@ -5,14 +5,23 @@ function's deadline and the circuit breaker.
 Per message, in group order:
 
 1. a delivery record exists (ledger) -> delete, no call (a redelivery after a crash);
-2. take one call from the minute's budget and check the deadline, else stop the run;
-3. POST the item's state with the API key and an idempotency key (the stream eventID);
-4. 2xx -> create the delivery record, then delete;
-   429 / 5xx / timeout / 401 / 403 -> leave it, invisible for `Retry-After` or a backoff, and
-   stop its group: every later group-mate in hand is handed back untouched (visible again at
-   once; FIFO returns none of the group while the failed one is in flight, and then it first);
-   the breaker counts the failure and, once open, ends the run;
+2. older than `max_age_s` -> to the DLQ (reason `max_age`), no call;
+3. reserve a call from the shared token bucket (calls spaced evenly, `calls_per_minute`) and
+   wait for it, unless it could not start before the deadline: then stop the run;
+4. POST the item's state with the API key and an idempotency key (the stream eventID);
+5. 2xx -> create the delivery record, then delete;
+   429 / 5xx / timeout / 401 / 403 / anything else unexpected -> count the attempt; at
+   `max_attempts` (or past `max_age_s`) to the DLQ with the last answer, and the group goes on;
+   otherwise leave it, invisible for `Retry-After` or a backoff, and stop its group: every later
+   group-mate in hand is handed back untouched (visible again at once; FIFO returns none of the
+   group while the failed one is in flight, and then it first); the breaker counts the failure
+   and, once open, ends the run;
    any other 4xx -> to the DLQ with the response (status, body excerpt), then delete.
+
+Nothing expires unseen: every dead letter is the drain's own, with DESIGN's attributes
+(`sluice-reason`, `-detail`, `-source`, `-attempts`, `-status`, `-response`), and synth checks
+that `max_age_s` plus the longest wait between two receives stays inside the queue's retention.
+A receive long-polls (`receive_wait_s`) before the run ends on an empty answer.
 
 The one window left: a crash after the API's 2xx and before the delivery record is written.
 The message comes back and is sent again, with the same idempotency key, which is what lets the
@@ -24,12 +33,16 @@ of a receive per message per tick, so hours of outage never burn the queue's `ma
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from runtime import codec
 from runtime.config import RelaySettings
@@ -37,7 +50,7 @@ from runtime.errors import ConfigError, EnvelopeError
 from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.relay.api import ApiClient, ApiResponse, Verdict
-from runtime.relay.breaker import Admission, CallBudget, CircuitBreaker
+from runtime.relay.breaker import Admission, AttemptCounter, BreakerPolicy, CallBudget, CircuitBreaker
 from runtime.relay.ledger import DeliveryLedger
 
 RECEIVE_MAX_MESSAGES = 10
@@ -47,6 +60,9 @@ IN_FLIGHT_MARGIN_S = 2
 SQS_MAX_VISIBILITY_S = 43_200
 REASON_REJECTED = "api_rejected"
 REASON_INVALID = "invalid_envelope"
+REASON_MAX_ATTEMPTS = "max_attempts"
+REASON_MAX_AGE = "max_age"
+SOURCE_SYSTEM = "relay"
 
 
 class KeySource(Protocol):
@@ -86,6 +102,7 @@ class _Outcome(enum.Enum):
     DONE = "done"  # deleted: delivered, recorded before, or dead-lettered
     RETRY = "retry"  # left invisible for a while; its group stops for this run
     RETRY_BREAKER_OPENED = "retry_breaker_opened"  # ... and the breaker opened: the run ends
+    DEAD_BREAKER_OPENED = "dead_breaker_opened"  # dead-lettered, and the breaker opened: the run ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +111,7 @@ class _Message:
     group_id: str
     receive_count: int
     body: str
+    sent_at: float  # epoch seconds (SQS's SentTimestamp)
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> _Message:
@@ -103,7 +121,11 @@ class _Message:
             group_id=attributes.get("MessageGroupId", ""),
             receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
             body=raw["Body"],
+            sent_at=int(attributes.get("SentTimestamp", "0")) / 1000 or time.time(),
         )
+
+    def age_s(self) -> float:
+        return time.time() - self.sent_at
 
 
 REQUIRED_SETTINGS = ("fifo_url", "dlq_url", "ledger_table", "api_url", "api_key_parameter")
@@ -118,13 +140,13 @@ def check_drain_settings(settings: RelaySettings) -> RelaySettings:
     return settings
 
 
-def retry_visibility_s(settings: RelaySettings, response: ApiResponse, receive_count: int) -> int:
+def retry_visibility_s(settings: RelaySettings, response: ApiResponse, attempts: int) -> int:
     """How long a retryable message stays invisible: the API's `Retry-After` when it gave one,
-    else exponential backoff by receive count with equal jitter, both capped."""
+    else exponential backoff by attempts made with equal jitter, both capped."""
     cap = settings.retry_backoff_cap_s
     if response.retry_after_s is not None:
         return min(cap, SQS_MAX_VISIBILITY_S, math.ceil(response.retry_after_s))
-    doublings = min(max(0, receive_count - 1), 30)  # past 30 the cap has long taken over
+    doublings = min(max(0, attempts - 1), 30)  # past 30 the cap has long taken over
     backoff = min(cap, settings.retry_backoff_base_s * 2**doublings)
     return min(SQS_MAX_VISIBILITY_S, math.ceil(backoff / 2 + random.uniform(0, backoff / 2)))
 
@@ -140,8 +162,11 @@ class Drain:
         breaker: CircuitBreaker,
         budget: CallBudget,
         settings: RelaySettings,
+        attempts: AttemptCounter,
     ) -> None:
         self._sqs = sqs
+        self._attempts = attempts
+        self._source = f"{SOURCE_SYSTEM}/{settings.fifo_url.rsplit('/', 1)[-1]}"
         self._ledger = ledger
         self._api = api
         self._api_key = api_key
@@ -159,14 +184,14 @@ class Drain:
         report.admission = admission.value
         if admission is Admission.OPEN:
             report.stopped = "breaker_open"
+            if self._breaker.sweep_due(self._settings.sweep_interval_s):
+                self._sweep(report, remaining_s)
             return report
         probing = admission is Admission.PROBE
         try:
             while True:
                 self._require_time(remaining_s)
-                wanted = 1 if probing else min(RECEIVE_MAX_MESSAGES, self._budget.remaining())
-                if wanted == 0:
-                    raise _Stop("budget")
+                wanted = 1 if probing else RECEIVE_MAX_MESSAGES
                 messages = self._receive(wanted, remaining_s)
                 if not messages:
                     break
@@ -179,18 +204,43 @@ class Drain:
             report.stopped = stop.reason
         return report
 
+    def _sweep(self, report: DrainReport, remaining_s: Callable[[], float]) -> None:
+        """The breaker is open, so nothing is received for the API: dead-letter every message
+        past `max_age_s` (FIFO hands out the oldest of each group first), hand back the rest.
+        Once per `sweep_interval_s`, so an outage of days cannot let a message expire unseen."""
+        held: list[_Message] = []
+        try:
+            while remaining_s() >= self._settings.deadline_margin_s:
+                messages = self._receive(RECEIVE_MAX_MESSAGES, remaining_s, wait=False)
+                if not messages:
+                    break
+                report.received += len(messages)
+                for message in messages:
+                    if message.age_s() < self._settings.max_age_s:
+                        held.append(message)
+                        continue
+                    detail = f"{message.age_s():.0f} s old, over relay.max_age_s ({self._settings.max_age_s})"
+                    self._dead_letter(message, REASON_MAX_AGE, detail=detail)
+                    report.rejected += 1
+        finally:
+            self._release(held, report)
+
     def _require_time(self, remaining_s: Callable[[], float]) -> None:
         if remaining_s() < self._settings.deadline_margin_s:
             raise _Stop("deadline")
 
-    def _receive(self, wanted: int, remaining_s: Callable[[], float]) -> list[_Message]:
+    def _receive(self, wanted: int, remaining_s: Callable[[], float], *, wait: bool = True) -> list[_Message]:
+        # Long polling, never past the margin: a FIFO short poll may answer empty while a
+        # backlog exists, and an empty answer ends the run.
+        spare_s = remaining_s() - self._settings.deadline_margin_s
+        wait_s = max(0, min(self._settings.receive_wait_s, math.floor(spare_s))) if wait else 0
         visibility = min(SQS_MAX_VISIBILITY_S, math.ceil(remaining_s()) + IN_FLIGHT_MARGIN_S)
         response = self._sqs.receive_message(
             QueueUrl=self._settings.fifo_url,
             MaxNumberOfMessages=wanted,
             VisibilityTimeout=visibility,
-            WaitTimeSeconds=0,
-            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount"],
+            WaitTimeSeconds=wait_s,
+            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount", "SentTimestamp"],
         )
         return [_Message.from_sqs(raw) for raw in response.get("Messages", [])]
 
@@ -210,9 +260,9 @@ class Drain:
                 except _Stop:
                     unhandled.extend(messages[index:])
                     raise
-                if outcome is not _Outcome.DONE:
+                if outcome in (_Outcome.RETRY, _Outcome.RETRY_BREAKER_OPENED):
                     stopped_groups.add(message.group_id)
-                if outcome is _Outcome.RETRY_BREAKER_OPENED:
+                if outcome in (_Outcome.RETRY_BREAKER_OPENED, _Outcome.DEAD_BREAKER_OPENED):
                     unhandled.extend(messages[index + 1 :])
                     raise _Stop("breaker_opened")
         finally:
@@ -246,9 +296,12 @@ class Drain:
             self._delete(message)
             report.already_delivered += 1
             return _Outcome.DONE
-        self._require_time(remaining_s)
-        if not self._budget.take():
-            raise _Stop("budget")
+        if message.age_s() >= self._settings.max_age_s:
+            detail = f"{message.age_s():.0f} s old, over relay.max_age_s ({self._settings.max_age_s})"
+            self._dead_letter(message, REASON_MAX_AGE, event_id=event_id, detail=detail)
+            report.rejected += 1
+            return _Outcome.DONE
+        self._wait_for_a_call(remaining_s)
         response = self._api.post(body, api_key=self._api_key.get(), idempotency_key=event_id)
         report.api_calls += 1
         verdict = response.verdict
@@ -258,6 +311,7 @@ class Drain:
             kill_point("relay.recorded")
             self._delete(message)
             self._breaker.record_success()
+            self._forget_attempts(event_id)
             report.delivered += 1
             return _Outcome.DONE
         if verdict is Verdict.REJECTED:
@@ -266,6 +320,40 @@ class Drain:
             report.rejected += 1
             return _Outcome.DONE
         return self._retry_later(message, response, report, event_id)
+
+    def _wait_for_a_call(self, remaining_s: Callable[[], float]) -> None:
+        """Reserve the next call from the shared token bucket and wait for it; stop the run
+        when it could not start before the deadline margin."""
+        self._require_time(remaining_s)
+        wait_s = self._budget.reserve(max_wait_s=remaining_s() - self._settings.deadline_margin_s)
+        if wait_s is None:
+            raise _Stop("budget")
+        if wait_s > 0:
+            time.sleep(wait_s)
+
+    def _count_attempt(self, message: _Message, event_id: str) -> int:
+        """Failed API attempts so far, this one included; without Redis, the receive count."""
+        try:
+            return self._attempts.count_failure(event_id)
+        except RedisError as exc:
+            logger.warning(
+                "relay attempt count unavailable", extra={"event_id": event_id, "error": repr(exc)}
+            )
+            return message.receive_count
+
+    def _forget_attempts(self, event_id: str) -> None:
+        with contextlib.suppress(RedisError):  # else it expires with the message's max age
+            self._attempts.forget(event_id)
+
+    def _exhausted(self, message: _Message, attempts: int) -> tuple[str, str] | None:
+        """The reason code and detail when a failed message must not be retried again."""
+        settings = self._settings
+        if attempts >= settings.max_attempts:
+            return REASON_MAX_ATTEMPTS, f"{attempts} attempts, relay.max_attempts is {settings.max_attempts}"
+        age = message.age_s()
+        if age >= settings.max_age_s:
+            return REASON_MAX_AGE, f"{age:.0f} s old, over relay.max_age_s ({settings.max_age_s})"
+        return None
 
     def _request_of(self, message: _Message) -> tuple[str, bytes]:
         """The idempotency key and HTTP body of a relay envelope (exactly one item)."""
@@ -278,26 +366,36 @@ class Drain:
         self, message: _Message, response: ApiResponse, report: DrainReport, event_id: str
     ) -> _Outcome:
         report.api_errors += 1
-        report.retried += 1
         if response.auth_failed:
             self._api_key.refresh_next_time()
-        visibility = retry_visibility_s(self._settings, response, message.receive_count)
-        self._set_visibility(message, visibility)
+        attempts = self._count_attempt(message, event_id)
         probe_in = self._breaker.record_failure(response.retry_after_s if response.throttled else None)
+        if probe_in is not None:
+            report.breaker_opened = True
+        exhausted = self._exhausted(message, attempts)
+        if exhausted is not None:
+            reason, detail = exhausted
+            self._dead_letter(
+                message, reason, response=response, event_id=event_id, detail=detail, attempts=attempts
+            )
+            self._forget_attempts(event_id)
+            report.rejected += 1
+            return _Outcome.DONE if probe_in is None else _Outcome.DEAD_BREAKER_OPENED
+        report.retried += 1
+        visibility = retry_visibility_s(self._settings, response, attempts)
+        self._set_visibility(message, visibility)
         logger.warning(
             "relay API call failed; message kept",
             extra={
                 "event_id": event_id,
                 "status": response.status,
                 "error": response.error,
+                "attempts": attempts,
                 "visible_in_s": visibility,
                 "breaker_probe_in_s": probe_in,
             },
         )
-        if probe_in is None:
-            return _Outcome.RETRY
-        report.breaker_opened = True
-        return _Outcome.RETRY_BREAKER_OPENED
+        return _Outcome.RETRY if probe_in is None else _Outcome.RETRY_BREAKER_OPENED
 
     # -- SQS ----------------------------------------------------------------------------------
 
@@ -319,15 +417,27 @@ class Drain:
         response: ApiResponse | None = None,
         event_id: str | None = None,
         detail: str = "",
+        attempts: int | None = None,
     ) -> None:
-        """Move a message the API will never accept to the DLQ, with why, then delete it. Only
-        the drain does this: the queue's own redrive (maxReceiveCount) is a backstop."""
-        attributes = {"sluice_reason": {"DataType": "String", "StringValue": reason}}
+        """Move a message to the DLQ with why (DESIGN's dead-letter attributes), then delete it.
+        Only the drain does this: the queue's own redrive (maxReceiveCount) is a backstop."""
+        attributes = {
+            codec.ATTR_REASON: codec.string_attribute(reason),
+            codec.ATTR_SOURCE: codec.string_attribute(self._source),
+        }
+        if detail:
+            attributes[codec.ATTR_DETAIL] = codec.string_attribute(
+                codec.sqs_safe_text(detail)[: codec.MAX_DETAIL_CHARS]
+            )
+        if attempts is not None:
+            attributes[codec.ATTR_ATTEMPTS] = codec.number_attribute(attempts)
         if response is not None and response.status is not None:
-            attributes["sluice_status"] = {"DataType": "Number", "StringValue": str(response.status)}
-        excerpt = codec.sqs_safe_text(response.body_excerpt if response is not None else detail)
+            attributes[codec.ATTR_STATUS] = codec.number_attribute(response.status)
+        if response is not None and response.error is not None:
+            attributes[codec.ATTR_ERROR] = codec.string_attribute(response.error)
+        excerpt = codec.sqs_safe_text(response.body_excerpt) if response is not None else ""
         if excerpt:
-            attributes["sluice_response"] = {"DataType": "String", "StringValue": excerpt}
+            attributes[codec.ATTR_RESPONSE] = codec.string_attribute(excerpt)
         request: dict[str, Any] = {
             "QueueUrl": self._settings.dlq_url,
             "MessageBody": message.body,
@@ -342,3 +452,26 @@ class Drain:
             extra={"reason": reason, "event_id": event_id, "status": response and response.status},
         )
         self._delete(message)
+
+
+def make_drain(
+    settings: RelaySettings, *, sqs: Any, dynamodb: Any, redis_client: Any, api_key: KeySource
+) -> Drain:
+    """A drain over the given clients, its coordination state in `redis_client`."""
+    return Drain(
+        sqs=sqs,
+        ledger=DeliveryLedger(dynamodb, settings),
+        api=ApiClient(settings),
+        api_key=api_key,
+        breaker=CircuitBreaker(
+            redis_client,
+            BreakerPolicy(
+                failure_threshold=settings.breaker_failure_threshold,
+                backoff_base_s=settings.breaker_backoff_base_s,
+                backoff_cap_s=settings.breaker_backoff_cap_s,
+            ),
+        ),
+        budget=CallBudget(redis_client, settings.calls_per_minute, settings.burst_calls),
+        settings=settings,
+        attempts=AttemptCounter(redis_client, settings.max_age_s),
+    )

@@ -136,6 +136,8 @@ def relay(
                 api_url=stub.url,
                 api_key_parameter=PARAMETER,
                 calls_per_minute=10_000,
+                burst_calls=100,
+                receive_wait_s=1,
                 connect_timeout_s=0.5,
                 read_timeout_s=0.5,
                 deadline_margin_s=1.5,

@@ -4,6 +4,7 @@ cdk-nag. Properties are matched with `Match`, never by logical id; bundling is s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -64,7 +65,18 @@ def test_post_messages_sends_the_whole_body_to_the_state_queue(dev_t: Template) 
     assert integration["IntegrationType"] == "AWS_PROXY"
     assert integration["PayloadFormatVersion"] == "1.0"
     parameters = integration["RequestParameters"]
-    assert set(parameters) == {"QueueUrl", "MessageBody"} and parameters["MessageBody"] == "$request.body"
+    assert set(parameters) == {"QueueUrl", "MessageBody", "MessageAttributes"}
+    assert parameters["MessageBody"] == "$request.body"
+    # Tagged from the request's context; a missing header or caller still gives a non-empty value.
+    assert json.loads(parameters["MessageAttributes"]) == {
+        "sluice-source": {"DataType": "String", "StringValue": "gateway"},
+        "sluice-request-id": {"DataType": "String", "StringValue": "${context.requestId}"},
+        "sluice-idempotency-key": {
+            "DataType": "String",
+            "StringValue": "k:${request.header.idempotency-key}",
+        },
+        "sluice-caller": {"DataType": "String", "StringValue": "c:${context.identity.userArn}"},
+    }
     queue = output_name(parameters["QueueUrl"])  # the stateful stack's state queue
     assert "StateQueue" in queue and "DeadLetter" not in queue
     route = only(dev_t, "AWS::ApiGatewayV2::Route", {"RouteKey": "POST /messages"})
@@ -102,6 +114,9 @@ def test_every_route_requires_iam_authorization_by_default(dev_t: Template) -> N
 
 def test_a_jwt_authorizer_guards_every_route_when_configured() -> None:
     template = Template.from_stack(build_stage("dev", {"gateway": JWT}).stateless)
+    integration = only(template, "AWS::ApiGatewayV2::Integration", {"IntegrationSubtype": "SQS-SendMessage"})
+    caller = json.loads(integration["RequestParameters"]["MessageAttributes"])["sluice-caller"]
+    assert caller["StringValue"] == "c:${context.authorizer.claims.sub}"
     authorizer = only(template, "AWS::ApiGatewayV2::Authorizer")
     assert authorizer["AuthorizerType"] == "JWT"
     assert authorizer["JwtConfiguration"] == {"Issuer": JWT["jwt_issuer"], "Audience": JWT["jwt_audience"]}
@@ -151,6 +166,7 @@ def test_the_jobs_function_may_send_to_the_queue_read_outcomes_and_the_redis_sec
     assert set(by_action) == {
         "sqs:SendMessage",
         "s3:GetObject",
+        "s3:PutObject",
         "secretsmanager:GetSecretValue",
         "secretsmanager:DescribeSecret",
         "xray:PutTraceSegments",
@@ -158,6 +174,7 @@ def test_the_jobs_function_may_send_to_the_queue_read_outcomes_and_the_redis_sec
     }
     assert "StateQueue" in str(by_action["sqs:SendMessage"]["Resource"])
     assert by_action["s3:GetObject"]["Resource"]["Fn::Join"][1][-1] == "/jobs/*"
+    assert by_action["s3:PutObject"]["Resource"]["Fn::Join"][1][-1] == "/jobs/accepted/*"  # acceptances only
     # Only the HTTP API may invoke it, from this API's routes.
     permissions = dev_t.find_resources(
         "AWS::Lambda::Permission", {"Properties": {"Principal": "apigateway.amazonaws.com"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,12 @@ def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Ha
         yield Harness.create(
             lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url
         )
+
+
+def budget(seconds: float) -> Any:
+    """A Lambda-like remaining-time function: `seconds` from now."""
+    deadline = time.monotonic() + seconds
+    return lambda: deadline - time.monotonic()
 
 
 def body_of(answer: Any) -> dict[str, Any]:
@@ -228,7 +235,7 @@ def test_get_answers_pending_done_and_done_again_when_redis_lost_the_status(harn
     jobs = Jobs.create(harness, wait_s=0.1)
     job_id = body_of(submit_job(b'{"text": "a b"}', clients=jobs.clients, settings=jobs.settings))["job_id"]
     pending = job_status(job_id, clients=jobs.clients, settings=jobs.settings)
-    assert (pending.status, body_of(pending)["status"]) == (200, "pending")
+    assert (pending.status, body_of(pending)["status"]) == (202, "pending")
 
     jobs.router(text_stats).finish(JobOutcome.done(job_id, {"words": 2}))
     done = body_of(job_status(job_id, clients=jobs.clients, settings=jobs.settings))
@@ -267,7 +274,7 @@ def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness:
     assert posted["statusCode"] == 202 and posted["headers"]["location"].startswith("/jobs/")
     job_id = orjson.loads(posted["body"])["job_id"]
     got = api(api_event("GET", f"/jobs/{job_id}", STATUS_ROUTE, path_parameters={"id": job_id}))
-    assert (got["statusCode"], orjson.loads(got["body"])["status"]) == (200, "pending")
+    assert (got["statusCode"], orjson.loads(got["body"])["status"]) == (202, "pending")
     binary = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b"\xff\x00"))
     assert (binary["statusCode"], orjson.loads(binary["body"])["error"]) == (400, "invalid_json")
     assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
@@ -288,12 +295,21 @@ def unreachable_redis() -> redis.Redis:
     )
 
 
-def test_without_redis_a_post_fails_before_enqueuing_anything(harness: Harness) -> None:
+def test_without_redis_a_post_is_still_accepted_enqueued_and_answered_202(harness: Harness) -> None:
     jobs = Jobs.create(harness, wait_s=1)
     clients = JobClients(sqs=harness.sqs, s3=harness.s3, redis=unreachable_redis())
-    with pytest.raises(redis.exceptions.ConnectionError):
-        submit_job(b'{"text": "x"}', clients=clients, settings=jobs.settings)
-    assert harness.in_flight() == 0  # the caller may simply retry: no orphan job exists
+    answer = submit_job(b'{"text": "x"}', clients=clients, settings=jobs.settings)
+    assert answer.status == 202 and harness.in_flight() == 1  # S3 holds its acceptance
+    job_id = body_of(answer)["job_id"]
+    assert job_status(job_id, clients=clients, settings=jobs.settings).status == 202
+
+
+def test_a_post_whose_message_cannot_be_sent_answers_503_with_a_reason(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=1)
+    harness.sqs.delete_queue(QueueUrl=harness.state_url)
+    answer = submit_job(b'{"text": "x"}', clients=jobs.clients, settings=jobs.settings)
+    assert (answer.status, body_of(answer)["error"]) == (503, "unavailable")
+    assert answer.headers["retry-after"] == "1"
 
 
 def test_without_redis_the_worker_still_stores_the_outcome_and_get_finds_it(harness: Harness) -> None:
@@ -304,3 +320,128 @@ def test_without_redis_the_worker_still_stores_the_outcome_and_get_finds_it(harn
     assert stored.status == "done"
     body = body_of(job_status(job_id, clients=offline.clients, settings=jobs.settings))
     assert body["status"] == "done" and body["result"] == {"words": 1}
+
+
+# -- every answer within the deadline -------------------------------------------------------------
+
+
+def slow(client: Any, operation: str, seconds: float) -> None:
+    """Delay every `operation` call of a real (moto) client by `seconds`, before it is sent."""
+    client.meta.events.register(
+        f"before-send.{client.meta.service_model.endpoint_prefix}.{operation}",
+        lambda **_: time.sleep(seconds),
+    )
+
+
+def timed_submit(jobs: Jobs, *, remaining_s: float | None = None) -> tuple[Any, float]:
+    """POST /jobs with `remaining_s` left in the function: the answer and how long it took."""
+    started = time.monotonic()
+    answer = submit_job(
+        b'{"text": "x"}',
+        clients=jobs.clients,
+        settings=jobs.settings,
+        remaining_s=None if remaining_s is None else budget(remaining_s),
+    )
+    return answer, time.monotonic() - started
+
+
+def test_a_slow_acceptance_write_answers_503_within_the_budget_and_enqueues_nothing(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=5)
+    slow(harness.s3, "PutObject", 4)
+    answer, took_s = timed_submit(jobs, remaining_s=2.5)
+    assert took_s < 2.5  # the function's own deadline
+    assert answer.status == 503 and set(body_of(answer)) == {"error", "detail"}
+    assert harness.in_flight() == 0
+
+
+def test_a_slow_s3_read_after_the_wait_still_answers_202_within_the_budget(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.3)
+    slow(harness.s3, "GetObject", 4)
+    answer, took_s = timed_submit(jobs, remaining_s=2.5)
+    assert took_s < 2.5
+    assert answer.status == 202 and answer.headers["location"] == f"/jobs/{body_of(answer)['job_id']}"
+    assert harness.in_flight() == 1  # accepted and enqueued: the 202 is true
+
+
+def test_a_paused_redis_still_answers_202_within_the_budget(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=5)
+    harness.redis.client_pause(2500)  # every Redis command waits 2.5 s
+    answer, took_s = timed_submit(jobs, remaining_s=2.0)
+    assert took_s < 2.0
+    assert answer.status == 202 and harness.in_flight() == 1
+    time.sleep(2.5 - took_s)  # let the pause end before the fixture flushes
+
+
+def test_the_wait_is_what_is_left_of_wait_s_after_the_set_up(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=2)
+    slow(harness.s3, "PutObject", 1.5)  # the acceptance record takes most of wait_s
+    answer, took_s = timed_submit(jobs)
+    assert answer.status == 202
+    assert took_s < 2 + 1  # wait_s, and a second for answering; not 1.5 + 2
+
+
+def test_the_subscription_is_confirmed_by_redis_before_it_is_used(harness: Harness) -> None:
+    jobs = Jobs.create(harness)
+    harness.redis.client_pause(600)  # the SUBSCRIBE is answered only once the pause ends
+    started = time.monotonic()
+    with jobs.store.subscription("5" * 32):
+        entered = time.monotonic() - started
+    assert entered >= 0.4  # a lower bound: it waited for the server's confirmation
+
+
+def test_after_redis_loses_everything_get_answers_202_for_an_accepted_job_and_404_for_others(
+    harness: Harness,
+) -> None:
+    jobs = Jobs.create(harness, wait_s=0.1)
+    job_id = body_of(submit_job(b'{"text": "a b"}', clients=jobs.clients, settings=jobs.settings))["job_id"]
+    harness.redis.flushall()
+    pending = job_status(job_id, clients=jobs.clients, settings=jobs.settings)
+    assert (pending.status, body_of(pending)["status"]) == (202, "pending")
+    jobs.router(text_stats).finish(JobOutcome.done(job_id, {"words": 2}))
+    harness.redis.flushall()
+    done = job_status(job_id, clients=jobs.clients, settings=jobs.settings)
+    assert (done.status, body_of(done)["result"]) == (200, {"words": 2})
+    unknown = job_status("6" * 32, clients=jobs.clients, settings=jobs.settings)
+    assert unknown.status == 404 and set(body_of(unknown)) == {"error", "detail"}
+
+
+# -- Idempotency-Key ------------------------------------------------------------------------------
+
+
+def test_an_idempotency_key_names_one_job_per_caller_and_refuses_another_body(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.1)
+
+    def post(body: bytes, key: str, caller: str = "arn:alice") -> Any:
+        return submit_job(
+            body, clients=jobs.clients, settings=jobs.settings, idempotency_key=key, caller=caller
+        )
+
+    first, again = post(b'{"text": "a"}', "k1"), post(b'{"text": "a"}', "k1")
+    assert first.status == again.status == 202
+    assert body_of(first)["job_id"] == body_of(again)["job_id"]
+    # Sent twice under one envelope id: the router's ledger makes it one job at the sink.
+    ids = {codec.decode(m["Body"]).id for m in harness.receive(max_messages=10)}
+    assert ids == {body_of(first)["job_id"]}
+    conflict = post(b'{"text": "b"}', "k1")
+    assert (conflict.status, body_of(conflict)["error"]) == (409, "idempotency_conflict")
+    other_caller = post(b'{"text": "b"}', "k1", caller="arn:bob")
+    assert other_caller.status == 202 and body_of(other_caller)["job_id"] != body_of(first)["job_id"]
+
+
+def test_the_handler_takes_the_idempotency_key_scoped_by_the_caller(harness: Harness) -> None:
+    jobs = Jobs.create(harness, wait_s=0.1)
+    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
+
+    def post(key: str, user: str) -> dict[str, Any]:
+        event = api_event(
+            "POST", "/jobs", SUBMIT_ROUTE, body=b'{"text": "k"}', headers={"Idempotency-Key": key}
+        )
+        event["requestContext"]["authorizer"] = {"iam": {"userArn": user}}
+        return api(event)
+
+    first, again = post("retry-1", "arn:alice"), post("retry-1", "arn:alice")
+    other = post("retry-1", "arn:bob")
+    ids = [orjson.loads(answer["body"])["job_id"] for answer in (first, again, other)]
+    assert ids[0] == ids[1] != ids[2]
+    refused = post(" starts with a space", "arn:alice")
+    assert (refused["statusCode"], orjson.loads(refused["body"])["error"]) == (400, "invalid_idempotency_key")

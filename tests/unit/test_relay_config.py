@@ -20,6 +20,8 @@ def environment(relay: dict[str, Any]) -> Any:
 def test_defaults_are_valid_and_the_probe_backoff_is_capped_at_15_minutes() -> None:
     relay = load_environment(CONTEXT, "dev").relay
     assert relay.breaker_backoff_cap_s == 900
+    # Both limits act well inside the relay queue's 14 days.
+    assert relay.max_age_s + relay.longest_unseen_s() <= 13 * 86_400
     with pytest.raises(ConfigError, match=r"relay\.breaker_backoff_cap_s"):
         environment({"breaker_backoff_cap_s": 901})
 
@@ -35,6 +37,10 @@ def test_defaults_are_valid_and_the_probe_backoff_is_capped_at_15_minutes() -> N
         ({"max_record_age_s": 30}, r"relay\.max_record_age_s"),
         ({"calls_per_minute": 0}, r"relay\.calls_per_minute"),
         ({"unknown": 1}, r"relay\.unknown"),
+        # 13 days of age plus a 15-minute backoff and a day of slack outlast 14 days' retention
+        ({"max_age_s": 13 * 86_400}, r"relay\.max_age_s .* could\s+expire"),
+        ({"max_age_s": 10 * 86_400, "drain_schedule": "rate(4 days)"}, r"relay\.max_age_s"),
+        ({"max_attempts": 0}, r"relay\.max_attempts"),
     ],
 )
 def test_bad_values_fail_with_their_name(relay: dict[str, Any], message: str) -> None:

@@ -4,6 +4,8 @@ the breaker, the key cache. Durations are about a second."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +18,9 @@ from moto import mock_aws
 from local.relay import ApiStub, StubResponse
 from runtime import codec
 from runtime.config import RelaySettings
-from runtime.relay.api import ApiClient
-from runtime.relay.breaker import BREAKER_KEY, BreakerPolicy, CallBudget, CircuitBreaker
-from runtime.relay.drain import Drain, DrainReport
+from runtime.relay.api import ApiResponse
+from runtime.relay.breaker import BREAKER_KEY
+from runtime.relay.drain import Drain, DrainReport, make_drain, retry_visibility_s
 from runtime.relay.keys import ApiKeySource
 from runtime.relay.ledger import DeliveryLedger
 from runtime.relay.stream import relay_records
@@ -73,6 +75,8 @@ class Env:
             "api_key_parameter": PARAMETER,
             "api_key_cache_s": 60,
             "calls_per_minute": 1000,
+            "burst_calls": 1000,
+            "receive_wait_s": 0,
             "connect_timeout_s": 0.5,
             "read_timeout_s": 0.5,
             "deadline_margin_s": 1.0,
@@ -86,21 +90,8 @@ class Env:
 
     def drain(self, **overrides: Any) -> Drain:
         settings = self.make_settings(**overrides) if overrides else self.settings
-        return Drain(
-            sqs=self.sqs,
-            ledger=DeliveryLedger(self.dynamodb, settings),
-            api=ApiClient(settings),
-            api_key=self.key_source,
-            breaker=CircuitBreaker(
-                self.redis,
-                BreakerPolicy(
-                    settings.breaker_failure_threshold,
-                    settings.breaker_backoff_base_s,
-                    settings.breaker_backoff_cap_s,
-                ),
-            ),
-            budget=CallBudget(self.redis, settings.calls_per_minute),
-            settings=settings,
+        return make_drain(
+            settings, sqs=self.sqs, dynamodb=self.dynamodb, redis_client=self.redis, api_key=self.key_source
         )
 
     def run(self, **overrides: Any) -> DrainReport:
@@ -213,9 +204,9 @@ def test_a_400_goes_to_the_dlq_with_the_response_and_the_group_goes_on(env: Env)
     assert len(dead) == 1
     assert codec.decode(dead[0]["Body"]).id == "ev0001"
     attributes = dead[0]["MessageAttributes"]
-    assert attributes["sluice_reason"]["StringValue"] == "api_rejected"
-    assert attributes["sluice_status"]["StringValue"] == "400"
-    assert attributes["sluice_response"]["StringValue"] == '{"error":"field x is required"}'
+    assert attributes[codec.ATTR_REASON]["StringValue"] == "api_rejected"
+    assert attributes[codec.ATTR_STATUS]["StringValue"] == "400"
+    assert attributes[codec.ATTR_RESPONSE]["StringValue"] == '{"error":"field x is required"}'
     assert env.delivered_record("ev0001") is None and env.delivered_record("ev0002") is not None
 
 
@@ -226,7 +217,7 @@ def test_an_invalid_body_goes_to_the_dlq_without_a_call(env: Env) -> None:
     report = env.run()
     assert report.rejected == 1 and env.stub.received == []
     dead = env.sqs.receive_message(QueueUrl=env.dlq_url, MessageAttributeNames=["All"])["Messages"]
-    assert dead[0]["MessageAttributes"]["sluice_reason"]["StringValue"] == "invalid_envelope"
+    assert dead[0]["MessageAttributes"][codec.ATTR_REASON]["StringValue"] == "invalid_envelope"
 
 
 def test_a_recorded_delivery_is_deleted_without_a_second_call(env: Env) -> None:
@@ -267,20 +258,98 @@ def test_the_api_key_is_read_once_per_cache_period(env: Env) -> None:
     assert env.parameter_reads == 3
 
 
-def _away_from_a_minute_boundary(client: redis.Redis) -> None:
-    seconds, _ = client.time()
-    if seconds % 60 > 57:
-        time.sleep(60 - seconds % 60 + 0.1)
-
-
-def test_the_calls_per_minute_budget_is_shared_and_respected(env: Env) -> None:
-    _away_from_a_minute_boundary(env.redis)
+def test_the_rate_limit_is_shared_and_respected(env: Env) -> None:
     env.enqueue(*((seq, f"g{seq}") for seq in range(1, 6)))
-    report = env.run(calls_per_minute=2)
+    # 2 a minute, both at once: the third call would be 30 s away, past this run's 29 s.
+    report = env.run(calls_per_minute=2, burst_calls=2)
     assert (report.api_calls, report.stopped) == (2, "budget")
-    report = env.run(calls_per_minute=3)  # another drain, same minute: one call left
-    assert (report.api_calls, report.stopped) == (1, "budget")
-    assert env.counts() == (2, 0)  # nothing left in flight: the rest waits for the next minute
+    report = env.run(calls_per_minute=2, burst_calls=2)  # another drain: the bucket is shared
+    assert (report.api_calls, report.stopped) == (0, "budget")
+    assert env.counts() == (3, 0)  # nothing left in flight: the rest waits for the tokens
+
+
+def test_the_rate_limit_spaces_calls_instead_of_bursting(env: Env) -> None:
+    env.enqueue(*((seq, f"g{seq}") for seq in range(1, 5)))
+    report = env.run(calls_per_minute=300, burst_calls=1)  # one call per 0.2 s
+    assert report.delivered == 4
+    times = sorted(request.at for request in env.stub.received)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.15, gaps  # a lower bound only: a loaded machine is slower, never faster
+
+
+def test_long_polling_waits_for_a_message_before_the_run_ends(env: Env) -> None:
+    timer = threading.Timer(0.5, lambda: env.enqueue((1, "a")))
+    timer.start()
+    report = env.run(receive_wait_s=3)
+    timer.join()
+    assert (report.delivered, report.stopped) == (1, "empty")
+
+
+def _dead_letters(env: Env) -> list[dict[str, Any]]:
+    response = env.sqs.receive_message(
+        QueueUrl=env.dlq_url, MessageAttributeNames=["All"], MaxNumberOfMessages=10
+    )
+    return list(response.get("Messages", []))
+
+
+def test_a_message_refused_past_max_attempts_is_dead_lettered_and_its_group_resumes(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "a"))
+    env.stub.script(StubResponse(503, b'{"error":"busy"}'), StubResponse(503, b'{"error":"still busy"}'))
+    first = env.run(max_attempts=2, retry_backoff_cap_s=1)
+    assert (first.api_errors, first.delivered) == (1, 0)
+    time.sleep(1.1)  # the 1 s backoff cap
+    second = env.run(max_attempts=2, retry_backoff_cap_s=1)
+    assert (second.rejected, second.delivered) == (1, 1)  # ev0002, its group-mate, goes on
+    assert accepted_ids(env.stub) == ["ev0002"]
+    assert env.counts() == (0, 0)
+    dead = _dead_letters(env)
+    assert [codec.decode(m["Body"]).id for m in dead] == ["ev0001"]
+    attributes = dead[0]["MessageAttributes"]
+    assert attributes[codec.ATTR_REASON]["StringValue"] == "max_attempts"
+    assert attributes[codec.ATTR_STATUS]["StringValue"] == "503"
+    assert attributes[codec.ATTR_RESPONSE]["StringValue"] == '{"error":"still busy"}'
+    assert attributes[codec.ATTR_ATTEMPTS]["StringValue"] == "2"
+    assert attributes[codec.ATTR_SOURCE]["StringValue"] == "relay/relay.fifo"
+    assert codec.ATTR_DETAIL in attributes
+
+
+def test_a_message_past_max_age_is_dead_lettered_without_a_call(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "b"))
+    time.sleep(1.1)
+    env.enqueue((3, "b"))
+    report = env.run(max_age_s=1)
+    assert (report.rejected, report.delivered) == (2, 1)
+    assert accepted_ids(env.stub) == ["ev0003"]
+    dead = _dead_letters(env)
+    assert sorted(codec.decode(m["Body"]).id for m in dead) == ["ev0001", "ev0002"]
+    assert {m["MessageAttributes"][codec.ATTR_REASON]["StringValue"] for m in dead} == {"max_age"}
+    assert all(codec.ATTR_STATUS not in m["MessageAttributes"] for m in dead)  # never called
+
+
+def test_a_300_is_not_a_delivery(env: Env) -> None:
+    env.enqueue((1, "a"))
+    env.stub.script(300)
+    report = env.run()
+    assert (report.delivered, report.api_errors) == (0, 1)
+    assert env.delivered_record("ev0001") is None
+    assert env.counts() == (0, 1)  # kept, invisible for its backoff
+
+
+def test_backoff_doubles_with_each_attempt(env: Env) -> None:
+    settings = env.make_settings(retry_backoff_base_s=1.0, retry_backoff_cap_s=1000)
+    no_hint = ApiResponse(status=503)
+    # attempt 4: 1 s doubled three times = 8 s, with equal jitter between 4 and 8
+    assert all(4 <= retry_visibility_s(settings, no_hint, 4) <= 8 for _ in range(50))
+    assert all(retry_visibility_s(settings, no_hint, 1) <= 1 for _ in range(50))
+
+
+def test_a_delivery_record_lives_for_the_dedup_horizon(env: Env) -> None:
+    before = time.time()
+    DeliveryLedger(env.dynamodb, env.make_settings(ledger_ttl_s=86_400)).record_delivery("ev0009", 200)
+    record = env.delivered_record("ev0009")
+    assert record is not None
+    expires = int(record["expires_at"]["N"])
+    assert before + 86_400 - 1 <= expires <= time.time() + 86_400 + 1
 
 
 def test_the_deadline_stops_a_run_before_it_receives(env: Env) -> None:
@@ -318,3 +387,18 @@ def test_an_outage_opens_the_breaker_which_probes_with_one_message_at_a_capped_b
     assert report.admission == "probe" and report.delivered == 6
     assert sorted(accepted_ids(env.stub)) == [f"ev{seq:04d}" for seq in range(1, 7)]
     assert not env.redis.exists(BREAKER_KEY)
+
+
+def test_an_open_breaker_still_dead_letters_what_is_too_old_once_per_sweep_interval(env: Env) -> None:
+    env.enqueue((1, "a"), (2, "b"))
+    time.sleep(1.1)
+    env.enqueue((3, "c"))
+    env.redis.hset(BREAKER_KEY, mapping={"open_until": str(time.time() + 3600), "backoff_s": "900"})
+    report = env.run(max_age_s=1, sweep_interval_s=3600)
+    assert (report.stopped, report.rejected, report.api_calls) == ("breaker_open", 2, 0)
+    assert env.counts() == (1, 0)  # the young one is handed back at once
+    assert sorted(m["MessageAttributes"][codec.ATTR_REASON]["StringValue"] for m in _dead_letters(env)) == [
+        "max_age",
+        "max_age",
+    ]
+    assert env.run(max_age_s=1, sweep_interval_s=3600).received == 0  # one sweep per interval

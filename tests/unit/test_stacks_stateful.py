@@ -278,6 +278,7 @@ def test_redrive_counts_visibility_and_retention(dev: SluiceStage, dev_t: Templa
             "FifoQueue": True,
             "ContentBasedDeduplication": False,
             "VisibilityTimeout": 6 * dev.config.relay.drain_timeout_s,
+            "MessageRetentionPeriod": 14 * 86_400,  # the drain dead-letters long before
             "RedrivePolicy": {"deadLetterTargetArn": Match.any_value(), "maxReceiveCount": 1000},
         },
     )
