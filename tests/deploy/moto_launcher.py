@@ -22,7 +22,11 @@ import argparse
 import json
 import os
 import string
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from importlib.metadata import version
 from typing import Any
 
@@ -517,6 +521,27 @@ def apply_patches() -> None:
     check_moto_version()
     for patch in PATCHES:
         patch()
+
+
+def start(port: int, env: dict[str, str], cwd: str, timeout_s: float = 90.0) -> subprocess.Popen[bytes]:
+    """Start this launcher as a child (its own process group) and wait until it answers. The
+    wait is long: moto imports every service model at start, slow on a loaded machine."""
+    command = [sys.executable, "-m", "tests.deploy.moto_launcher", "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the moto launcher exited with code {process.returncode} while starting")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"the moto launcher did not answer within {timeout_s} s")
 
 
 def main(argv: list[str] | None = None) -> None:

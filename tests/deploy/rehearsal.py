@@ -12,7 +12,9 @@ Pass:
 
 The app is synthesized once for every environment; each `make deploy` / `make diff` is given
 that assembly (`ARGS="--app <assembly> ..."`), so the first deploy, the second deploy and the
-diff all see the same templates. A summary is printed and written to build/rehearsal.json; the
+diff all see the same templates. Steps run one after another: moto finds a change set by its
+name alone, and the CLI gives every stack's change set the same name, so deploys of two stacks
+at once would execute each other's change sets. A summary is printed and written to build/rehearsal.json; the
 exit status is non-zero on any failure. The whole run has a hard timeout: on expiry the
 rehearsal kills its children's process groups (moto, make, the CLI) and exits 124.
 """
@@ -27,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ from typing import Any
 
 import boto3
 
-from local.servers import FAKE_AWS_ENVIRONMENT, LOOPBACK, _stop, _wait_until, free_port
+from local.servers import FAKE_AWS_ENVIRONMENT, _stop, free_port
+from tests.deploy import moto_launcher
 from tests.deploy.moto_launcher import RECORD_FILE_ENV, RECORD_ONLY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +45,8 @@ ASSEMBLY = ROOT / "build" / "rehearsal" / "cdk.out"
 SUMMARY = ROOT / "build" / "rehearsal.json"
 ACCOUNT = "123456789012"  # moto's default account: what STS answers the CLI
 REGION = "eu-west-1"  # the synth check covers us-east-1; the rehearsal covers a second region
-HARD_TIMEOUT_S = 8 * 60
+# The whole run; SLUICE_REHEARSAL_TIMEOUT_S overrides it (a slow or shared machine).
+HARD_TIMEOUT_S = int(os.environ.get("SLUICE_REHEARSAL_TIMEOUT_S", "480"))
 COMMAND_TIMEOUT_S = 5 * 60
 CDK = ["npx", "--no-install", "cdk"]
 DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
@@ -132,21 +135,9 @@ def run(step: str, command: list[str], env: dict[str, str]) -> str:
 
 
 def start_moto(port: int, record_file: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "tests.deploy.moto_launcher", "-H", LOOPBACK, "-p", str(port)]
     env = {**os.environ, **FAKE_AWS_ENVIRONMENT, RECORD_FILE_ENV: str(record_file)}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0
-    )
+    process = moto_launcher.start(port, env, str(ROOT))
     CHILDREN.append(process)
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/moto-api/data.json", timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    _wait_until(ready, "the rehearsal's moto server", process)
     return process
 
 
@@ -514,7 +505,13 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sluice-rehearsal-") as scratch:
         record_file = Path(scratch) / "recorded.json"
-        moto = start_moto(port, record_file)
+        try:
+            moto = start_moto(port, record_file)
+        except RuntimeError as exc:
+            REPORT.fail(str(exc))
+            _write_summary()
+            print_summary()
+            return 1
         try:
             rehearse(port, record_file, cli_environment(port, Path(scratch)))
         except Exception as exc:  # reported as a failure, with the summary

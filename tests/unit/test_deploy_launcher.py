@@ -8,9 +8,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from local.servers import LOOPBACK, _stop, _wait_until, free_port
+from local.servers import _stop, free_port
 from tests.deploy import moto_launcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,19 +28,7 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     port = free_port()
     record_file = tmp_path_factory.mktemp("launcher") / "recorded.json"
     env = {**os.environ, moto_launcher.RECORD_FILE_ENV: str(record_file)}
-    command = [sys.executable, "-m", "tests.deploy.moto_launcher", "-H", LOOPBACK, "-p", str(port)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/moto-api/data.json", timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    _wait_until(ready, "moto launcher", process)
+    process = moto_launcher.start(port, env, str(ROOT))
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
     try:
         yield {"session": session, "endpoint": f"http://localhost:{port}", "record_file": record_file}
