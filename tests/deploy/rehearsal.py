@@ -46,7 +46,7 @@ SUMMARY = ROOT / "build" / "rehearsal.json"
 ACCOUNT = "123456789012"  # moto's default account: what STS answers the CLI
 REGION = "eu-west-1"  # the synth check covers us-east-1; the rehearsal covers a second region
 # The whole run; SLUICE_REHEARSAL_TIMEOUT_S overrides it (a slow or shared machine).
-HARD_TIMEOUT_S = int(os.environ.get("SLUICE_REHEARSAL_TIMEOUT_S", "480"))
+HARD_TIMEOUT_S = int(os.environ.get("SLUICE_REHEARSAL_TIMEOUT_S", "600"))
 COMMAND_TIMEOUT_S = 5 * 60
 CDK = ["npx", "--no-install", "cdk"]
 DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
