@@ -523,20 +523,24 @@ def apply_patches() -> None:
         patch()
 
 
-def start(port: int, env: dict[str, str], cwd: str, timeout_s: float = 90.0) -> subprocess.Popen[bytes]:
-    """Start this launcher as a child (its own process group) and wait until it answers. The
-    wait is long: moto imports every service model at start, slow on a loaded machine."""
+def spawn(port: int, env: dict[str, str], cwd: str) -> subprocess.Popen[bytes]:
+    """Start this launcher as a child, in its own process group."""
     command = [sys.executable, "-m", "tests.deploy.moto_launcher", "-H", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(
+    return subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0
     )
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float = 90.0) -> None:
+    """Wait until the launcher answers. The wait is long: moto imports every service model at
+    start, which took over 20 s on a loaded machine."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the moto launcher exited with code {process.returncode} while starting")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
-                return process
+                return
         except OSError:
             time.sleep(0.2)
     process.kill()

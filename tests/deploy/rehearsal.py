@@ -136,8 +136,9 @@ def run(step: str, command: list[str], env: dict[str, str]) -> str:
 
 def start_moto(port: int, record_file: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **FAKE_AWS_ENVIRONMENT, RECORD_FILE_ENV: str(record_file)}
-    process = moto_launcher.start(port, env, str(ROOT))
-    CHILDREN.append(process)
+    process = moto_launcher.spawn(port, env, str(ROOT))
+    CHILDREN.append(process)  # before the wait: a timeout while it starts kills it too
+    moto_launcher.wait_ready(process, port)
     return process
 
 

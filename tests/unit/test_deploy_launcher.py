@@ -28,7 +28,12 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     port = free_port()
     record_file = tmp_path_factory.mktemp("launcher") / "recorded.json"
     env = {**os.environ, moto_launcher.RECORD_FILE_ENV: str(record_file)}
-    process = moto_launcher.start(port, env, str(ROOT))
+    process = moto_launcher.spawn(port, env, str(ROOT))
+    try:
+        moto_launcher.wait_ready(process, port)
+    except RuntimeError:
+        _stop(process)
+        raise
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
     try:
         yield {"session": session, "endpoint": f"http://localhost:{port}", "record_file": record_file}
