@@ -33,7 +33,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make run                 run sluice locally (real redis-server + moto server); ARGS='--help' for options"
-	@echo "make test                everything CI runs: ruff, mypy, complexity, pytest, synth of every env, cdk-nag, cfn-lint, checkov"
+	@echo "make test                everything CI runs: ruff, mypy, complexity, pytest, synth of every env, cdk-nag,"
+	@echo "                         cfn-lint, checkov and the deploy rehearsal (make rehearse: the CDK CLI deploys every env to moto)"
 	@echo "make synth               synthesize every environment into cdk.out/"
 	@echo "make deploy ENV=<name>   deploy one environment (needs AWS credentials); ARGS='--require-approval never'"
 	@echo "make diff ENV=<name>     show what a deploy would change"
