@@ -1,0 +1,531 @@
+"""The deploy rehearsal (`make rehearse`, part of `make test`): the real CDK CLI bootstraps and
+deploys every environment in cdk.json with the README's own `make deploy ENV=<env>`, against a
+moto server started by tests/deploy/moto_launcher.py (fake credentials, region eu-west-1).
+
+Pass:
+- every stack is CREATE_COMPLETE (or UPDATE_COMPLETE);
+- every template resource outside the launcher's RECORD_ONLY list exists in moto, with its
+  template's key properties (queues, tables, buckets, functions, event source mappings, rules,
+  log groups, file systems); every RECORD_ONLY resource was recorded;
+- a second `make deploy` reports "(no changes)" for every stack, and `make diff` "There were no
+  differences".
+
+The app is synthesized once for every environment; each `make deploy` / `make diff` is given
+that assembly (`ARGS="--app <assembly> ..."`), so the first deploy, the second deploy and the
+diff all see the same templates. A summary is printed and written to build/rehearsal.json; the
+exit status is non-zero on any failure. The whole run has a hard timeout: on expiry the
+rehearsal kills its children's process groups (moto, make, the CLI) and exits 124.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from local.servers import FAKE_AWS_ENVIRONMENT, LOOPBACK, _stop, _wait_until, free_port
+from tests.deploy.moto_launcher import RECORD_FILE_ENV, RECORD_ONLY
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSEMBLY = ROOT / "build" / "rehearsal" / "cdk.out"
+SUMMARY = ROOT / "build" / "rehearsal.json"
+ACCOUNT = "123456789012"  # moto's default account: what STS answers the CLI
+REGION = "eu-west-1"  # the synth check covers us-east-1; the rehearsal covers a second region
+HARD_TIMEOUT_S = 8 * 60
+COMMAND_TIMEOUT_S = 5 * 60
+CDK = ["npx", "--no-install", "cdk"]
+DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+
+
+@dataclass
+class Report:
+    started: float = field(default_factory=time.monotonic)
+    steps: dict[str, float] = field(default_factory=dict)
+    stacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        print(f"rehearsal: FAIL {message}", flush=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.failures,
+            "region": REGION,
+            "seconds": round(time.monotonic() - self.started, 1),
+            "steps_s": {name: round(seconds, 1) for name, seconds in self.steps.items()},
+            "stacks": self.stacks,
+            "created": sum(stack["created"] for stack in self.stacks.values()),
+            "recorded": sum(stack["recorded"] for stack in self.stacks.values()),
+            "failures": self.failures,
+        }
+
+
+REPORT = Report()
+
+
+def _write_summary() -> None:
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY.write_text(json.dumps(REPORT.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+# Every child (moto, make, the CLI) runs in its own process group, killed whole on a timeout,
+# an interrupt or any exit.
+CHILDREN: list[subprocess.Popen[Any]] = []
+
+
+def _kill_children() -> None:
+    for child in CHILDREN:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def _on_timeout(signum: int, frame: object) -> None:
+    REPORT.fail(f"hard timeout: the rehearsal did not finish within {HARD_TIMEOUT_S} s")
+    _kill_children()
+    _write_summary()
+    print_summary()
+    os._exit(124)
+
+
+def run(step: str, command: list[str], env: dict[str, str]) -> str:
+    """Run one command to completion, timed; its output is returned (and shown on failure)."""
+    print(f"rehearsal: {step}: {' '.join(command)}", flush=True)
+    began = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
+    CHILDREN.append(process)
+    try:
+        output, _ = process.communicate(timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_children()
+        output, _ = process.communicate()
+        REPORT.fail(f"{step}: timed out after {COMMAND_TIMEOUT_S} s")
+    REPORT.steps[step] = time.monotonic() - began
+    if process.returncode != 0:
+        print(output[-6000:], flush=True)
+        REPORT.fail(f"{step}: exit status {process.returncode}")
+    return str(output)
+
+
+# --- the moto server ------------------------------------------------------------------------
+
+
+def start_moto(port: int, record_file: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.deploy.moto_launcher", "-H", LOOPBACK, "-p", str(port)]
+    env = {**os.environ, **FAKE_AWS_ENVIRONMENT, RECORD_FILE_ENV: str(record_file)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0
+    )
+    CHILDREN.append(process)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/moto-api/data.json", timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    _wait_until(ready, "the rehearsal's moto server", process)
+    return process
+
+
+def cli_environment(port: int, scratch: Path) -> dict[str, str]:
+    """Fake credentials only: no profile, config file or real endpoint can leak in."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CDK_"))}
+    env.update(FAKE_AWS_ENVIRONMENT)
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.update(
+        {
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            # not 127.0.0.1: moto would read http://127.0.0.1:<port>/<bucket> as a bucket named "127"
+            "AWS_ENDPOINT_URL": f"http://localhost:{port}",
+            "AWS_CONFIG_FILE": str(scratch / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(scratch / "aws-credentials"),
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "CDK_DISABLE_VERSION_CHECK": "1",
+        }
+    )
+    return env
+
+
+# --- the assembly ---------------------------------------------------------------------------
+
+
+@dataclass
+class StackArtifact:
+    environment: str
+    name: str
+    template: dict[str, Any]
+
+
+def assembly_stacks() -> list[StackArtifact]:
+    stacks = []
+    top = json.loads((ASSEMBLY / "manifest.json").read_text(encoding="utf-8"))
+    for artifact in top["artifacts"].values():
+        if artifact["type"] != "cdk:cloud-assembly":
+            continue
+        directory = ASSEMBLY / artifact["properties"]["directoryName"]
+        environment = artifact["properties"]["displayName"].removeprefix("sluice-")
+        nested = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        for stack in nested["artifacts"].values():
+            if stack["type"] == "aws:cloudformation:stack":
+                properties = stack["properties"]
+                template = json.loads((directory / properties["templateFile"]).read_text(encoding="utf-8"))
+                stacks.append(StackArtifact(environment, properties["stackName"], template))
+    return stacks
+
+
+def environments() -> list[str]:
+    context = json.loads((ROOT / "cdk.json").read_text(encoding="utf-8"))["context"]["sluice"]
+    return list(context["environments"])
+
+
+# --- checks against moto --------------------------------------------------------------------
+
+
+def literal(value: Any) -> Any:
+    """A template value with no intrinsic function in it, else None (not compared)."""
+    text = json.dumps(value)
+    return None if ('"Ref"' in text or '"Fn::' in text) else value
+
+
+def compare(what: str, expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Mismatches between template values (literals only) and what moto reports."""
+    problems = []
+    for key, value in expected.items():
+        want = literal(value)
+        if want is None:
+            continue
+        got = actual.get(key)
+        if str(got).lower() != str(want).lower() and got != want:
+            problems.append(f"{what}: {key} is {got!r}, the template says {want!r}")
+    return problems
+
+
+class Checker:
+    """Type-specific property checks; each returns a list of mismatches."""
+
+    def __init__(self, port: int) -> None:
+        self.session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        self.endpoint = f"http://localhost:{port}"
+        self.checks: dict[str, Callable[[str, dict[str, Any]], list[str]]] = {
+            "AWS::SQS::Queue": self.queue,
+            "AWS::DynamoDB::Table": self.table,
+            "AWS::S3::Bucket": self.bucket,
+            "AWS::Lambda::Function": self.function,
+            "AWS::Lambda::EventSourceMapping": self.event_source_mapping,
+            "AWS::Events::Rule": self.rule,
+            "AWS::Logs::LogGroup": self.log_group,
+            "AWS::EFS::FileSystem": self.file_system,
+            "AWS::EFS::AccessPoint": self.access_point,
+            "AWS::IAM::Role": self.role,
+        }
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+    def check(self, resource_type: str, physical_id: str, properties: dict[str, Any]) -> list[str]:
+        check = self.checks.get(resource_type)
+        return check(physical_id, properties) if check else []
+
+    def queue(self, url: str, properties: dict[str, Any]) -> list[str]:
+        attributes = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+            "Attributes"
+        ]
+        keys = (
+            "FifoQueue",
+            "ContentBasedDeduplication",
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "SqsManagedSseEnabled",
+            "KmsMasterKeyId",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+        )
+        problems = compare(f"queue {url}", {k: properties[k] for k in keys if k in properties}, attributes)
+        if "RedrivePolicy" in properties:
+            redrive = json.loads(attributes.get("RedrivePolicy", "{}"))
+            problems += compare(f"queue {url} redrive", properties["RedrivePolicy"], redrive)
+        return problems
+
+    def table(self, name: str, properties: dict[str, Any]) -> list[str]:
+        table = self.client("dynamodb").describe_table(TableName=name)["Table"]
+        problems = []
+        if table["KeySchema"] != properties["KeySchema"]:
+            problems.append(f"table {name}: key schema {table['KeySchema']} != {properties['KeySchema']}")
+        billing = table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+        problems += compare(
+            f"table {name}",
+            {"BillingMode": properties.get("BillingMode", "PROVISIONED")},
+            {"BillingMode": billing},
+        )
+        if "StreamSpecification" in properties:
+            problems += compare(
+                f"table {name} stream",
+                properties["StreamSpecification"],
+                table.get("StreamSpecification", {}),
+            )
+        return problems
+
+    def bucket(self, name: str, properties: dict[str, Any]) -> list[str]:
+        s3 = self.client("s3")
+        problems = []
+        if "BucketEncryption" in properties:
+            rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+            want = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            problems += compare(
+                f"bucket {name} encryption",
+                want["ServerSideEncryptionByDefault"],
+                rules[0]["ApplyServerSideEncryptionByDefault"],
+            )
+        if "VersioningConfiguration" in properties:
+            status = s3.get_bucket_versioning(Bucket=name).get("Status")
+            problems += compare(
+                f"bucket {name} versioning", properties["VersioningConfiguration"], {"Status": status}
+            )
+        if "PublicAccessBlockConfiguration" in properties:
+            block = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+            problems += compare(
+                f"bucket {name} public access", properties["PublicAccessBlockConfiguration"], block
+            )
+        return problems
+
+    def function(self, name: str, properties: dict[str, Any]) -> list[str]:
+        config = self.client("lambda").get_function_configuration(FunctionName=name)
+        expected = {
+            key: properties[key]
+            for key in ("Runtime", "Handler", "MemorySize", "Timeout")
+            if key in properties
+        }
+        problems = compare(f"function {name}", expected, config)
+        architectures = properties.get("Architectures", ["x86_64"])
+        if config.get("Architectures", ["x86_64"]) != architectures:
+            problems.append(
+                f"function {name}: architectures {config.get('Architectures')} != {architectures}"
+            )
+        want_env = sorted(properties.get("Environment", {}).get("Variables", {}))
+        got_env = sorted(config.get("Environment", {}).get("Variables", {}))
+        if want_env != got_env:
+            problems.append(f"function {name}: environment variables {got_env} != {want_env}")
+        if len(config.get("Layers", [])) != len(properties.get("Layers", [])):
+            problems.append(f"function {name}: layers {config.get('Layers')} != {properties.get('Layers')}")
+        return problems
+
+    def event_source_mapping(self, uuid: str, properties: dict[str, Any]) -> list[str]:
+        mapping = self.client("lambda").get_event_source_mapping(UUID=uuid)
+        keys = ("BatchSize", "MaximumBatchingWindowInSeconds", "Enabled", "StartingPosition")
+        problems = compare(
+            f"event source mapping {uuid}", {k: properties[k] for k in keys if k in properties}, mapping
+        )
+        if not mapping.get("EventSourceArn") or not mapping.get("FunctionArn"):
+            problems.append(f"event source mapping {uuid}: no source or function ({mapping})")
+        return problems
+
+    def rule(self, name: str, properties: dict[str, Any]) -> list[str]:
+        events = self.client("events")
+        rule_name = name.rsplit("/", maxsplit=1)[-1].rsplit("|", maxsplit=1)[-1]
+        rule = events.describe_rule(Name=rule_name)
+        keys = ("ScheduleExpression", "State")
+        problems = compare(f"rule {rule_name}", {k: properties[k] for k in keys if k in properties}, rule)
+        targets = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+        if len(targets) != len(properties.get("Targets", [])):
+            problems.append(
+                f"rule {rule_name}: {len(targets)} targets != {len(properties.get('Targets', []))}"
+            )
+        return problems
+
+    def log_group(self, name: str, properties: dict[str, Any]) -> list[str]:
+        groups = self.client("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        group = next((g for g in groups if g["logGroupName"] == name), None)
+        if group is None:
+            return [f"log group {name}: not found"]
+        return (
+            compare(f"log group {name}", {"retentionInDays": properties.get("RetentionInDays")}, group)
+            if "RetentionInDays" in properties
+            else []
+        )
+
+    def file_system(self, file_system_id: str, properties: dict[str, Any]) -> list[str]:
+        system = self.client("efs").describe_file_systems(FileSystemId=file_system_id)["FileSystems"][0]
+        keys = ("Encrypted", "ThroughputMode", "ProvisionedThroughputInMibps", "PerformanceMode")
+        return compare(
+            f"file system {file_system_id}", {k: properties[k] for k in keys if k in properties}, system
+        )
+
+    def access_point(self, access_point_id: str, properties: dict[str, Any]) -> list[str]:
+        point = self.client("efs").describe_access_points(AccessPointId=access_point_id)["AccessPoints"][0]
+        problems = compare(
+            f"access point {access_point_id}", properties.get("PosixUser", {}), point.get("PosixUser", {})
+        )
+        path = properties.get("RootDirectory", {}).get("Path", "/")
+        if point.get("RootDirectory", {}).get("Path") != path:
+            problems.append(f"access point {access_point_id}: root {point.get('RootDirectory')} != {path}")
+        return problems
+
+    def role(self, name: str, properties: dict[str, Any]) -> list[str]:
+        role = self.client("iam").get_role(RoleName=name)["Role"]
+        document = role["AssumeRolePolicyDocument"]
+        document = json.loads(document) if isinstance(document, str) else document
+        want = properties["AssumeRolePolicyDocument"]["Statement"]
+        if literal(want) is not None and document.get("Statement") != want:
+            return [f"role {name}: trust policy {document.get('Statement')} != {want}"]
+        return []
+
+
+def check_stack(stack: StackArtifact, checker: Checker, recorded: list[dict[str, Any]]) -> None:
+    cloudformation = checker.client("cloudformation")
+    status = cloudformation.describe_stacks(StackName=stack.name)["Stacks"][0]["StackStatus"]
+    if status not in DONE:
+        REPORT.fail(f"{stack.name}: {status}")
+    listed = {
+        resource["LogicalResourceId"]: resource
+        for resource in cloudformation.list_stack_resources(StackName=stack.name)["StackResourceSummaries"]
+    }
+    recorded_here = {entry["logical_id"] for entry in recorded if entry["stack"] == stack.name}
+    created = recorded_count = 0
+    for logical_id, resource in stack.template["Resources"].items():
+        resource_type = resource["Type"]
+        if resource_type in RECORD_ONLY:
+            recorded_count += 1
+            if logical_id not in recorded_here:
+                REPORT.fail(f"{stack.name}/{logical_id} ({resource_type}): not recorded")
+            continue
+        created += 1
+        if logical_id not in listed:
+            REPORT.fail(f"{stack.name}/{logical_id} ({resource_type}): not created in moto")
+            continue
+        # Some moto models have no physical id (a Lambda permission, a security group ingress
+        # rule): listed is created. A Python repr is a broken `Ref`.
+        physical_id = listed[logical_id].get("PhysicalResourceId") or ""
+        if " object at 0x" in physical_id:
+            REPORT.fail(f"{stack.name}/{logical_id} ({resource_type}): physical id {physical_id!r}")
+            continue
+        if not physical_id:
+            continue
+        try:
+            problems = checker.check(resource_type, physical_id, resource.get("Properties", {}))
+        except Exception as exc:  # any error reading it back is a failure to report
+            problems = [f"{resource_type} {physical_id}: {type(exc).__name__}: {exc}"]
+        for problem in problems:
+            REPORT.fail(f"{stack.name}/{logical_id}: {problem}")
+    REPORT.stacks[stack.name] = {"status": status, "created": created, "recorded": recorded_count}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def deploy_args(*extra: str) -> str:
+    return f"ARGS=--app {ASSEMBLY.relative_to(ROOT)} {' '.join(extra)}".strip()
+
+
+def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
+    # The synth is also the synth check's second region: cdk-nag and every validation run in it.
+    run("synth", [*CDK, "synth", "--quiet", "sluice-*/*", "--output", str(ASSEMBLY)], env)
+    # Given the assembly, bootstrap does not synthesize the app again (it would, from cdk.json).
+    run("bootstrap", [*CDK, "bootstrap", f"aws://{ACCOUNT}/{REGION}", "--app", str(ASSEMBLY)], env)
+    if REPORT.failures:
+        return
+    names = environments()
+    for name in names:
+        run(
+            f"deploy {name}",
+            [
+                "make",
+                "--no-print-directory",
+                "deploy",
+                f"ENV={name}",
+                deploy_args("--require-approval never"),
+            ],
+            env,
+        )
+    checker = Checker(port)
+    recorded = json.loads(record_file.read_text(encoding="utf-8")) if record_file.exists() else []
+    stacks = assembly_stacks()
+    if sorted({stack.environment for stack in stacks}) != sorted(names):
+        REPORT.fail(
+            f"the assembly has environments {sorted({s.environment for s in stacks})}, cdk.json {names}"
+        )
+    for stack in stacks:
+        check_stack(stack, checker, recorded)
+    for name in names:
+        output = run(
+            f"redeploy {name}",
+            [
+                "make",
+                "--no-print-directory",
+                "deploy",
+                f"ENV={name}",
+                deploy_args("--require-approval never"),
+            ],
+            env,
+        )
+        for stack in (s for s in stacks if s.environment == name):
+            if f"({stack.name}) (no changes)" not in output:
+                REPORT.fail(f"second deploy of {stack.name} did not report '(no changes)'")
+        output = run(
+            f"diff {name}", ["make", "--no-print-directory", "diff", f"ENV={name}", deploy_args()], env
+        )
+        if "Number of stacks with differences: 0" not in output or "Could not create a change set" in output:
+            print(output[-4000:], flush=True)
+            REPORT.fail(f"make diff ENV={name} reported differences (or could not create its change set)")
+
+
+def print_summary() -> None:
+    summary = REPORT.to_json()
+    print("\nrehearsal summary (moto, region eu-west-1)")
+    print(f"{'stack':<28} {'status':<16} {'created':>8} {'recorded':>9}")
+    for name, stack in summary["stacks"].items():
+        print(f"{name:<28} {stack['status']:<16} {stack['created']:>8} {stack['recorded']:>9}")
+    print(f"{'total':<45} {summary['created']:>8} {summary['recorded']:>9}")
+    print("steps: " + ", ".join(f"{step} {seconds} s" for step, seconds in summary["steps_s"].items()))
+    verdict = "ok" if summary["ok"] else f"FAILED ({len(summary['failures'])} failures)"
+    print(
+        f"rehearsal: {verdict} in {summary['seconds']} s; written to {SUMMARY.relative_to(ROOT)}", flush=True
+    )
+
+
+def main() -> int:
+    signal.signal(signal.SIGALRM, _on_timeout)
+    signal.alarm(HARD_TIMEOUT_S)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sluice-rehearsal-") as scratch:
+        record_file = Path(scratch) / "recorded.json"
+        moto = start_moto(port, record_file)
+        try:
+            rehearse(port, record_file, cli_environment(port, Path(scratch)))
+        except Exception as exc:  # reported as a failure, with the summary
+            REPORT.fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            _stop(moto)
+            _kill_children()
+    _write_summary()
+    print_summary()
+    return 0 if not REPORT.failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
