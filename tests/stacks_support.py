@@ -14,6 +14,7 @@ from aws_cdk.assertions import Match, Template
 
 from stacks.config import load_environment
 from stacks.stage import SluiceStage
+from tests.optional_systems import ALL_SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -24,14 +25,6 @@ CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["conte
 DEPLOY_TARGET = cdk.Environment(account="123456789012", region="eu-west-1")
 # Account and region unknown at synth: tokens stay pseudo-parameter references.
 AGNOSTIC = cdk.Environment()
-
-
-# Every optional system on (relay is off by default: it needs the third-party API's URL).
-ALL_SYSTEMS: dict[str, Any] = {
-    "relay": {"enabled": True, "api_url": "https://api.example.com/v1/records"},
-    "gateway": {"enabled": True},
-    "jobs": {"enabled": True},
-}
 
 
 def build_stage(

@@ -48,6 +48,9 @@ RECORD_ONLY = (
     "AWS::ElastiCache::ParameterGroup",
     "AWS::S3::BucketPolicy",
     "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
+    "AWS::EC2::SecurityGroupEgress",
+    "AWS::Lambda::EventInvokeConfig",
     "AWS::SecretsManager::Secret",
     "AWS::CDK::Metadata",
     "Custom::S3AutoDeleteObjects",
@@ -246,6 +249,36 @@ def patch_record_only_types() -> None:
     parsing.resource_class_from_type = resource_class_from_type
 
 
+def patch_get_stack_output() -> None:
+    """Gap (moto 5.2.5): `Fn::GetStackOutput` (how CDK's weak cross-stack references read another
+    stack's output, no export) is not an intrinsic moto knows; the resource's properties then
+    carry the unresolved object. Fix: resolve it from the named stack's outputs in the same
+    account (and the given region, by default the reading stack's), as CloudFormation does at
+    create and update time; a missing stack or output fails the resource like CloudFormation."""
+    from moto.cloudformation import parsing
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.models import cloudformation_backends
+
+    original = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, dict) and "Fn::GetStackOutput" in resource_json:
+            spec = original(resource_json["Fn::GetStackOutput"], resources_map)
+            region = spec.get("Region") or resources_map._region_name
+            backend = cloudformation_backends[resources_map._account_id][region]
+            for stack in backend.stacks.values():
+                if stack.name == spec["StackName"] and not stack.status.startswith("DELETE"):
+                    for output in stack.output_map.values():
+                        if output.key == spec["OutputName"]:
+                            return output.value
+            raise ValidationError(
+                message=f"Fn::GetStackOutput: stack {spec['StackName']} has no output {spec['OutputName']}"
+            )
+        return original(resource_json, resources_map)
+
+    parsing.clean_json = clean_json
+
+
 # --- models moto has, with a gap ------------------------------------------------------------
 
 
@@ -274,23 +307,27 @@ def patch_fifo_queue_names() -> None:
     Queue.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
 
 
-def patch_efs_access_point_ref() -> None:
+def patch_efs_refs() -> None:
     """Gap (moto 5.2.5): `AWS::EFS::AccessPoint` has no physical id, so `Ref` answers the Python
-    object's repr. CloudFormation's `Ref` is the access point id (`fsap-...`); `Arn` and
-    `AccessPointId` are its attributes."""
-    from moto.efs.models import AccessPoint
+    object's repr, and neither it nor `AWS::EFS::FileSystem` answers `Fn::GetAtt`. CloudFormation's
+    `Ref` is the access point id (`fsap-...`); `Arn` and `AccessPointId` / `FileSystemId` are
+    their attributes."""
+    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+    from moto.efs.models import AccessPoint, FileSystem
 
-    def get_cfn_attribute(self: Any, attribute_name: str) -> Any:
-        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+    def answer(model: Any, attributes: Any) -> None:
+        def get_cfn_attribute(self: Any, attribute_name: str) -> Any:
+            values = attributes(self)
+            if attribute_name not in values:
+                raise UnformattedGetAttTemplateException()
+            return values[attribute_name]
 
-        attributes = {"Arn": self.access_point_arn, "AccessPointId": self.access_point_id}
-        if attribute_name not in attributes:
-            raise UnformattedGetAttTemplateException()
-        return attributes[attribute_name]
+        model.get_cfn_attribute = get_cfn_attribute
+        model.has_cfn_attr = classmethod(lambda cls, attr: attr in ("Arn", "AccessPointId", "FileSystemId"))
 
     AccessPoint.physical_resource_id = property(lambda self: self.access_point_id)  # type: ignore[attr-defined]
-    AccessPoint.get_cfn_attribute = get_cfn_attribute  # type: ignore[method-assign]
-    AccessPoint.has_cfn_attr = classmethod(lambda cls, attr: attr in ("Arn", "AccessPointId"))  # type: ignore[method-assign,assignment]
+    answer(AccessPoint, lambda self: {"Arn": self.access_point_arn, "AccessPointId": self.access_point_id})
+    answer(FileSystem, lambda self: {"Arn": self.file_system_arn, "FileSystemId": self.file_system_id})
 
 
 def patch_lambda_function_properties() -> None:
@@ -348,8 +385,9 @@ def patch_lambda_function_properties() -> None:
 
 def patch_bucket_public_access_block() -> None:
     """Gap (moto 5.2.5): a bucket created from a template keeps only BucketEncryption and Tags;
-    PublicAccessBlockConfiguration (which every sluice bucket sets) is dropped, though moto's
-    PutPublicAccessBlock takes it. Fix: apply it after moto creates the bucket. (Lifecycle,
+    PublicAccessBlockConfiguration and VersioningConfiguration (which every sluice bucket sets)
+    are dropped, though moto's PutPublicAccessBlock and PutBucketVersioning take them. Fix: apply
+    them after moto creates the bucket. (Lifecycle,
     logging and ownership controls stay dropped; the rehearsal does not check them.)"""
     from moto.s3.models import FakeBucket, s3_backends
     from moto.utilities.utils import get_partition
@@ -365,10 +403,14 @@ def patch_bucket_public_access_block() -> None:
         **kwargs: Any,
     ) -> Any:
         bucket = original(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-        block = (cloudformation_json.get("Properties") or {}).get("PublicAccessBlockConfiguration")
+        properties = cloudformation_json.get("Properties") or {}
+        backend = s3_backends[account_id][get_partition(region_name)]
+        block = properties.get("PublicAccessBlockConfiguration")
         if block:
-            backend = s3_backends[account_id][get_partition(region_name)]
             backend.put_public_access_block(bucket.name, block)
+        versioning = properties.get("VersioningConfiguration")
+        if versioning:
+            backend.put_bucket_versioning(bucket.name, versioning["Status"])
         return bucket
 
     FakeBucket.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
@@ -506,8 +548,9 @@ def patch_delete_missing_change_set() -> None:
 
 PATCHES = (
     patch_record_only_types,
+    patch_get_stack_output,
     patch_fifo_queue_names,
-    patch_efs_access_point_ref,
+    patch_efs_refs,
     patch_lambda_function_properties,
     patch_bucket_public_access_block,
     patch_update_termination_protection,

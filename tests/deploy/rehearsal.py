@@ -39,6 +39,7 @@ import boto3
 from local.servers import FAKE_AWS_ENVIRONMENT, _stop, free_port
 from tests.deploy import moto_launcher
 from tests.deploy.moto_launcher import RECORD_FILE_ENV, RECORD_ONLY
+from tests.optional_systems import ALL_SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSEMBLY = ROOT / "build" / "rehearsal" / "cdk.out"
@@ -436,7 +437,13 @@ def deploy_args(*extra: str) -> str:
 
 def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
     # The synth is also the synth check's second region: cdk-nag and every validation run in it.
-    run("synth", [*CDK, "synth", "--quiet", "sluice-*/*", "--output", str(ASSEMBLY)], env)
+    # Every optional system on, as the synth check does (the relay is off by default).
+    systems = json.dumps(ALL_SYSTEMS)
+    run(
+        "synth",
+        [*CDK, "synth", "--quiet", "sluice-*/*", "-c", f"overrides={systems}", "--output", str(ASSEMBLY)],
+        env,
+    )
     # Given the assembly, bootstrap does not synthesize the app again (it would, from cdk.json).
     run("bootstrap", [*CDK, "bootstrap", f"aws://{ACCOUNT}/{REGION}", "--app", str(ASSEMBLY)], env)
     if REPORT.failures:

@@ -103,6 +103,25 @@ def test_outputs_and_exports_are_published_and_imported(launcher: dict[str, Any]
     assert parameter(launcher, "/imported") == output["OutputValue"]
 
 
+def test_a_weak_reference_reads_the_other_stacks_output(launcher: dict[str, Any]) -> None:
+    producer = deploy(
+        launcher,
+        "producer",
+        {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}},
+        {"QueueArn": {"Value": {"Fn::GetAtt": ["Queue", "Arn"]}}},  # an output, no export
+    )
+    [output] = producer["Outputs"]
+    reference = {"Fn::GetStackOutput": {"StackName": "producer", "OutputName": "QueueArn", "Region": REGION}}
+    reader = deploy(launcher, "reader", {"Copy": ssm_parameter("/weak", reference)})
+    assert reader["StackStatus"] == "CREATE_COMPLETE"
+    assert parameter(launcher, "/weak") == output["OutputValue"]
+    missing = {"Fn::GetStackOutput": {"StackName": "producer", "OutputName": "Nothing"}}
+    broken = deploy(launcher, "broken-reader", {"Copy": ssm_parameter("/broken", missing)})
+    assert broken["StackStatus"] == "ROLLBACK_COMPLETE"
+    [failed] = failure_events(launcher, "broken-reader")
+    assert "Nothing" in failed["ResourceStatusReason"]
+
+
 def test_a_dangling_import_fails_the_stack_with_its_reason(launcher: dict[str, Any]) -> None:
     stack = deploy(
         launcher, "dangling", {"Copy": ssm_parameter("/dangling", {"Fn::ImportValue": "nobody:exports-this"})}
