@@ -65,7 +65,11 @@ setup: $(VENV)/.installed node_modules/.installed
 run: setup
 	$(PY) -m local $(ARGS)
 
-test: setup lint typecheck complexity pytest synth-check cfn-lint checkov rehearse
+# The rehearsal's synth (every environment, every optional system, account 123456789012 in
+# eu-west-1, cdk-nag inside) is the one whose templates cfn-lint and checkov read; the template
+# tests synthesize every environment in us-east-1 and eu-west-1 with cdk-nag as well.
+test: ASSEMBLY := build/rehearsal/cdk.out
+test: setup lint typecheck complexity pytest rehearse cfn-lint checkov
 
 pr: test
 
@@ -94,8 +98,9 @@ synth: setup
 	rm -rf cdk.out
 	$(CDK) synth --quiet 'sluice-*/*' $(ARGS)
 
-# What `make test` runs: every environment, a concrete account and region, and a non-zero exit on
-# any validation finding (the CLI prints the report and exits 1).
+# Every environment, every optional system, a concrete account and region, and a non-zero exit on
+# any validation finding (the CLI prints the report and exits 1). `make test` gets the same from
+# the deploy rehearsal's synth (eu-west-1) and the template tests (us-east-1 and eu-west-1).
 synth-check: setup
 	rm -rf cdk.out
 	CDK_DEFAULT_ACCOUNT=$(CHECK_ACCOUNT) CDK_DEFAULT_REGION=$(CHECK_REGION) AWS_REGION=$(CHECK_REGION) \
@@ -103,15 +108,18 @@ synth-check: setup
 
 nag: synth-check
 
+# The templates cfn-lint and checkov read: `make synth-check`'s, unless ASSEMBLY names another.
+ASSEMBLY ?= cdk.out
+
 cfn-lint: setup
-	@test -d cdk.out || $(MAKE) synth-check
-	$(VENV)/bin/cfn-lint --non-zero-exit-code error -- cdk.out/assembly-*/*.template.json
+	@test -d $(ASSEMBLY) || $(MAKE) synth-check
+	$(VENV)/bin/cfn-lint --non-zero-exit-code error -- $(ASSEMBLY)/assembly-*/*.template.json
 
 # checkov over the same templates; every skipped check and its reason is in .checkov.yaml.
 checkov: setup $(CHECKOV_VENV)/.installed
-	@test -d cdk.out || $(MAKE) synth-check
+	@test -d $(ASSEMBLY) || $(MAKE) synth-check
 	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --skip-download --quiet --compact \
-		--framework cloudformation $$(printf -- '-f %s ' cdk.out/assembly-*/*.template.json)
+		--framework cloudformation $$(printf -- '-f %s ' $(ASSEMBLY)/assembly-*/*.template.json)
 
 # The locks: what ships to Lambda, resolved for the Lambda platform (not this machine) for every
 # allowed CPython, each distribution pinned and hashed; and checkov's own venv for this machine.
