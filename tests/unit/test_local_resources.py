@@ -116,7 +116,7 @@ def test_local_functions_get_the_stacks_settings_apart_from_where_resources_are(
     local_block = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"][
         "sluice"
     ]
-    stage = build_stage("dev", local_block["local"])
+    stage = build_stage("dev", local_block["local"], all_systems=False)
     assert stage.config == config
     cloud = stage.stateless.factory.settings(frozenset({"ingest", "pipeline"}))
     names = ResourceNames.for_config(config)
