@@ -40,13 +40,30 @@ _NONCHARACTER_LEAD = b"\xef\xbf"
 
 MessageAttributes = Mapping[str, Mapping[str, Any]]
 
+# Dead letters explain themselves (DESIGN "Router idempotency and retries"): every message
+# sluice dead-letters carries these message attributes, one set of names for router, relay and
+# tooling. Values are strings; SQS counts each name, type and value against the message size.
+DEAD_LETTER_REASON = "sluice-reason"  # a reason code
+DEAD_LETTER_DETAIL = "sluice-detail"  # <= DEAD_LETTER_DETAIL_CHARS characters
+DEAD_LETTER_SOURCE = "sluice-source"  # the system and queue it came from
+DEAD_LETTER_STEP = "sluice-step"  # the mutation (step name) that failed
+DEAD_LETTER_ATTEMPTS = "sluice-attempts"  # attempts made
+DEAD_LETTER_ERROR = "sluice-error"  # the exception type
+DEAD_LETTER_TRACE = "sluice-trace"  # a traceback excerpt, <= DEAD_LETTER_TRACE_BYTES
+DEAD_LETTER_STATUS = "sluice-status"  # relay: the API's HTTP status
+DEAD_LETTER_RESPONSE = "sluice-response"  # relay: an excerpt of the API's answer
+DEAD_LETTER_DETAIL_CHARS = 512
+DEAD_LETTER_TRACE_BYTES = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
     """One unit of work. `id` is deterministic and kept through every step.
 
-    `history` is the optional, bounded list of step names the item went through (the router
-    keeps it when configured to); it is omitted from the wire format when absent.
+    `history` is the optional, bounded list of what happened to the item (step names, retries,
+    failures, redrives; the router keeps it when configured to); `dead_letter` is the reason
+    code the framework wrote when it dead-lettered the item (the mark a redrive is recognised
+    by). Both are omitted from the wire format when absent.
     """
 
     id: str
@@ -54,11 +71,14 @@ class Item:
     attempt: int
     state: Any
     history: tuple[str, ...] | None = None
+    dead_letter: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "step": self.step, "attempt": self.attempt, "state": self.state}
         if self.history is not None:
             out["history"] = list(self.history)
+        if self.dead_letter is not None:
+            out["dead_letter"] = self.dead_letter
         return out
 
 
@@ -162,9 +182,9 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _decode_item(raw: Any, index: int) -> Item:
-    # Fast path for a well-formed item without history (routers decode hundreds of thousands
-    # per second): the same checks, without building an error message per field.
-    if type(raw) is dict and "history" not in raw:
+    # Fast path for a well-formed item of exactly the four fields (routers decode hundreds of
+    # thousands per second): the same checks, without building an error message per field.
+    if type(raw) is dict and len(raw) == 4:
         item_id, step, attempt = raw.get("id"), raw.get("step"), raw.get("attempt")
         if (
             type(item_id) is str
@@ -196,7 +216,13 @@ def _decode_item_checked(raw: Any, index: int) -> Item:
             f"items[{index}].history must be an array of strings",
         )
         history = tuple(history)
-    return Item(id=item_id, step=step, attempt=attempt, state=raw["state"], history=history)
+    dead_letter = raw.get("dead_letter")
+    _require(
+        dead_letter is None or isinstance(dead_letter, str), f"items[{index}].dead_letter must be a string"
+    )
+    return Item(
+        id=item_id, step=step, attempt=attempt, state=raw["state"], history=history, dead_letter=dead_letter
+    )
 
 
 def parse_json(body: str | bytes) -> Any:

@@ -84,6 +84,7 @@ class Harness:
             dynamodb=self.dynamodb,
             redis=self.redis,
             sink=S3Sink(self.s3, cfg.results_bucket, prefix=cfg.results_prefix),
+            s3=self.s3,
         )
 
     @property
@@ -96,7 +97,7 @@ class Harness:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.dynamodb, LEDGER_TABLE, horizon_s=60)
+        return self.clients.ledger(self.settings.require_pipeline())
 
     def send(self, body: bytes | str, group_id: str = "g1") -> None:
         text = body.decode() if isinstance(body, bytes) else body

@@ -46,8 +46,9 @@ def default_clients(settings: Settings, sink: Sink | None = None) -> PipelineCli
     return PipelineClients(
         sqs=aws_client("sqs"),
         dynamodb=aws_client("dynamodb"),
-        redis=make_redis(settings.redis),
+        redis=make_redis(settings.redis, timeout_s=cfg.redis_timeout_s, retries=cfg.redis_retries),
         sink=sink or S3Sink(aws_client("s3"), cfg.results_bucket, prefix=cfg.results_prefix),
+        s3=aws_client("s3"),
     )
 
 
@@ -119,6 +120,9 @@ def publish(result: BatchResult) -> None:
         "Bounced": result.bounced,
         "FollowedPlans": result.followed_plans,
         "PlanMismatch": result.plan_mismatches,
+        "RedisUnavailable": result.redis_unavailable,
+        "Redriven": result.redriven,
+        "LedgerReads": result.ledger_reads,
         "Quarantined": result.quarantined,
         "LedgerWrites": result.ledger_writes,
         **{f"Items{name.capitalize()}": count for name, count in result.outcomes.items()},
