@@ -139,12 +139,19 @@ class Harness:
                 self.sqs.delete_message(QueueUrl=self.state_url, ReceiptHandle=message["ReceiptHandle"])
         return result
 
-    def run(self, router: Router, *, until: Callable[[], bool] | None = None, timeout_s: float = 20) -> None:
+    def run(
+        self,
+        router: Router,
+        *,
+        until: Callable[[], bool] | None = None,
+        timeout_s: float = 20,
+        wait_s: int = 1,
+    ) -> None:
         """Deliver and process until the state queue is empty (or `until()`), like an ESM."""
         deadline = time.monotonic() + timeout_s
         idle = 0
         while time.monotonic() < deadline:
-            messages = self.receive(wait_s=1)
+            messages = self.receive(wait_s=wait_s)
             if messages:
                 idle = 0
                 self.process(messages, router)
