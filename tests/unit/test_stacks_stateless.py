@@ -270,6 +270,7 @@ def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
         "RejectedFiles",
         "HaltedBatches",
         "PlanMismatch",
+        "RedisUnavailable",
         "DatabaseMemoryUsagePercentage",
         "ApproximateNumberOfMessagesVisible",
         "Errors",
