@@ -195,20 +195,24 @@ def test_a_fifo_envelope_that_ran_out_of_time_its_batch_mates_used_is_handed_bac
     make_harness: Any, redis_client: redis.Redis
 ) -> None:
     h = make_harness(fifo=True, max_attempts=1, time_budget_margin_s=0.1)
+    ran: list[str] = []
 
     def router(state: dict[str, Any]) -> None:
+        ran.append(state["name"])
         time.sleep(state["s"])
 
-    h.send(envelope("hog", [{"s": 0.35}], prefix="hog"), group_id="A")
-    h.send(envelope("small", [{"s": 0.1}, {"s": 0.1}, {"s": 0.1}], prefix="small"), group_id="B")
+    h.send(envelope("hog", [{"name": "hog", "s": 0.9}], prefix="hog"), group_id="A")
+    small = [{"name": f"small{n}", "s": 0.3} for n in range(3)]
+    h.send(envelope("small", small, prefix="small"), group_id="B")
     messages = h.receive()
-    assert len(messages) == 2
-    # 600 ms less the 100 ms margin: "small" starts with at most 150 ms of 500 and needs 300.
-    first = h.process(messages, router, remaining_ms=600)
-    assert len(first.failed_message_ids) == 1
+    assert [orjson.loads(m["Body"])["id"] for m in messages] == ["hog", "small"]
+    # 1.6 s less the 100 ms margin: "small" starts with at most 0.6 s of the 1.5 s budget
+    # (less than its half share) and needs 0.9 s.
+    first = h.process(messages, router, remaining_ms=1600)
+    assert "small0" in ran and len(first.failed_message_ids) == 1  # it started, and ran out
     assert redis_client.get(ATTEMPTS_PREFIX + "small") is None  # no attempt counted
     [back] = h.receive()  # visibility 0: back at once
-    second = h.process([back], router, remaining_ms=600)
+    second = h.process([back], router, remaining_ms=1600)
     assert second.failed_message_ids == []
     assert h.drain(h.dlq_url) == []  # with max_attempts 1, one charged attempt would poison it
     assert sunk_once(h) == {"hog#0": 1, "small#0": 1, "small#1": 1, "small#2": 1}
