@@ -139,24 +139,20 @@ class Ledger:
 
     def mark_complete(self, envelope_id: str) -> None:
         """Set `complete` on an existing plan (never re-creates one that is gone)."""
-        self._dynamodb.update_item(
-            TableName=self._table,
-            Key={PARTITION_KEY: {"S": envelope_id}},
-            UpdateExpression="SET #c = :t",
-            ConditionExpression="attribute_exists(#pk)",
-            ExpressionAttributeNames={"#c": COMPLETE_ATTRIBUTE, "#pk": PARTITION_KEY},
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        )
+        self._set_existing(envelope_id, COMPLETE_ATTRIBUTE, {"BOOL": True})
 
     def rearm(self, envelope_id: str) -> None:
         """Restart an existing plan's TTL from now (a redrive must stay recognisable)."""
+        self._set_existing(envelope_id, TTL_ATTRIBUTE, self._expires_at())
+
+    def _set_existing(self, envelope_id: str, attribute: str, value: dict[str, Any]) -> None:
         self._dynamodb.update_item(
             TableName=self._table,
             Key={PARTITION_KEY: {"S": envelope_id}},
-            UpdateExpression="SET #e = :e",
+            UpdateExpression="SET #a = :v",
             ConditionExpression="attribute_exists(#pk)",
-            ExpressionAttributeNames={"#e": TTL_ATTRIBUTE, "#pk": PARTITION_KEY},
-            ExpressionAttributeValues={":e": self._expires_at()},
+            ExpressionAttributeNames={"#a": attribute, "#pk": PARTITION_KEY},
+            ExpressionAttributeValues={":v": value},
         )
 
     def read(self, envelope_id: str) -> Plan | None:

@@ -376,12 +376,14 @@ def test_a_poison_item_names_its_reason_detail_and_step(make_harness: Any) -> No
     h.send(envelope("dl-2", [{}]))
     h.run(check)
     [dead] = h.drain(h.dlq_url)
-    attributes = attributes_of(dead)
-    assert attributes[codec.DEAD_LETTER_REASON] == "not_an_order"
-    assert attributes[codec.DEAD_LETTER_DETAIL] == "an order needs a price"
-    assert attributes[codec.DEAD_LETTER_STEP] == "check"
-    assert attributes[codec.DEAD_LETTER_ERROR] == "PoisonItem"
-    assert len(attributes) <= codec.MAX_MESSAGE_ATTRIBUTES
+    assert attributes_of(dead) == {
+        codec.DEAD_LETTER_REASON: "not_an_order",
+        codec.DEAD_LETTER_DETAIL: "an order needs a price",
+        codec.DEAD_LETTER_SOURCE: "router:state",
+        codec.DEAD_LETTER_STEP: "check",
+        codec.DEAD_LETTER_ATTEMPTS: "1",
+        codec.DEAD_LETTER_ERROR: "PoisonItem",
+    }
 
 
 # -- 7. a redrive gives a fresh start ---------------------------------------------------------------
