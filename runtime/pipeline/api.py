@@ -14,8 +14,8 @@
 
 The handler validates its settings and builds its clients on the first invocation (never at
 import), runs one batch through the core, publishes metrics and returns `batchItemFailures`
-(the event source mapping must enable `ReportBatchItemFailures`). Routers must be
-deterministic given the state: see `runtime.pipeline.state`.
+(the event source mapping must enable `ReportBatchItemFailures`). A router's side effects
+must be idempotent, keyed by the item id: see `runtime.pipeline.state`.
 """
 
 from __future__ import annotations
