@@ -170,8 +170,10 @@ def test_user_code_runs_once_per_envelope_across_three_redeliveries_even_without
 def test_a_router_that_changes_its_state_then_raises_leaves_the_item_as_it_was(make_harness: Any) -> None:
     h = make_harness(max_attempts=3)
     failures: list[int] = []
+    seen: list[dict[str, Any]] = []
 
     def router(state: dict[str, Any]) -> dict[str, Any] | None:
+        seen.append(dict(state))
         if state.get("done"):
             return None
         state["half_applied"] = True  # changed in place...
@@ -183,6 +185,7 @@ def test_a_router_that_changes_its_state_then_raises_leaves_the_item_as_it_was(m
     h.send(envelope("copy-1", [{"n": 0}]))
     h.run(router)
     assert sunk_once(h) == {"r#0": 1}
+    assert seen[:2] == [{"n": 0}, {"n": 0}]  # the retry got the item as it was
     [item] = h.sunk_items()
     assert item["state"] == {"n": 0, "done": True}
     assert item["history"] == ["retry 1: TimeoutError", "router"]
