@@ -34,7 +34,7 @@ from bench.measure import (
 )
 from bench.parse import parse_throughput
 from bench.report import print_table, write_chart, write_json
-from bench.router import router_alone
+from bench.router import failing_envelope, router_alone
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
 from runtime.config import IngestSettings
 
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         )
         router = router_alone(s.redis_url, None, sizes.router_batches)
         router_server = router_alone(s.redis_url, s.aws_endpoint_url, sizes.router_batches)
+        failing = failing_envelope(s.redis_url, runs=1 if args.quick else 3)
         archiver = archiver_with_latency(s.redis_url, sizes.archiver_files)
         redis_footprint = redis_bytes_per_batch(s.redis_url)
         rss = loader_rss_with_inbox(s.redis_url, sizes.rss_inbox_files)
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         core_latency_hundred,
         router,
         router_server,
+        failing,
         archiver,
         rss,
         end_to_end,
@@ -209,6 +211,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "redis_round_trips_per_message": router.extra["redis_round_trips_per_message"],
             "redis_bytes_per_million_transitions": router.extra["redis_bytes_per_million_transitions"],
             "moto_server": router_server.extra,
+            "failing_envelope": failing.extra,
         },
         "archiver": {
             "files_per_s": round(archiver.files_per_s, 1),

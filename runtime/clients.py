@@ -14,6 +14,8 @@ from typing import Any
 import boto3
 import redis
 from botocore.config import Config
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from runtime.config import RedisSettings
 from runtime.errors import ConfigError
@@ -42,13 +44,21 @@ def _auth_token(secret_arn: str) -> str:
     return value
 
 
-def make_redis(settings: RedisSettings) -> redis.Redis:
-    """A Redis client (hiredis parser when installed) from validated settings."""
+def make_redis(
+    settings: RedisSettings, *, timeout_s: float | None = None, retries: int | None = None
+) -> redis.Redis:
+    """A Redis client (hiredis parser when installed) from validated settings. `timeout_s`
+    overrides the connect and read timeouts, `retries` the client's retries (with a short
+    backoff) after a connection error or timeout: a caller that can go on without Redis bounds
+    how long an outage costs it."""
+    timeout = settings.socket_timeout_s if timeout_s is None else timeout_s
     common: dict[str, Any] = {
-        "socket_timeout": settings.socket_timeout_s,
-        "socket_connect_timeout": settings.socket_timeout_s,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
         "health_check_interval": 30,
     }
+    if retries is not None:
+        common["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries)
     if settings.url:
         return redis.Redis.from_url(settings.url, **common)
     if not settings.host:

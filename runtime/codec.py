@@ -52,6 +52,7 @@ ATTR_TRACE = "sluice-trace"  # a traceback excerpt, <= 1 KiB
 ATTR_STATUS = "sluice-status"  # relay: the API's HTTP status
 ATTR_RESPONSE = "sluice-response"  # relay: an excerpt of the API's answer
 MAX_DETAIL_CHARS = 512
+MAX_TRACE_BYTES = 1024
 # Set by the HTTP API's SQS integration on every POST /messages (stacks/gateway.py), beside
 # ATTR_SOURCE: the request id keys the raw item; the idempotency key and the caller scope it.
 ATTR_REQUEST_ID = "sluice-request-id"
@@ -71,8 +72,10 @@ def number_attribute(value: int) -> dict[str, str]:
 class Item:
     """One unit of work. `id` is deterministic and kept through every step.
 
-    `history` is the optional, bounded list of step names the item went through (the router
-    keeps it when configured to); it is omitted from the wire format when absent.
+    `history` is the optional, bounded list of what happened to the item (step names, retries,
+    failures, redrives; the router keeps it when configured to); `dead_letter` is the reason
+    code the framework wrote when it dead-lettered the item (the mark a redrive is recognised
+    by). Both are omitted from the wire format when absent.
     """
 
     id: str
@@ -80,11 +83,14 @@ class Item:
     attempt: int
     state: Any
     history: tuple[str, ...] | None = None
+    dead_letter: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "step": self.step, "attempt": self.attempt, "state": self.state}
         if self.history is not None:
             out["history"] = list(self.history)
+        if self.dead_letter is not None:
+            out["dead_letter"] = self.dead_letter
         return out
 
 
@@ -188,9 +194,9 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _decode_item(raw: Any, index: int) -> Item:
-    # Fast path for a well-formed item without history (routers decode hundreds of thousands
-    # per second): the same checks, without building an error message per field.
-    if type(raw) is dict and "history" not in raw:
+    # Fast path for a well-formed item of exactly the four fields (routers decode hundreds of
+    # thousands per second): the same checks, without building an error message per field.
+    if type(raw) is dict and len(raw) == 4:
         item_id, step, attempt = raw.get("id"), raw.get("step"), raw.get("attempt")
         if (
             type(item_id) is str
@@ -222,7 +228,13 @@ def _decode_item_checked(raw: Any, index: int) -> Item:
             f"items[{index}].history must be an array of strings",
         )
         history = tuple(history)
-    return Item(id=item_id, step=step, attempt=attempt, state=raw["state"], history=history)
+    dead_letter = raw.get("dead_letter")
+    _require(
+        dead_letter is None or isinstance(dead_letter, str), f"items[{index}].dead_letter must be a string"
+    )
+    return Item(
+        id=item_id, step=step, attempt=attempt, state=raw["state"], history=history, dead_letter=dead_letter
+    )
 
 
 def parse_json(body: str | bytes) -> Any:

@@ -90,7 +90,7 @@ class PipelineSettings(Section):
     lease_s: int = Field(90, ge=1)
     done_marker_ttl_s: int = Field(900, ge=1)
     dedup_horizon_s: int = Field(86_400, ge=1)
-    history_limit: int = Field(0, ge=0)
+    history_limit: int = Field(16, ge=0, description="history entries kept per item; 0 keeps none")
     fifo_items_per_envelope: int = Field(50, ge=1)
     router: str = Field(
         "runtime.examples.jobs_worker:router",
@@ -99,6 +99,11 @@ class PipelineSettings(Section):
     results_prefix: str = "results/"
     io_threads: int = Field(8, ge=1, le=64, description="concurrent ledger/sink requests per batch")
     fifo_group_field: str = Field("", description="state field naming an item's FIFO group; empty: config")
+    ledger_spill_prefix: str = Field("ledger/", description="results-bucket prefix of plans over 400 KB")
+    # Redis down is slow, not stopped: each call gives up after these, then the invocation
+    # goes on without Redis (see runtime.pipeline.leases).
+    redis_timeout_s: float = Field(0.5, gt=0, le=10, description="Redis connect and read timeout")
+    redis_retries: int = Field(1, ge=0, le=5, description="Redis retries after a connection error or timeout")
 
 
 class RelaySettings(Section):

@@ -215,7 +215,7 @@ class PipelineConfig(Frozen):
     fifo_batch_size: int = Field(10, ge=1, le=10)
     fifo_items_per_envelope: int = Field(50, ge=1)
     fifo_bounce_allowance: int = Field(20, ge=0)
-    history_limit: int = Field(0, ge=0, description="transitions kept per item; 0 keeps none")
+    history_limit: int = Field(16, ge=0, description="history entries kept per item; 0 keeps none")
     router: str = Field(
         "runtime.examples.jobs_worker:router",
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
@@ -382,6 +382,9 @@ class AlarmConfig(Frozen):
     )
     efs_throughput_percent: float = Field(
         80.0, gt=0, le=100, description="elastic/provisioned: metered I/O as % of permitted throughput"
+    )
+    redis_unavailable_invocations: int = Field(
+        5, ge=1, description="router invocations in 5 minutes that found Redis unreachable"
     )
 
     @model_validator(mode="after")

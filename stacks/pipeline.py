@@ -102,8 +102,17 @@ class PipelineConstruct(Construct):
             "PlanMismatch",
             sluice_metric("PlanMismatch", period=FIVE_MINUTES),
             threshold=1,
-            description="pipeline: a re-run's outputs differ from its recorded plan (non-deterministic "
-            "router); it sent nothing and waits for an operator",
+            description="pipeline: a router run lost the create-only race to a different recorded plan "
+            "(its side effects or outputs differ); the recorded plan was followed and the delivery "
+            "dead-lettered with reason plan_mismatch and both hashes",
+        )
+        self.redis_unavailable_alarm = threshold_alarm(
+            self,
+            "RedisUnavailable",
+            sluice_metric("RedisUnavailable", period=FIVE_MINUTES),
+            threshold=config.alarms.redis_unavailable_invocations,
+            description="pipeline: routers found Redis unreachable and ran on the ledger alone (slower, "
+            "still exactly once): check the ElastiCache cluster and the network path to it",
         )
 
     def _router(

@@ -84,6 +84,7 @@ class Harness:
             dynamodb=self.dynamodb,
             redis=self.redis,
             sink=S3Sink(self.s3, cfg.results_bucket, prefix=cfg.results_prefix),
+            s3=self.s3,
         )
 
     @property
@@ -96,7 +97,7 @@ class Harness:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.dynamodb, LEDGER_TABLE, horizon_s=60)
+        return self.clients.ledger(self.settings.require_pipeline())
 
     def send(self, body: bytes | str, group_id: str = "g1") -> None:
         text = body.decode() if isinstance(body, bytes) else body
@@ -138,12 +139,19 @@ class Harness:
                 self.sqs.delete_message(QueueUrl=self.state_url, ReceiptHandle=message["ReceiptHandle"])
         return result
 
-    def run(self, router: Router, *, until: Callable[[], bool] | None = None, timeout_s: float = 20) -> None:
+    def run(
+        self,
+        router: Router,
+        *,
+        until: Callable[[], bool] | None = None,
+        timeout_s: float = 20,
+        wait_s: int = 1,
+    ) -> None:
         """Deliver and process until the state queue is empty (or `until()`), like an ESM."""
         deadline = time.monotonic() + timeout_s
         idle = 0
         while time.monotonic() < deadline:
-            messages = self.receive(wait_s=1)
+            messages = self.receive(wait_s=wait_s)
             if messages:
                 idle = 0
                 self.process(messages, router)

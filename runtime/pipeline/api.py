@@ -14,8 +14,8 @@
 
 The handler validates its settings and builds its clients on the first invocation (never at
 import), runs one batch through the core, publishes metrics and returns `batchItemFailures`
-(the event source mapping must enable `ReportBatchItemFailures`). Routers must be
-deterministic given the state: see `runtime.pipeline.state`.
+(the event source mapping must enable `ReportBatchItemFailures`). A router's side effects
+must be idempotent, keyed by the item id: see `runtime.pipeline.state`.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def default_clients(settings: Settings, sink: Sink | None = None) -> PipelineCli
     return PipelineClients(
         sqs=aws_client("sqs"),
         dynamodb=aws_client("dynamodb"),
-        redis=make_redis(settings.redis),
+        redis=make_redis(settings.redis, timeout_s=cfg.redis_timeout_s, retries=cfg.redis_retries),
         sink=sink or S3Sink(aws_client("s3"), cfg.results_bucket, prefix=cfg.results_prefix),
+        s3=aws_client("s3"),
     )
 
 
@@ -119,6 +120,9 @@ def publish(result: BatchResult) -> None:
         "Bounced": result.bounced,
         "FollowedPlans": result.followed_plans,
         "PlanMismatch": result.plan_mismatches,
+        "RedisUnavailable": result.redis_unavailable,
+        "Redriven": result.redriven,
+        "LedgerReads": result.ledger_reads,
         "Quarantined": result.quarantined,
         "LedgerWrites": result.ledger_writes,
         **{f"Items{name.capitalize()}": count for name, count in result.outcomes.items()},

@@ -4,19 +4,24 @@ For each incoming envelope, in phases that batch their I/O across the whole batc
 
 1. **claim** — one Redis call leases every envelope id; an id with a done marker is deleted
    at once, one leased elsewhere is bounced for the lease's remaining lifetime;
-2. **route** — the router runs over each item in order until the time budget is spent;
-   outcomes follow (next, done, retry with a recorded delay, poisoned, continued);
-3. **plan** — the outcome plan is created in the ledger (create-only); when one exists, it
-   governs instead: `complete` means nothing more to do, otherwise this run rebuilds exactly
-   the planned outputs (checked by sha256) or stops with `PlanMismatch`;
-4. **send** — next/retry/continuation envelopes to the state queue, poison to the DLQ;
-5. **sink** — the done items, one create-only object per envelope;
-6. **complete** — the ledger mark (only for plans that sent messages), then one Redis call
+2. **ledger first** — one consistent read of the ledger for every leased envelope: a stored
+   plan is replayed exactly as recorded (`complete` means nothing more to send) and the
+   router is not called for it;
+3. **route** — for the rest, the router runs over each item (a private copy of its state) in
+   order until the time budget is spent; outcomes follow (next, done, retry with a recorded
+   delay, poisoned, continued);
+4. **plan** — the outcome plan, bodies included, is created in the ledger (create-only); a
+   plan written meanwhile by another run governs instead, and when it differs from this
+   run's the delivery is also dead-lettered with reason `plan_mismatch` (both hashes);
+5. **send** — next/retry/continuation envelopes to the state queue, poison to the DLQ;
+6. **sink** — the done items, one create-only object per envelope;
+7. **complete** — the ledger mark (only for plans that sent messages), then one Redis call
    turns leases into done markers (or releases those that failed).
 
 A process may die anywhere: every step after the plan is repeatable under the same ids, and a
-redelivery follows the plan. Ledger writes per envelope: 1, plus 1 `complete` mark when it
-sends messages; Redis round trips per batch: 2.
+redelivery replays the plan. Ledger requests per batch: 1 consistent `BatchGetItem`; writes
+per envelope: 1, plus 1 `complete` mark when it sends messages; Redis round trips per batch: 2
+(none once Redis has failed in the invocation: see `runtime.pipeline.leases`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from runtime.config import PipelineSettings, Settings
 from runtime.errors import EnvelopeError, SluiceError
 from runtime.kill import kill_point
 from runtime.observability import logger
-from runtime.pipeline.errors import PlanMismatch, PlanNotReproducible
 from runtime.pipeline.gateway import GatewayMessage, IdempotencyRecords, gateway_message, quarantine_conflicts
 from runtime.pipeline.leases import ClaimStatus, Leases
 from runtime.pipeline.ledger import Ledger
@@ -56,7 +60,8 @@ from runtime.pipeline.plan import (
     OutputKind,
     Plan,
     backoff_delay_s,
-    extras_from_plan,
+    fresh_start,
+    notice_output,
     quarantine_outputs,
 )
 from runtime.pipeline.routing import (
@@ -67,14 +72,14 @@ from runtime.pipeline.routing import (
     Routed,
     RouteLimits,
     route_envelope,
-    route_item,
 )
 from runtime.pipeline.sender import Bounce, Outgoing, change_visibility, send_all
-from runtime.pipeline.sinks import Sink
-from runtime.pipeline.state import Router, routing_item
+from runtime.pipeline.sinks import S3Sink, Sink
+from runtime.pipeline.state import Router, copy_state, routing_item
 
 INVALID_JSON = "invalid_json"
 INVALID_ENVELOPE = "invalid_envelope"
+PLAN_MISMATCH = "plan_mismatch"
 MAX_VISIBILITY_S = 43_200
 # A failure of one envelope's I/O (ledger, sink, plan reproduction) fails that envelope alone.
 ENVELOPE_ERRORS = (BotoCoreError, ClientError, SluiceError)
@@ -88,6 +93,13 @@ class PipelineClients:
     dynamodb: Any
     redis: Any
     sink: Sink
+    s3: Any = None  # holds plans over the ledger's inline limit (in the results bucket)
+
+    def ledger(self, cfg: PipelineSettings) -> Ledger:
+        spill = None
+        if self.s3 is not None and cfg.results_bucket:
+            spill = S3Sink(self.s3, cfg.results_bucket, prefix=cfg.ledger_spill_prefix)
+        return Ledger(self.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s, spill=spill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,11 @@ class Targets:
         queues = settings.queues
         return cls(source_url=queues.state_url, next_url=queues.state_url, dlq_url=queues.state_dlq_url)
 
+    @property
+    def source(self) -> str:
+        """What dead letters name as their `sluice-source`: the system and the source queue."""
+        return f"router:{self.source_url.rstrip('/').rpartition('/')[2] or 'queue'}"
+
 
 @dataclass(slots=True)
 class Delivery:
@@ -114,16 +131,27 @@ class Delivery:
     receipt_handle: str
     body: str
     group_id: str | None
+    receive_count: int = 1
     envelope: codec.Envelope | None = None
     quarantine: Failure | None = None
     gateway: GatewayMessage | None = None
+    redriven: bool = False
 
     @property
     def envelope_id(self) -> str:
         return self.envelope.id if self.envelope is not None else self.message_id
 
 
-def parse_delivery(index: int, record: Mapping[str, Any]) -> Delivery:
+def parse_delivery(index: int, record: Mapping[str, Any], history_limit: int = 0) -> Delivery:
+    """One record, parsed; items the framework dead-lettered that came back (a redrive) get
+    a fresh start (`plan.fresh_start`)."""
+    delivery = _parse_body(index, record)
+    if delivery.envelope is not None:
+        delivery.envelope, delivery.redriven = fresh_start(delivery.envelope, history_limit)
+    return delivery
+
+
+def _parse_body(index: int, record: Mapping[str, Any]) -> Delivery:
     sqs_record = SQSRecord(dict(record))
     delivery = Delivery(
         index=index,
@@ -131,6 +159,7 @@ def parse_delivery(index: int, record: Mapping[str, Any]) -> Delivery:
         receipt_handle=sqs_record.receipt_handle,
         body=sqs_record.body,
         group_id=sqs_record.attributes.message_group_id,
+        receive_count=int(sqs_record.attributes.approximate_receive_count or 1),
     )
     try:
         value = codec.parse_json(delivery.body)
@@ -169,6 +198,7 @@ class Work:
     status: Status = Status.RUNNING
     followed: bool = False
     mismatch: bool = False
+    rearmed: bool = False
 
     @property
     def running(self) -> bool:
@@ -194,7 +224,10 @@ class BatchResult:
     plan_mismatches: int = 0
     quarantined: int = 0
     ledger_writes: int = 0
+    ledger_reads: int = 0
     redis_round_trips: int = 0
+    redis_unavailable: int = 0
+    redriven: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     steps: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -229,12 +262,12 @@ class Policy:
 
     def _failed(self, item: codec.Item, failure: Failure, result: str) -> tuple[str, ItemExtras]:
         if result == POISON_NOW or item.attempt + 1 >= self.settings.max_attempts:
-            return POISONED, ItemExtras(reason=failure.reason, detail=failure.detail)
+            return POISONED, ItemExtras(failure=failure)
         assert result == FAILED
         delay = backoff_delay_s(
             item.attempt, base_s=self.settings.backoff_base_s, cap_s=self.settings.backoff_cap_s, rng=self.rng
         )
-        return RETRY, ItemExtras(delay_s=delay, reason=failure.reason, detail=failure.detail)
+        return RETRY, ItemExtras(delay_s=delay, failure=failure)
 
 
 def process_batch(
@@ -249,19 +282,22 @@ def process_batch(
 ) -> BatchResult:
     """Process one batch of Lambda SQS records (standard queue). See the module docs."""
     cfg = settings.require_pipeline()
-    deliveries = [parse_delivery(i, record) for i, record in enumerate(records)]
+    deliveries = [parse_delivery(i, record, cfg.history_limit) for i, record in enumerate(records)]
     quarantine_conflicts(
         deliveries, IdempotencyRecords(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s)
     )
+    targets = targets or Targets.standard(settings)
     batch = _Batch(
         router=router,
         clients=clients,
         settings=settings,
-        targets=targets or Targets.standard(settings),
-        limits=RouteLimits(cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes),
+        targets=targets,
+        limits=RouteLimits(
+            cfg.max_steps, cfg.history_limit, settings.queues.max_message_bytes, source=targets.source
+        ),
         deadline=Deadline(remaining_ms, cfg.time_budget_margin_s),
         policy=Policy(cfg, rng or random.Random()),
-        ledger=Ledger(clients.dynamodb, cfg.ledger_table, horizon_s=cfg.dedup_horizon_s),
+        ledger=clients.ledger(cfg),
         result=BatchResult(messages=len(deliveries)),
     )
     leases = Leases(clients.redis, lease_ms=cfg.lease_s * 1000, done_ttl_ms=cfg.done_marker_ttl_s * 1000)
@@ -295,18 +331,20 @@ class _Batch:
 def _run_phases(batch: _Batch, works: Sequence[Work]) -> None:
     router, limits, ledger, result = batch.router, batch.limits, batch.ledger, batch.result
     io_threads = max(1, min(batch.settings.require_pipeline().io_threads, len(works)))
+    recall_plans(works, ledger, result)
     with ThreadPoolExecutor(max_workers=io_threads) as pool:
         # Each plan is written while the next envelope is routed (the ledger is the slow part).
         pending = []
         for work in works:
+            if not work.running or work.followed:
+                continue
             _draft(work, router, limits, batch.deadline, batch.policy)
             if work.running:
                 result.ledger_writes += 1
-                pending.append(pool.submit(guarded, lambda w: store_plan(w, ledger), work))
+                pending.append(pool.submit(guarded, lambda w: store_plan(w, ledger, limits), work))
         for future in pending:
             future.result()
         for work in works:
-            guarded(lambda w: adopt_stored_plan(w, router, limits), work)
             count_settled(work, result)
         kill_point("router.after_plan")
         _send_outputs(works, batch.clients.sqs, batch.targets, limits.max_message_bytes)
@@ -343,12 +381,49 @@ def claim_envelopes(
     return works
 
 
+def recall_plans(works: Sequence[Work], ledger: Ledger, result: BatchResult) -> None:
+    """Ledger first: one consistent read for every leased envelope, before any user code; a
+    stored plan is adopted (replayed as recorded, the router not called). A redriven envelope
+    that has one re-arms its TTL. A failed read fails these envelopes (redelivered later)."""
+    running = [w for w in works if w.running]
+    if not running:
+        return
+    try:
+        stored = ledger.read_many([w.delivery.envelope_id for w in running])
+    except ENVELOPE_ERRORS as exc:
+        for work in running:
+            work.fail("the ledger could not be read", exc)
+        return
+    finally:
+        result.ledger_reads += 1
+    for work in running:
+        plan = stored.get(work.delivery.envelope_id)
+        if plan is None:
+            continue
+        adopt(work, plan)
+        if work.delivery.redriven:
+            guarded(lambda w: rearm(w, ledger, result), work)
+
+
+def rearm(work: Work, ledger: Ledger, result: BatchResult) -> None:
+    ledger.rearm(work.delivery.envelope_id)
+    result.ledger_writes += 1
+    work.rearmed = True
+
+
+def adopt(work: Work, plan: Plan) -> None:
+    """Follow a stored plan: its recorded outputs (none left to send once it is complete)."""
+    work.followed = True
+    work.plan = plan
+    work.outputs = [] if plan.complete else list(plan.outputs)
+
+
 def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, policy: Policy) -> None:
     """Route the envelope and build the plan this run would write."""
     delivery = work.delivery
     if delivery.quarantine is not None:
         work.outputs = quarantine_of(delivery, delivery.quarantine, limits)
-        work.plan = Plan(outcomes=POISONED, outputs=tuple(o.planned for o in work.outputs))
+        work.plan = Plan(outcomes=POISONED, outputs=tuple(work.outputs))
         return
     envelope = delivery.envelope
     assert envelope is not None
@@ -359,104 +434,60 @@ def _draft(work: Work, router: Router, limits: RouteLimits, deadline: Deadline, 
     except SluiceError as exc:  # e.g. a retry envelope over the size limit
         work.fail("outputs could not be built", exc)
         return
-    work.plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in work.outputs))
+    work.plan = Plan(outcomes=outcomes, outputs=tuple(work.outputs))
 
 
-def settle_plan(work: Work, ledger: Ledger, router: Router, limits: RouteLimits) -> None:
-    """Write this run's plan create-only; when one exists, it governs: complete → nothing to
-    do; otherwise rebuild its outputs exactly (PlanMismatch, and nothing sent, if they differ)."""
-    store_plan(work, ledger)
-    adopt_stored_plan(work, router, limits)
-
-
-def store_plan(work: Work, ledger: Ledger) -> None:
-    """The ledger write (safe in a worker thread: no user code runs here)."""
-    assert work.plan is not None
-    stored = ledger.create_or_get(work.delivery.envelope_id, work.plan)
+def store_plan(work: Work, ledger: Ledger, limits: RouteLimits) -> None:
+    """The create-only ledger write (safe in a worker thread: no user code runs here). A plan
+    stored meanwhile by another run governs; when it differs from ours, this delivery is also
+    dead-lettered with reason `plan_mismatch` and both hashes (and the alarm fires)."""
+    ours = work.plan
+    assert ours is not None
+    stored = ledger.create_or_get(work.delivery.envelope_id, ours)
     if stored.created:
         return
-    work.followed = True
-    work.plan = stored.plan
-    if stored.plan.complete:
-        work.outputs = []
-        work.status = Status.SUCCEEDED
-
-
-def adopt_stored_plan(work: Work, router: Router, limits: RouteLimits) -> None:
-    """Rebuild a stored, incomplete plan's outputs (may call the router again, so it runs on
-    the caller's thread)."""
-    if not (work.running and work.followed):
+    adopt(work, stored.plan)
+    theirs = stored.plan.digest
+    if theirs == ours.digest:
         return
-    assert work.plan is not None
-    try:
-        work.outputs = _rebuild(work, work.plan, router, limits)
-    except PlanMismatch:
-        work.mismatch = True
-        raise
+    work.mismatch = True
+    delivery = work.delivery
+    detail = f"this run's plan {ours.digest} lost the create-only race to the recorded plan {theirs}"
+    failure = Failure(PLAN_MISMATCH, detail, error="PlanMismatch")
+    notice = notice_output(
+        delivery.envelope_id,
+        delivery.body.encode(),
+        failure,
+        source=limits.source,
+        group=_group(delivery, limits),
+    )
+    work.outputs.append(notice)
 
 
 def count_settled(work: Work, result: BatchResult) -> None:
     result.followed_plans += work.followed
     result.plan_mismatches += work.mismatch
+    result.redriven += work.delivery.redriven
     if work.mismatch:
         logger.error(
-            "PlanMismatch: a re-run's outputs differ from the recorded plan; nothing sent",
+            "PlanMismatch: a router run differs from the plan recorded meanwhile; the recorded "
+            "plan is followed and the delivery is dead-lettered (plan_mismatch)",
             extra={"envelope": work.delivery.envelope_id},
         )
 
 
-def _rebuild(work: Work, plan: Plan, router: Router, limits: RouteLimits) -> list[Output]:
-    """The outputs of a stored plan, rebuilt by this run; PlanMismatch if they differ."""
-    delivery = work.delivery
-    extras = extras_from_plan(plan)
-    if delivery.quarantine is not None:
-        extra = extras.get(0, ItemExtras())
-        failure = Failure(reason=extra.reason or "", detail=extra.detail or "")
-        outputs = quarantine_of(delivery, failure, limits)
-    else:
-        envelope, routed = delivery.envelope, work.routed
-        assert envelope is not None and routed is not None
-        if len(plan.outcomes) != len(envelope.items):
-            raise PlanMismatch("the plan has a different number of items")
-        next_items = _planned_next_items(envelope, plan, routed, router, limits)
-        outputs = limits.build_outputs(envelope, plan.outcomes, next_items, extras)
-    if not plan.matches(outputs):
-        raise PlanMismatch(f"outputs of {delivery.envelope_id} differ from its plan")
-    return outputs
+def _group(delivery: Delivery, limits: RouteLimits) -> str | None:
+    return (delivery.group_id or limits.fifo_group) if limits.fifo_group is not None else None
 
 
 def quarantine_of(delivery: Delivery, failure: Failure, limits: RouteLimits) -> list[Output]:
-    group = (delivery.group_id or limits.fifo_group) if limits.fifo_group is not None else None
-    return quarantine_outputs(delivery.message_id, delivery.body.encode(), failure, group=group)
-
-
-def _planned_next_items(
-    envelope: codec.Envelope, plan: Plan, routed: Routed, router: Router, limits: RouteLimits
-) -> dict[int, bytes]:
-    """This run's next items for every item the plan routed to `next` (re-routing as needed).
-
-    Every other planned output is rebuilt from the incoming items alone, so only `next` items
-    need the router: one it now finishes (or whose state differs, caught by the hash check)
-    is a PlanMismatch; one it now fails on is retried later.
-    """
-    next_items: dict[int, bytes] = {}
-    for index, planned in enumerate(plan.outcomes):
-        if planned != NEXT:
-            continue
-        ours = routed.results[index]
-        if ours == DONE:
-            raise PlanMismatch(f"item {index} was routed on in the plan, done now")
-        if ours == NEXT:
-            next_items[index] = routed.next_items[index]
-            continue
-        again = Routed()
-        route_item(again, 0, envelope.items[index], router, limits=limits, fits=lambda _body: True)
-        if again.results[0] == DONE:
-            raise PlanMismatch(f"item {index} was routed on in the plan, done now")
-        if again.results[0] != NEXT:
-            raise PlanNotReproducible(f"item {index} failed again: {again.failures[0].reason}")
-        next_items[index] = again.next_items[0]
-    return next_items
+    return quarantine_outputs(
+        delivery.message_id,
+        delivery.body.encode(),
+        failure,
+        source=limits.source,
+        group=_group(delivery, limits),
+    )
 
 
 def _send_outputs(works: Sequence[Work], sqs: Any, targets: Targets, max_bytes: int) -> None:
@@ -485,7 +516,7 @@ def write_sink(work: Work, sink: Sink) -> None:
 
 def complete(work: Work, ledger: Ledger, result: BatchResult) -> None:
     assert work.plan is not None
-    if work.plan.needs_complete_mark:
+    if work.plan.needs_complete_mark and not work.plan.complete:
         ledger.mark_complete(work.delivery.envelope_id)
         result.ledger_writes += 1
     work.status = Status.SUCCEEDED
@@ -522,6 +553,7 @@ def _finish(
         done=[w.delivery.envelope_id for w in succeeded], released=[w.delivery.envelope_id for w in failed]
     )
     result.redis_round_trips += 1
+    result.redis_unavailable = int(leases.unavailable)
     # A second delivery of an envelope in the same batch shares the first one's fate.
     reported = set(result.failed_message_ids)
     failed_ids = {w.delivery.envelope_id for w in failed}
@@ -548,7 +580,7 @@ def report_poison(works: Sequence[Work], router: Router) -> None:
     """Log each item sent to the DLQ, and tell a router that asks (`on_poisoned(state, reason,
     detail)`, e.g. the jobs worker, which records the job as failed). Called after the DLQ send,
     on every run that sent it, so the hook must be idempotent; its failure never fails the
-    batch: the item is already safe in the DLQ."""
+    batch: the item is already safe in the DLQ. The hook gets a copy of the item's state."""
     on_poisoned = getattr(router, "on_poisoned", None)
     for work in works:
         for output in work.outputs:
@@ -569,7 +601,8 @@ def report_poison(works: Sequence[Work], router: Router) -> None:
                 continue
             item = envelope.items[planned.item]
             try:
+                state = copy_state(item.state)
                 with routing_item(item.id):  # the hook, like the router, may ask which item this is
-                    on_poisoned(item.state, planned.reason or "", planned.detail or "")
+                    on_poisoned(state, planned.reason or "", planned.detail or "")
             except Exception as exc:  # noqa: BLE001 - a hook's failure must not fail a sent batch
                 logger.exception("on_poisoned hook failed", extra={"output": planned.id, "error": repr(exc)})

@@ -7,15 +7,27 @@ minutes). Neither is needed for correctness — the ledger is — so losing ever
 repeated work: a redelivery then reads the ledger instead of being skipped here. Nothing is
 kept per record and nothing outlives the done-marker TTL, so Redis memory grows with work in
 flight, never with the number of transitions.
+
+**Redis down is slow, not stopped.** The client has bounded connect/read timeouts and retries
+(`runtime.clients.make_redis` with the pipeline's settings); the first call that still fails
+marks Redis unavailable for the rest of the invocation (`Leases.unavailable`): every envelope
+counts as leased to us (the ledger keeps exactly-once), finishing is skipped, and FIFO attempt
+counts fall back to the delivery's `ApproximateReceiveCount`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from runtime.observability import logger
+
+T = TypeVar("T")
 
 KEY_PREFIX = "{sluice:router}:e:"
 ATTEMPTS_PREFIX = "{sluice:router}:a:"  # FIFO: failed runs per envelope (losing it only allows more)
@@ -77,6 +89,22 @@ class Leases:
         self._token = uuid.uuid4().hex
         self._claim = redis_client.register_script(_CLAIM)
         self._finish = redis_client.register_script(_FINISH)
+        self.unavailable = False
+
+    def _call(self, what: str, call: Callable[[], T], fallback: T) -> T:
+        """`call()` unless Redis failed earlier in this invocation; a failure (after the
+        client's own bounded retries) skips Redis from here on and answers `fallback`."""
+        if self.unavailable:
+            return fallback
+        try:
+            return call()
+        except RedisError as exc:
+            self.unavailable = True
+            logger.warning(
+                "Redis unavailable: going on with the ledger alone for this invocation",
+                extra={"call": what, "error": repr(exc)},
+            )
+            return fallback
 
     @staticmethod
     def key(envelope_id: str) -> str:
@@ -86,7 +114,10 @@ class Leases:
         """Lease every envelope not done and not leased elsewhere (one round trip)."""
         if not envelope_ids:
             return []
-        raw = self._claim(keys=[self.key(e) for e in envelope_ids], args=[self._token, self._lease_ms])
+        keys = [self.key(e) for e in envelope_ids]
+        raw = self._call("claim", lambda: self._claim(keys=keys, args=[self._token, self._lease_ms]), None)
+        if raw is None:  # no Redis: every envelope is ours to run, the ledger decides the rest
+            return [Claim(ClaimStatus.ACQUIRED)] * len(envelope_ids)
         return [_claim_of(int(value)) for value in raw]
 
     def finish(self, done: Sequence[str], released: Sequence[str], *, forget_attempts: bool = False) -> None:
@@ -100,15 +131,16 @@ class Leases:
         self._finish(keys=keys, args=[self._token, self._done_ttl_ms, *flags], client=pipe)
         if forget_attempts and done:
             pipe.delete(*(ATTEMPTS_PREFIX + e for e in done))
-        pipe.execute()
+        self._call("finish", pipe.execute, None)
 
-    def count_attempt(self, envelope_id: str, *, ttl_ms: int) -> int:
-        """Count one more failed run of `envelope_id` and return the count (one round trip)."""
+    def count_attempt(self, envelope_id: str, *, ttl_ms: int, fallback: int) -> int:
+        """Count one more failed run of `envelope_id` and return the count (one round trip);
+        without Redis, `fallback` (the delivery's ApproximateReceiveCount)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.incr(ATTEMPTS_PREFIX + envelope_id)
         pipe.pexpire(ATTEMPTS_PREFIX + envelope_id, ttl_ms)
-        count, _ = pipe.execute()
-        return int(count)
+        counted = self._call("count_attempt", pipe.execute, None)
+        return fallback if counted is None else int(counted[0])
 
 
 def _claim_of(value: int) -> Claim:

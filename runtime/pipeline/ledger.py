@@ -6,6 +6,14 @@ partition key `pk` (string) = the envelope id, on-demand billing, TTL attribute 
 long as any copy of it can still arrive (source queue retention + DLQ retention + the ingest
 re-send horizon).
 
+A plan holds its outputs' bodies (`runtime.pipeline.plan`). While the encoded plan fits
+`INLINE_MAX_BYTES` it is stored inline (`plan`, binary); a larger one is written first to a
+create-only S3 object (`If-None-Match: *`, keyed by the envelope id and the plan's hash, so two
+different plans never share a key) and the item records its key (`plan_ref`) and hash
+(`plan_sha`). The create-only item decides which plan governs; an S3 object of a plan that
+lost the race is never read.
+
+Reads: one consistent `BatchGetItem` per batch before any user code runs (ledger first).
 Writes per envelope: one conditional `PutItem` that creates the plan — and, when it already
 exists, returns the stored plan in the same call (`ReturnValuesOnConditionCheckFailure`) — and,
 for plans that send messages, one conditional `UpdateItem` setting `complete`.
@@ -14,17 +22,27 @@ for plans that send messages, one conditional `UpdateItem` setting `complete`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.pipeline.plan import Plan
+from runtime.errors import TransientError
+from runtime.pipeline.errors import PlanTooLarge
+from runtime.pipeline.plan import Plan, sha256_hex
+from runtime.pipeline.sinks import S3Sink
 
 PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
 PLAN_ATTRIBUTE = "plan"
+PLAN_REF_ATTRIBUTE = "plan_ref"
+PLAN_SHA_ATTRIBUTE = "plan_sha"
 COMPLETE_ATTRIBUTE = "complete"
+# DynamoDB's item limit is 400 KB, attribute names and the key included: keep a margin.
+INLINE_MAX_BYTES = 380_000
+BATCH_GET_KEYS = 100
+BATCH_GET_ROUNDS = 8
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -37,17 +55,25 @@ class StoredPlan:
 
 
 class Ledger:
-    def __init__(self, dynamodb: Any, table: str, *, horizon_s: int) -> None:
+    """`spill` stores plans over the inline limit (an `S3Sink` under the ledger's prefix)."""
+
+    def __init__(self, dynamodb: Any, table: str, *, horizon_s: int, spill: S3Sink | None = None) -> None:
         self._dynamodb = dynamodb
         self._table = table
         self._horizon_s = horizon_s
+        self._spill = spill
+        self.inline_bytes = 0
+        self.spill_bytes = 0
+
+    def _expires_at(self) -> dict[str, str]:
+        return {"N": str(int(time.time()) + self._horizon_s)}
 
     def create_or_get(self, envelope_id: str, plan: Plan) -> StoredPlan:
         """Write `plan` unless the envelope has one already; return the plan that governs it."""
         item = {
             PARTITION_KEY: {"S": envelope_id},
-            PLAN_ATTRIBUTE: {"B": plan.to_bytes()},
-            TTL_ATTRIBUTE: {"N": str(int(time.time()) + self._horizon_s)},
+            TTL_ATTRIBUTE: self._expires_at(),
+            **self._plan_fields(envelope_id, plan),
         }
         try:
             self._dynamodb.put_item(
@@ -60,39 +86,90 @@ class Ledger:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
                 raise
-            stored = exc.response.get("Item") or self._read(envelope_id)
-            return StoredPlan(plan=_plan_of(stored), created=False)
+            stored = exc.response.get("Item") or self._get(envelope_id)
+            if stored is None:  # expired between the two calls: nothing governs, try again later
+                raise TransientError(f"the plan of {envelope_id} vanished") from exc
+            return StoredPlan(plan=self._plan_of(envelope_id, stored), created=False)
         return StoredPlan(plan=plan, created=True)
 
-    def _read(self, envelope_id: str) -> dict[str, Any]:
+    def _plan_fields(self, envelope_id: str, plan: Plan) -> dict[str, Any]:
+        data = plan.to_bytes()
+        if len(data) + len(envelope_id) <= INLINE_MAX_BYTES:
+            self.inline_bytes += len(data)
+            return {PLAN_ATTRIBUTE: {"B": data}}
+        if self._spill is None:
+            raise PlanTooLarge(
+                f"the plan of {envelope_id} is {len(data)} bytes and no bucket is set to hold it"
+            )
+        digest = sha256_hex(data)
+        name = f"{envelope_id}/{digest}"
+        self._spill.write(name, data)
+        self.spill_bytes += len(data)
+        self.inline_bytes += len(name) + len(digest)
+        return {PLAN_REF_ATTRIBUTE: {"S": name}, PLAN_SHA_ATTRIBUTE: {"S": digest}}
+
+    def _get(self, envelope_id: str) -> dict[str, Any] | None:
         response = self._dynamodb.get_item(
             TableName=self._table, Key={PARTITION_KEY: {"S": envelope_id}}, ConsistentRead=True
         )
-        return response["Item"]  # type: ignore[no-any-return]
+        return response.get("Item")  # type: ignore[no-any-return]
+
+    def read_many(self, envelope_ids: Sequence[str]) -> dict[str, Plan]:
+        """The stored plans of `envelope_ids` that have one (consistent reads, batched)."""
+        found: dict[str, Plan] = {}
+        unique = list(dict.fromkeys(envelope_ids))
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            keys = [{PARTITION_KEY: {"S": e}} for e in unique[start : start + BATCH_GET_KEYS]]
+            for item in self._batch_get(keys):
+                envelope_id = item[PARTITION_KEY]["S"]
+                found[envelope_id] = self._plan_of(envelope_id, item)
+        return found
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(BATCH_GET_ROUNDS):
+            response = self._dynamodb.batch_get_item(RequestItems=request)
+            items.extend(response.get("Responses", {}).get(self._table, []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            time.sleep(0.05 * (2**attempt))
+        raise TransientError("the ledger kept leaving keys unprocessed")
 
     def mark_complete(self, envelope_id: str) -> None:
         """Set `complete` on an existing plan (never re-creates one that is gone)."""
+        self._set_existing(envelope_id, COMPLETE_ATTRIBUTE, {"BOOL": True})
+
+    def rearm(self, envelope_id: str) -> None:
+        """Restart an existing plan's TTL from now (a redrive must stay recognisable)."""
+        self._set_existing(envelope_id, TTL_ATTRIBUTE, self._expires_at())
+
+    def _set_existing(self, envelope_id: str, attribute: str, value: dict[str, Any]) -> None:
         self._dynamodb.update_item(
             TableName=self._table,
             Key={PARTITION_KEY: {"S": envelope_id}},
-            UpdateExpression="SET #c = :t",
+            UpdateExpression="SET #a = :v",
             ConditionExpression="attribute_exists(#pk)",
-            ExpressionAttributeNames={"#c": COMPLETE_ATTRIBUTE, "#pk": PARTITION_KEY},
-            ExpressionAttributeValues={":t": {"BOOL": True}},
+            ExpressionAttributeNames={"#a": attribute, "#pk": PARTITION_KEY},
+            ExpressionAttributeValues={":v": value},
         )
 
     def read(self, envelope_id: str) -> Plan | None:
         """The stored plan, if any (for tests and operators)."""
-        response = self._dynamodb.get_item(
-            TableName=self._table, Key={PARTITION_KEY: {"S": envelope_id}}, ConsistentRead=True
-        )
-        item = response.get("Item")
-        return _plan_of(item) if item else None
+        item = self._get(envelope_id)
+        return self._plan_of(envelope_id, item) if item else None
 
-
-def _plan_of(item: dict[str, Any]) -> Plan:
-    complete = bool(item.get(COMPLETE_ATTRIBUTE, {}).get("BOOL", False))
-    return Plan.from_bytes(item[PLAN_ATTRIBUTE]["B"], complete=complete)
+    def _plan_of(self, envelope_id: str, item: dict[str, Any]) -> Plan:
+        complete = bool(item.get(COMPLETE_ATTRIBUTE, {}).get("BOOL", False))
+        if PLAN_ATTRIBUTE in item:
+            return Plan.from_bytes(item[PLAN_ATTRIBUTE]["B"], complete=complete)
+        if self._spill is None:
+            raise PlanTooLarge(f"the plan of {envelope_id} is in S3 and no bucket is set to read it")
+        data = self._spill.read(item[PLAN_REF_ATTRIBUTE]["S"])
+        if sha256_hex(data) != item[PLAN_SHA_ATTRIBUTE]["S"]:
+            raise TransientError(f"the S3 copy of {envelope_id}'s plan does not match its hash")
+        return Plan.from_bytes(data, complete=complete)
 
 
 def create_ledger_table(dynamodb: Any, table: str) -> None:

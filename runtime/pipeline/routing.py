@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 
 from runtime import codec
 from runtime.pipeline.errors import PoisonItem
-from runtime.pipeline.plan import DONE, NEXT, Failure, ItemExtras, Output, build_outputs
-from runtime.pipeline.state import Router, begin_transition, routing_item, transition_step_name
+from runtime.pipeline.plan import (
+    DONE,
+    MAX_DETAIL_CHARS,
+    NEXT,
+    Failure,
+    ItemExtras,
+    Output,
+    OutputRules,
+    build_outputs,
+    with_history,
+)
+from runtime.pipeline.state import Router, begin_transition, copy_state, routing_item, transition_step_name
 
 FAILED, POISON_NOW, NOT_RUN = "F", "X", "-"
 """Per-item results beside plan.NEXT and plan.DONE."""
@@ -38,7 +48,7 @@ class Routed:
 class RouteLimits:
     """Guards and packing of one queue type. `fifo_group` set means FIFO outputs: at most
     `max_items` items per next envelope, grouped by the state field `group_field` (when set
-    and present) or else `fifo_group`."""
+    and present) or else `fifo_group`. `source` names the system and queue in dead letters."""
 
     max_steps: int
     history_limit: int
@@ -46,6 +56,7 @@ class RouteLimits:
     max_items: int | None = None
     fifo_group: str | None = None
     group_field: str = ""
+    source: str = "router"
 
     def group_of(self, envelope: codec.Envelope) -> Callable[[int], str] | None:
         default = self.fifo_group
@@ -69,14 +80,15 @@ class RouteLimits:
         next_items: Mapping[int, bytes],
         extras: Mapping[int, ItemExtras],
     ) -> list[Output]:
-        return build_outputs(
-            envelope,
-            outcomes,
-            next_items,
-            extras,
+        return build_outputs(envelope, outcomes, next_items, extras, self.output_rules(envelope))
+
+    def output_rules(self, envelope: codec.Envelope | None = None) -> OutputRules:
+        return OutputRules(
             max_bytes=self.max_message_bytes,
+            source=self.source,
+            history_limit=self.history_limit,
             max_items=self.max_items,
-            group_of=self.group_of(envelope),
+            group_of=self.group_of(envelope) if envelope is not None else None,
         )
 
 
@@ -85,7 +97,8 @@ class Deadline:
 
     def __init__(self, remaining_ms: float, margin_s: float, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._at = clock() + remaining_ms / 1000.0 - margin_s
+        self.budget_s = remaining_ms / 1000.0 - margin_s
+        self._at = clock() + self.budget_s
 
     def passed(self) -> bool:
         return self._clock() >= self._at
@@ -126,16 +139,21 @@ def route_item(
         return
     begin_transition()
     try:
+        # A private copy: a router that changes its state and then raises leaves the item as
+        # it was for the retry, the DLQ or the sink.
         with routing_item(item.id):
-            next_state = router(item.state)
+            next_state = router(copy_state(item.state))
         step = DONE_STEP if next_state is None else transition_step_name(_router_name(router))
         encoded = None if next_state is None else _encode_next(item, next_state, step, limits.history_limit)
     except PoisonItem as exc:
-        _fail(routed, index, Failure(reason=exc.reason, detail=exc.detail, poison_now=True))
+        step_name = transition_step_name(_router_name(router))
+        failure = Failure(exc.reason, exc.detail[:MAX_DETAIL_CHARS], True, type(exc).__name__, step_name)
+        _fail(routed, index, failure)
         return
     except Exception as exc:  # noqa: BLE001 - whatever a router raises fails that item alone
-        routed.steps[(transition_step_name(_router_name(router)), "failed")] += 1
-        _fail(routed, index, Failure.of(exc))
+        failed_step = transition_step_name(_router_name(router))
+        routed.steps[(failed_step, "failed")] += 1
+        _fail(routed, index, Failure.of(exc, step=failed_step))
         return
     if encoded is None:
         routed.results.append(DONE)
@@ -154,9 +172,7 @@ def _fail(routed: Routed, index: int, failure: Failure) -> None:
 
 
 def _encode_next(item: codec.Item, state: object, step: str, history_limit: int) -> bytes:
-    history = None
-    if history_limit:
-        history = (*(item.history or ())[-(history_limit - 1) :], step) if history_limit > 1 else (step,)
+    history = with_history(item.history, step, history_limit) if history_limit else None
     return codec.encode_item(codec.Item(item.id, item.step + 1, 0, state, history))
 
 

@@ -54,6 +54,11 @@ class S3Sink:
             time.sleep(0.05 * (2**attempt))
         raise TransientError(f"conditional write of {self.key(envelope_id)} kept conflicting")
 
+    def read(self, envelope_id: str) -> bytes:
+        """The object written under `envelope_id`."""
+        response = self._s3.get_object(Bucket=self._bucket, Key=self.key(envelope_id))
+        return response["Body"].read()  # type: ignore[no-any-return]
+
 
 class DiscardSink:
     """Counts and drops: for benchmarks that measure the router, not the sink."""

@@ -13,13 +13,16 @@ state and returns the next one, or `None` when the item is done::
             return add_greeting(state)
         return None
 
-**Routers must be deterministic given the state** (no clocks, no random numbers, no reads of
-data that can change). The framework writes each envelope's outcome plan, with the sha256 of
-every output, to the ledger before it sends anything; after a crash, a redelivery re-runs the
-router and must reproduce exactly those bodies, because they may already be on the queue under
-their ids. A re-run that produces different bodies is stopped (metric `PlanMismatch`) and
-sends nothing — a non-deterministic router does not lose data, but it stalls its envelope.
-Reading immutable objects (an S3 object that is never rewritten) is deterministic.
+**A router runs once per envelope, as far as sluice can see.** Before any user code runs, a
+delivery reads the ledger; an envelope that already has an outcome plan (bodies included) is
+replayed as recorded, without calling the router again. The router is called a second time
+for the same item only when a run died before its plan was written, or when two workers raced
+while Redis was down — so its side effects must be idempotent, keyed by the item id (the
+README shows the pattern). A racing run whose outputs differ from the plan recorded meanwhile
+is followed by the recorded plan, and its delivery is dead-lettered with reason
+`plan_mismatch` (metric and alarm `PlanMismatch`). The router always gets a private copy of
+the item's state: a change it makes and then raises on never reaches the retry, the DLQ or
+the sink.
 
 Copy semantics are the framework's job: `@mutation` hands the function a copy of its state
 argument, so it may change that copy in place and return it. The copy is made by a JSON-aware

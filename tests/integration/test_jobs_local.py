@@ -20,13 +20,13 @@ import redis
 from local.http import REQUEST_ID_HEADER, LocalHttpApi
 from local.servers import MotoServer, RedisServer
 from runtime import codec
+from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
 from runtime.handlers.jobs import JobsApi
 from runtime.jobs.model import status_key
 from runtime.pipeline.gateway import ITEM_PREFIX
 from runtime.pipeline.leases import KEY_PREFIX as LEASE_PREFIX
-from runtime.pipeline.plan import REASON_ATTRIBUTE
 from tests.integration.test_pipeline_exactly_once import run_handler_in_child
 from tests.jobs_support import Jobs, Worker
 from tests.pipeline_support import BUCKET, Harness
@@ -121,7 +121,7 @@ def test_a_failed_job_is_answered_failed_and_its_item_quarantined(
     assert call(api, "GET", f"/jobs/{body['job_id']}")[2] == body
     # The waiter was woken while the item was routed; the quarantine follows in the same run.
     [dead] = jobs.h.receive(jobs.h.dlq_url, wait_s=5)
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "no_text"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "no_text"
 
 
 def test_a_worker_killed_after_storing_the_outcome_still_wakes_the_waiter(
@@ -228,7 +228,7 @@ def test_post_messages_enqueues_the_raw_body_keyed_by_its_request_id(harness: Ha
     assert item["id"] == f"{ITEM_PREFIX}{request_id}" and item["state"]["order"] == 7
     assert enrich.ENRICHED in item["state"]
     [dead] = harness.drain(harness.dlq_url)
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "invalid_json"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "invalid_json"
     assert dead["Body"] == "{this is not json" and bad_headers[REQUEST_ID_HEADER] != request_id
 
 

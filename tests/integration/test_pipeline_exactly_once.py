@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,8 @@ import pytest
 import redis
 
 from local.servers import MotoServer, RedisServer
-from runtime.config import to_environ
+from runtime.clients import make_redis
+from runtime.config import RedisSettings, to_environ
 from runtime.pipeline.plan import OutputKind
 from tests.pipeline_support import Harness, envelope
 
@@ -178,8 +180,18 @@ sys.stderr.write(orjson.dumps(handler(orjson.loads(sys.stdin.buffer.read()), Con
 """
 
 
-def test_crash_after_a_partial_send_then_redis_flushed_then_a_rerun_follows_the_first_plan(
-    aws: Any, redis_client: redis.Redis, redis_server: RedisServer, moto: MotoServer
+KILL_POINTS = ["router.after_plan", "router.after_first_send", "router.after_send", "router.after_sink"]
+
+
+@pytest.mark.parametrize("redis_fate", ["flushed", "killed"])
+@pytest.mark.parametrize("kill_point", KILL_POINTS)
+def test_a_crash_at_any_step_then_redis_lost_then_a_rerun_replays_the_first_plan(
+    aws: Any,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    moto: MotoServer,
+    kill_point: str,
+    redis_fate: str,
 ) -> None:
     h = Harness.create(aws, redis_client, redis_server.url, max_message_bytes=1024, lease_s=30)
     states = (
@@ -190,27 +202,31 @@ def test_crash_after_a_partial_send_then_redis_flushed_then_a_rerun_follows_the_
     h.send(envelope("crash-1", states))
     messages = h.receive()
 
-    code = run_handler_in_child(
-        h, moto.url, messages, SLUICE_KILL_AT="router.after_first_send", **{FLAKY_ENV: "1"}
-    )
+    code = run_handler_in_child(h, moto.url, messages, SLUICE_KILL_AT=kill_point, **{FLAKY_ENV: "1"})
     assert code == 137
     plan = h.ledger.read("crash-1")
     assert plan is not None and not plan.complete
     assert plan.outcomes == "D" * 10 + "N" * 6 + "R"
     queued = [o for o in plan.outputs if o.kind in (OutputKind.NEXT, OutputKind.RETRY)]
     assert len(queued) >= 3
-    assert h.sink_objects() == {}
 
-    # Redis loses everything; the original message comes back; the flaky item now succeeds
-    # (this process has no SLUICE_TEST_FLAKY), yet the re-run must follow the first plan.
-    rerun, outputs = h.rerun_after_redis_loss(redis_client, "crash-1", flaky_router)
+    # Redis loses everything (flushed), or is down for the re-run (killed: nothing listens
+    # where it was); the original message comes back; the flaky item would now succeed (this
+    # process has no SLUICE_TEST_FLAKY), yet the re-run replays the first plan.
+    rerunner = h
+    if redis_fate == "killed":
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            dead_port = closed.getsockname()[1]
+        dead = make_redis(RedisSettings(url=f"redis://127.0.0.1:{dead_port}"), timeout_s=0.2, retries=1)
+        rerunner = Harness(**{**h.__dict__, "redis": dead, "results": []})
+    rerun, outputs = rerunner.rerun_after_redis_loss(redis_client, "crash-1", flaky_router)
     assert rerun.followed_plans == 1 and rerun.failed_message_ids == []
+    assert rerun.redis_unavailable == (redis_fate == "killed")
 
     sent = {(orjson.loads(m["Body"])["id"], hashlib.sha256(m["Body"].encode()).hexdigest()) for m in outputs}
     assert sent == {(o.id, o.sha256) for o in queued}  # the first plan's outputs, nothing else
-    assert len(outputs) > len(queued)  # what the crashed run sent went again, under the same ids
-    [retry] = [o for o in outputs if orjson.loads(o["Body"])["items"][0]["state"]["kind"] == "flaky"]
-    assert orjson.loads(retry["Body"])["items"][0]["attempt"] == 1
+    retries = [o for o in outputs if orjson.loads(o["Body"])["items"][0]["state"]["kind"] == "flaky"]
+    assert retries and {orjson.loads(r["Body"])["items"][0]["attempt"] for r in retries} == {1}
     assert list(h.sink_objects()) == ["results/crash-1.json"]
     plan = h.ledger.read("crash-1")
     assert plan is not None and plan.complete
@@ -218,6 +234,6 @@ def test_crash_after_a_partial_send_then_redis_flushed_then_a_rerun_follows_the_
     # Downstream, the duplicates are recognised by id: every item reaches the sink once.
     for message in outputs:
         h.send(message["Body"])
-    h.run(flaky_router, timeout_s=30)
+    h.run(flaky_router, timeout_s=30, wait_s=0)
     ids = Counter(i["id"] for i in h.sunk_items())
     assert sorted(ids) == sorted(f"r#{n}" for n in range(17)) and set(ids.values()) == {1}

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from local.servers import MotoServer, RedisServer
-from runtime.pipeline.plan import REASON_ATTRIBUTE, OutputKind
+from runtime.codec import ATTR_REASON
+from runtime.pipeline.plan import OutputKind
 from tests.integration.test_pipeline_exactly_once import run_handler_in_child
 from tests.pipeline_support import Harness, envelope
 
@@ -88,7 +89,7 @@ def test_poison_item_is_isolated_after_max_attempts_and_its_group_proceeds_in_or
     h.run(router, timeout_s=30)
 
     [dead] = h.drain(h.dlq_url)
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "KeyError"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "KeyError"
     assert [i["state"]["name"] for i in orjson.loads(dead["Body"])["items"]] == ["bad"]
     # three failed runs (nothing written), then the plan: ok1/ok2 done, bad poisoned
     assert completed[-4:] == ["ok1", "ok2", "after1", "after2"]
@@ -169,7 +170,7 @@ def test_an_envelope_that_never_fits_the_time_budget_is_poisoned_whole(harness: 
     assert h.ledger.read("env-big") is not None
     dead = h.drain(h.dlq_url)
     assert [orjson.loads(m["Body"])["items"][0]["state"]["n"] for m in dead] == list(range(6))
-    assert {m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in dead} == {"time budget"}
+    assert {m["MessageAttributes"][ATTR_REASON]["StringValue"] for m in dead} == {"time budget"}
     h.run(make_router([]), timeout_s=10)
     assert [i["state"]["name"] for i in h.sunk_items()] == ["behind"]
 
@@ -183,5 +184,5 @@ def test_bad_json_on_a_fifo_queue_is_quarantined_in_its_group_and_the_group_goes
     [dead] = h.drain(h.dlq_url)
     assert dead["Body"] == "{not json"
     assert dead["Attributes"]["MessageGroupId"] == "Q"
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "invalid_json"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "invalid_json"
     assert completed == ["q1"]

@@ -20,13 +20,13 @@ from redis.retry import Retry
 from local.http import STATUS_ROUTE, SUBMIT_ROUTE, api_event
 from local.servers import RedisServer
 from runtime import codec
+from runtime.codec import ATTR_REASON
 from runtime.examples.jobs_worker import text_stats
 from runtime.handlers.jobs import JobsApi
 from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, submit_job
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
 from runtime.observability import metrics
 from runtime.pipeline import PoisonItem
-from runtime.pipeline.plan import REASON_ATTRIBUTE
 from tests.jobs_support import Jobs
 from tests.pipeline_support import BUCKET, Harness
 
@@ -122,7 +122,7 @@ def _job_envelope(job_id: str, inner: Any) -> bytes:
 
 
 def _dead_letter_reasons(harness: Harness) -> list[str]:
-    return [m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in harness.drain(harness.dlq_url)]
+    return [m["MessageAttributes"][ATTR_REASON]["StringValue"] for m in harness.drain(harness.dlq_url)]
 
 
 def test_a_poisoned_job_is_recorded_failed_once_its_item_is_in_the_dlq(harness: Harness) -> None:

@@ -12,9 +12,9 @@ import redis
 from moto import mock_aws
 
 from local.servers import RedisServer
+from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.stock_image import Greymap, StockImageRouter, decode_pgm, thumbnail
-from runtime.pipeline.plan import REASON_ATTRIBUTE
 from tests.pipeline_support import BUCKET, Harness, envelope
 
 
@@ -66,7 +66,7 @@ def test_stock_image_that_is_not_an_image_is_poisoned_with_its_reason(harness: H
     h.send(envelope("stock-2", [{"stock_no": "B2"}]))
     h.run(StockImageRouter(h.s3, BUCKET))
     [dead] = h.drain(h.dlq_url)
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "not_an_image"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "not_an_image"
 
 
 def test_enrich_and_store_adds_derived_fields_then_stores(harness: Harness) -> None:
@@ -82,4 +82,4 @@ def test_enrich_and_store_adds_derived_fields_then_stores(harness: Harness) -> N
         digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
         assert item["state"][enrich.ENRICHED] == {"sha256": digest, "fields": 2, "keys": ["id", "name"]}
     [dead] = h.drain(h.dlq_url)
-    assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "not_a_record"
+    assert dead["MessageAttributes"][ATTR_REASON]["StringValue"] == "not_a_record"

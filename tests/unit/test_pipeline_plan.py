@@ -14,11 +14,14 @@ from runtime.pipeline.plan import (
     NEXT,
     POISONED,
     RETRY,
+    Failure,
     ItemExtras,
     OutputKind,
+    OutputRules,
     Plan,
     backoff_delay_s,
     build_outputs,
+    fresh_start,
 )
 from runtime.pipeline.state import copy_state
 
@@ -46,26 +49,57 @@ def test_backoff_is_exponential_jittered_and_capped(attempt: int, base: float, c
 def test_plan_round_trips_and_outputs_are_a_pure_function() -> None:
     envelope = make_envelope([{"n": n} for n in range(6)])
     outcomes = NEXT + DONE + RETRY + NEXT + POISONED + DONE
-    extras = {2: ItemExtras(delay_s=7, reason="ValueError"), 4: ItemExtras(reason="step limit", detail="s")}
-    first = build_outputs(envelope, outcomes, next_items(envelope), extras, max_bytes=4096)
-    again = build_outputs(envelope, outcomes, next_items(envelope), extras, max_bytes=4096)
+    extras = {
+        2: ItemExtras(delay_s=7, failure=Failure("ValueError")),
+        4: ItemExtras(failure=Failure("step limit", "s", step="add_name")),
+    }
+    rules = OutputRules(max_bytes=4096, history_limit=4)
+    first = build_outputs(envelope, outcomes, next_items(envelope), extras, rules)
+    again = build_outputs(envelope, outcomes, next_items(envelope), extras, rules)
     assert [o.body for o in first] == [o.body for o in again]
-    plan = Plan(outcomes=outcomes, outputs=tuple(o.planned for o in first))
-    assert Plan.from_bytes(plan.to_bytes()) == plan
-    assert plan.matches(again)
+    plan = Plan(outcomes=outcomes, outputs=tuple(first))
+    stored = Plan.from_bytes(plan.to_bytes())
+    assert stored.outputs == plan.outputs and stored.outcomes == outcomes  # bodies included
+    assert stored.digest == Plan(outcomes=outcomes, outputs=tuple(again)).digest
     kinds = [o.kind for o in first]
     assert kinds == [OutputKind.NEXT, OutputKind.RETRY, OutputKind.POISONED, OutputKind.SINK]
     assert all(len(o.planned.id) == 26 for o in first if o.kind is not OutputKind.SINK)
     retry = orjson.loads(first[1].body)
     assert retry["items"][0]["attempt"] == 1 and first[1].planned.delay_s == 7
+    assert retry["items"][0]["history"] == ["retry 1: ValueError"]  # failures are history too
     assert plan.needs_complete_mark
+    dead = orjson.loads(first[2].body)["items"][0]
+    assert dead["dead_letter"] == "step limit"  # the mark a redrive is recognised by
+    attributes = {name: value["StringValue"] for name, value in (first[2].attributes or {}).items()}
+    assert attributes == {
+        codec.ATTR_REASON: "step limit",
+        codec.ATTR_DETAIL: "s",
+        codec.ATTR_SOURCE: "router",
+        codec.ATTR_STEP: "add_name",
+        codec.ATTR_ATTEMPTS: "1",
+    }
+
+
+def test_a_redriven_item_starts_over_and_its_history_says_so() -> None:
+    marked = codec.Item(
+        "i#0", 100, 4, {"n": 0}, ("add_name", "dead-lettered: step limit"), dead_letter="step limit"
+    )
+    plain = codec.Item("i#1", 3, 1, {"n": 1})
+    envelope = codec.decode(codec.encode(codec.Envelope("e/1", None, (marked, plain))))
+    fresh, redriven = fresh_start(envelope, history_limit=3)
+    assert redriven
+    assert fresh.items[0] == codec.Item(
+        "i#0", 0, 0, {"n": 0}, ("add_name", "dead-lettered: step limit", "redriven")
+    )
+    assert fresh.items[1] == plain
+    assert fresh_start(fresh, history_limit=3) == (fresh, False)
 
 
 def test_a_sink_only_plan_needs_no_complete_mark() -> None:
     envelope = make_envelope([{"n": 0}, {"n": 1}])
-    outputs = build_outputs(envelope, DONE + DONE, {}, {}, max_bytes=4096)
+    outputs = build_outputs(envelope, DONE + DONE, {}, {}, OutputRules(max_bytes=4096))
     assert [o.kind for o in outputs] == [OutputKind.SINK]
-    assert not Plan(outcomes=DONE + DONE, outputs=tuple(o.planned for o in outputs)).needs_complete_mark
+    assert not Plan(outcomes=DONE + DONE, outputs=tuple(outputs)).needs_complete_mark
 
 
 def test_fifo_next_envelopes_never_mix_groups_and_hold_at_most_max_items() -> None:
@@ -76,9 +110,7 @@ def test_fifo_next_envelopes_never_mix_groups_and_hold_at_most_max_items() -> No
         NEXT * 6,
         next_items(envelope),
         {},
-        max_bytes=4096,
-        max_items=2,
-        group_of=lambda i: groups[i],
+        OutputRules(max_bytes=4096, max_items=2, group_of=lambda i: groups[i]),
     )
     packed = [([i["id"] for i in orjson.loads(o.body)["items"]], o.group) for o in outputs]
     assert packed == [

@@ -255,6 +255,7 @@ def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
         "FailedBatchRuns",
         "StuckInboxFiles",
         "PlanMismatch",
+        "RedisUnavailable",
         "DatabaseMemoryUsagePercentage",
         "ApproximateNumberOfMessagesVisible",
         "Errors",
