@@ -132,3 +132,148 @@ def render_cost(console: Console, doc: dict[str, Any]) -> None:
     for row in doc["lever_records_per_file"]:
         lever.add_row(f"{row['records_per_file']:,}", f"{row['files_per_s']:,g}", f"{row['usd']:,.2f}")
     console.print(lever)
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@main.command()
+@target_options
+@json_option
+def status(target: Target, as_json: bool) -> None:
+    """Per system: backlog, batches, halted/rejected, queues and DLQs, alarms, scheduled runs.
+    Exits 1 when something needs a person (an alarm, a DLQ not empty, a halted batch)."""
+    from ops.status import collect
+
+    document = collect(target)
+    emit(as_json, document, render_status)
+    raise SystemExit(EXIT_ATTENTION if document["attention"] else EXIT_OK)
+
+
+def _age(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds:,.0f} s"
+
+
+def render_status(console: Console, doc: dict[str, Any]) -> None:
+    console.print(f"[bold]sluice status[/] {doc['environment']} at {doc['at']}")
+    ingest = doc["ingest"]
+    share = ingest.get("share")
+    table = Table(title="ingest")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    if isinstance(share, dict):
+        for key, value in share.items():
+            table.add_row(key.replace("_", " "), _age(value) if key.endswith("age_s") else f"{value:,}")
+    else:
+        table.add_row("share", str(share))
+    for key, value in ingest.get("redis", {}).items():
+        table.add_row(f"redis: {key.replace('_', ' ')}", str(value))
+    console.print(table)
+    queues = Table(title="queues")
+    for column in ("queue", "dead letters of", "visible", "in flight", "delayed", "oldest"):
+        queues.add_column(column, justify="left" if column in ("queue", "dead letters of") else "right")
+    for queue in doc.get("queues", []):
+        queues.add_row(
+            queue["name"],
+            queue["dlq_of"] or "",
+            f"{queue['visible']:,}",
+            f"{queue['in_flight']:,}",
+            f"{queue['delayed']:,}",
+            _age(queue["oldest_age_s"]),
+        )
+    console.print(queues)
+    for role, when in doc.get("scheduled_last_run", {}).items():
+        console.print(f"last run of {role}: {when or 'not in the last hour'}")
+    for alarm in doc.get("alarms_in_alarm", []):
+        console.print(f"[red]ALARM[/] {alarm['name']}: {alarm['reason']}")
+    if doc["attention"]:
+        console.print("[bold red]needs a person:[/] " + "; ".join(doc["attention"]))
+    else:
+        console.print("[green]nothing needs a person[/]")
+
+
+# -- dlq --------------------------------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show one, redrive."""
+
+
+def _queues(target: Target, queue: str) -> Any:
+    from ops.dlq import DlqError, resolve
+
+    try:
+        return resolve(target, queue)
+    except DlqError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@dlq.command("ls")
+@click.argument("queue")
+@target_options
+@json_option
+def dlq_ls(target: Target, queue: str, as_json: bool) -> None:
+    """List QUEUE's dead letters with reason, step, attempts and error."""
+    from ops.dlq import list_messages
+
+    messages = list_messages(target, _queues(target, queue))
+    emit(as_json, messages, render_dead_letters)
+
+
+def render_dead_letters(console: Console, messages: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(messages)} dead letter(s)")
+    for column in ("envelope id", "reason", "step", "attempts", "error", "group", "detail"):
+        table.add_column(column)
+    for m in messages:
+        table.add_row(
+            str(m["envelope_id"]),
+            str(m["reason"] or ""),
+            str(m["step"] or ""),
+            str(m["attempts"] or ""),
+            str(m["error"] or ""),
+            str(m["group"] or ""),
+            str(m["detail"] or "")[:60],
+        )
+    console.print(table)
+
+
+@dlq.command("show")
+@click.argument("queue")
+@click.argument("message")
+@target_options
+@json_option
+def dlq_show(target: Target, queue: str, message: str, as_json: bool) -> None:
+    """Show one dead letter (MESSAGE: its message id or envelope id), body and attributes."""
+    from ops.dlq import DlqError, show
+
+    try:
+        document = show(target, _queues(target, queue), message)
+    except DlqError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(as_json, document, lambda console, doc: console.print_json(json.dumps(doc, default=str)))
+
+
+@dlq.command("redrive")
+@click.argument("queue")
+@click.option("--reason", help="only dead letters with this sluice-reason")
+@click.option("--max", "maximum", type=click.IntRange(min=1), help="at most this many")
+@click.option("--dry-run", is_flag=True, help="say what would move; move nothing")
+@target_options
+@json_option
+def dlq_redrive(  # noqa: PLR0917 - click passes options by name
+    target: Target, queue: str, reason: str | None, maximum: int | None, dry_run: bool, as_json: bool
+) -> None:
+    """Send QUEUE's dead letters (all, or those chosen) back to the queue that feeds it."""
+    from ops.dlq import redrive
+
+    document = redrive(target, _queues(target, queue), reason=reason, maximum=maximum, dry_run=dry_run)
+
+    def render(console: Console, doc: dict[str, Any]) -> None:
+        verb = "would redrive" if doc["dry_run"] else "redrove"
+        render_dead_letters(console, doc["matched"])
+        console.print(
+            f"{verb} {len(doc['matched'])} from {doc['dlq']} to {doc['to']}; {doc['left_in_dlq']} left"
+        )
+
+    emit(as_json, document, render)
