@@ -134,15 +134,27 @@ def add_oldest_ages(target: Target, queues: list[dict[str, Any]]) -> None:
 
 
 def alarms_in_alarm(target: Target) -> list[dict[str, str]]:
+    """Local: every alarm on the server. Deployed: the stacks' alarms (CloudFormation names
+    them `<stack name>-<logical id>-<suffix>`) and any listed among the stacks' resources."""
     cloudwatch = target.client("cloudwatch")
-    if target.share is not None:
-        found = cloudwatch.describe_alarms(StateValue="ALARM")["MetricAlarms"]
-    else:
-        found = []
-        for start in range(0, len(target.alarm_names), 100):
-            chunk = target.alarm_names[start : start + 100]
-            found += cloudwatch.describe_alarms(AlarmNames=chunk, StateValue="ALARM")["MetricAlarms"]
-    return [{"name": a["AlarmName"], "reason": a.get("StateReason", "")} for a in found]
+    prefix = "" if target.share is not None else f"sluice-{target.name}-"
+    found = {
+        a["AlarmName"]: a
+        for page in cloudwatch.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=prefix, StateValue="ALARM"
+        )
+        for a in page["MetricAlarms"]
+    }
+    named = [name for name in target.alarm_names if name not in found]
+    for start in range(0, len(named), 100):
+        chunk = named[start : start + 100]
+        found.update(
+            {
+                a["AlarmName"]: a
+                for a in cloudwatch.describe_alarms(AlarmNames=chunk, StateValue="ALARM")["MetricAlarms"]
+            }
+        )
+    return [{"name": a["AlarmName"], "reason": a.get("StateReason", "")} for a in found.values()]
 
 
 def last_runs(target: Target) -> dict[str, Any]:
