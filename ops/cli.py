@@ -163,7 +163,8 @@ def render_status(console: Console, doc: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     if isinstance(share, dict):
         for key, value in share.items():
-            table.add_row(key.replace("_", " "), _age(value) if key.endswith("age_s") else f"{value:,}")
+            label = key.removesuffix("_s").replace("_", " ")
+            table.add_row(label, _age(value) if key.endswith("age_s") else f"{value:,}")
     else:
         table.add_row("share", str(share))
     for key, value in ingest.get("redis", {}).items():

@@ -225,6 +225,14 @@ def _efs(bill: Bill) -> None:
         bill.add("EFS", "Provisioned throughput", usd, f"{s.efs_provisioned_mibps} MiB/s × $6/month")
     else:
         bill.add("EFS", "Bursting throughput", 0.0, "no throughput charge; storage only")
+    if s.efs_mode == "provisioned":
+        # Metered throughput (reads count a third), with the same per-operation minimums: an estimate.
+        read, written = efs_bytes_per_file(m.efs_ops, file_bytes, p)
+        needed = w.files_per_s * (read / 3 + written) / (1024 * KIB)
+        if needed > s.efs_provisioned_mibps:
+            bill.add(
+                "EFS", "WARNING metered throughput over provisioned", 0.0, f"needs ≈ {needed:,.0f} MiB/s"
+            )
     caps = {"bursting": 7_000, "provisioned": 25_000, "elastic": 500_000}
     if write_ops_per_s > caps.get(s.efs_mode, 0):
         bill.add("EFS", "WARNING write IOPS over the mode's cap", 0.0, f"{write_ops_per_s:,.0f} writes/s")

@@ -137,14 +137,11 @@ def alarms_in_alarm(target: Target) -> list[dict[str, str]]:
     """Local: every alarm on the server. Deployed: the stacks' alarms (CloudFormation names
     them `<stack name>-<logical id>-<suffix>`) and any listed among the stacks' resources."""
     cloudwatch = target.client("cloudwatch")
-    prefix = "" if target.share is not None else f"sluice-{target.name}-"
-    found = {
-        a["AlarmName"]: a
-        for page in cloudwatch.get_paginator("describe_alarms").paginate(
-            AlarmNamePrefix=prefix, StateValue="ALARM"
-        )
-        for a in page["MetricAlarms"]
-    }
+    query: dict[str, str] = {"StateValue": "ALARM"}
+    if target.share is None:
+        query["AlarmNamePrefix"] = f"sluice-{target.name}-"
+    pages = cloudwatch.get_paginator("describe_alarms").paginate(**query)
+    found = {a["AlarmName"]: a for page in pages for a in page["MetricAlarms"]}
     named = [name for name in target.alarm_names if name not in found]
     for start in range(0, len(named), 100):
         chunk = named[start : start + 100]
