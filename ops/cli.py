@@ -278,3 +278,120 @@ def dlq_redrive(  # noqa: PLR0917 - click passes options by name
         )
 
     emit(as_json, document, render)
+
+
+# -- ingest (the share; --local) ---------------------------------------------------------------
+
+
+@main.group()
+def ingest() -> None:
+    """Quarantined files and halted batches on the share (--local; deployed needs an operations
+    function in the VPC, not built yet)."""
+
+
+@ingest.group()
+def rejected() -> None:
+    """Files in rejected/ with their reasons."""
+
+
+@ingest.group()
+def halted() -> None:
+    """Batches in halted/ and the safe ways to resume them."""
+
+
+def _share(target: Target) -> Path:
+    if target.share is None:
+        raise click.ClickException(
+            "the share of a deployed environment is reachable only from its VPC: the operations "
+            "function this needs is not built yet; use --local"
+        )
+    return target.share
+
+
+def _refusable(action: Callable[[], Any]) -> Any:
+    from ops.share import Refused
+
+    try:
+        return action()
+    except Refused as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_rows(console: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in rows[0] if rows else ["(none)"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
+
+
+def _print_json(console: Console, doc: Any) -> None:
+    console.print_json(json.dumps(doc, default=str))
+
+
+@rejected.command("ls")
+@target_options
+@json_option
+def rejected_ls(target: Target, as_json: bool) -> None:
+    """List rejected files: batch/name, code, detail, bytes sent."""
+    from ops.share import rejected_list
+
+    emit(as_json, rejected_list(_share(target)), _print_rows)
+
+
+@rejected.command("show")
+@click.argument("file", metavar="BATCH/NAME")
+@target_options
+@json_option
+def rejected_show(target: Target, file: str, as_json: bool) -> None:
+    """One rejected file: its reason and first bytes."""
+    from ops import share
+
+    emit(as_json, _refusable(lambda: share.rejected_show(_share(target), file)), _print_json)
+
+
+@rejected.command("replay")
+@click.argument("file", metavar="BATCH/NAME")
+@click.option("--apply", is_flag=True, help="do it (default: a dry run)")
+@target_options
+@json_option
+def rejected_replay(target: Target, file: str, apply: bool, as_json: bool) -> None:
+    """Put a rejected file back in inbox/, only if that cannot duplicate a record."""
+    from ops import share
+
+    emit(as_json, _refusable(lambda: share.rejected_replay(_share(target), file, apply)), _print_json)
+
+
+@halted.command("ls")
+@target_options
+@json_option
+def halted_ls(target: Target, as_json: bool) -> None:
+    """List halted batches with the resume choices each allows."""
+    from ops.share import halted_list
+
+    emit(as_json, halted_list(_share(target)), _print_rows)
+
+
+@halted.command("show")
+@click.argument("batch")
+@target_options
+@json_option
+def halted_show(target: Target, batch: str, as_json: bool) -> None:
+    """One halted batch: members, header, recorded parts, choices."""
+    from ops import share
+
+    emit(as_json, _refusable(lambda: share.halted_show(_share(target), batch)), _print_json)
+
+
+@halted.command("resume")
+@click.argument("batch")
+@click.option("--choice", type=click.Choice(["members", "resend-parts"]), required=True)
+@click.option("--apply", is_flag=True, help="do it (default: a dry run)")
+@target_options
+@json_option
+def halted_resume(target: Target, batch: str, choice: str, apply: bool, as_json: bool) -> None:
+    """Resume a halted batch by a safe choice; anything else is refused with the reason."""
+    from ops import share
+
+    emit(as_json, _refusable(lambda: share.halted_resume(_share(target), batch, choice, apply)), _print_json)
