@@ -138,14 +138,17 @@ def render_cost(console: Console, doc: dict[str, Any]) -> None:
 
 
 @main.command()
+@click.option(
+    "--minutes", type=click.IntRange(min=1, max=1440), default=5, show_default=True, help="rate window"
+)
 @target_options
 @json_option
-def status(target: Target, as_json: bool) -> None:
+def status(target: Target, minutes: int, as_json: bool) -> None:
     """Per system: backlog, batches, halted/rejected, queues and DLQs, alarms, scheduled runs.
     Exits 1 when something needs a person (an alarm, a DLQ not empty, a halted batch)."""
     from ops.status import collect
 
-    document = collect(target)
+    document = collect(target, minutes)
     emit(as_json, document, render_status)
     raise SystemExit(EXIT_ATTENTION if document["attention"] else EXIT_OK)
 
@@ -167,8 +170,9 @@ def render_status(console: Console, doc: dict[str, Any]) -> None:
             table.add_row(label, _age(value) if key.endswith("age_s") else f"{value:,}")
     else:
         table.add_row("share", str(share))
-    for key, value in ingest.get("redis", {}).items():
-        table.add_row(f"redis: {key.replace('_', ' ')}", str(value))
+    for group in ("redis", *(k for k in ingest if k.startswith("last_"))):
+        for key, value in ingest.get(group, {}).items():
+            table.add_row(f"{group.replace('_', ' ')}: {key.replace('_', ' ')}", str(value))
     console.print(table)
     queues = Table(title="queues")
     for column in ("queue", "dead letters of", "visible", "in flight", "delayed", "oldest"):

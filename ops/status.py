@@ -115,7 +115,7 @@ def _metric_max(target: Target, namespace: str, metric: str, dimension: tuple[st
         MetricName=metric,
         Dimensions=[{"Name": dimension[0], "Value": dimension[1]}],
         StartTime=now - timedelta(minutes=10),
-        EndTime=now,
+        EndTime=now + timedelta(minutes=1),
         Period=300,
         Statistics=["Maximum"],
     )["Datapoints"]
@@ -164,7 +164,7 @@ def last_runs(target: Target) -> dict[str, Any]:
             MetricName="Invocations",
             Dimensions=[{"Name": "FunctionName", "Value": function}],
             StartTime=now - timedelta(hours=1),
-            EndTime=now,
+            EndTime=now + timedelta(minutes=1),
             Period=60,
             Statistics=["Sum"],
         )["Datapoints"]
@@ -173,7 +173,31 @@ def last_runs(target: Target) -> dict[str, Any]:
     return out
 
 
-def collect(target: Target) -> dict[str, Any]:
+RATE_METRICS = {"files_per_s": "FilesLoaded", "records_per_s": "RecordsSent"}
+
+
+def rates(target: Target, minutes: int) -> dict[str, float | None]:
+    """Deployed: files/s and records/s the loaders reported over the last `minutes` (the
+    runtime's Powertools metrics: namespace and service dimension from stacks/alarms.py)."""
+    from stacks.alarms import METRIC_DIMENSIONS, METRICS_NAMESPACE
+
+    now = datetime.now(UTC)
+    out: dict[str, float | None] = {}
+    for key, metric in RATE_METRICS.items():
+        points = target.client("cloudwatch").get_metric_statistics(
+            Namespace=METRICS_NAMESPACE,
+            MetricName=metric,
+            Dimensions=[{"Name": name, "Value": value} for name, value in METRIC_DIMENSIONS.items()],
+            StartTime=now - timedelta(minutes=minutes),
+            EndTime=now + timedelta(minutes=1),
+            Period=60 * minutes,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        out[key] = round(sum(p["Sum"] for p in points) / (60 * minutes), 1) if points else None
+    return out
+
+
+def collect(target: Target, minutes: int = 5) -> dict[str, Any]:
     document: dict[str, Any] = {"environment": target.name, "at": datetime.now(UTC).isoformat()}
     ingest: dict[str, Any] = {}
     if target.share is not None:
@@ -184,6 +208,8 @@ def collect(target: Target) -> dict[str, Any]:
         ingest["redis"] = redis_status(target.redis_url)
     document["ingest"] = ingest
     try:
+        if target.share is None:
+            ingest[f"last_{minutes}_min"] = rates(target, minutes)
         queues = queue_table(target)
         add_oldest_ages(target, queues)
         document["queues"] = queues

@@ -68,6 +68,14 @@ def test_status_of_a_deployed_environment(deployed: None) -> None:
         "sluice-t-state-dlq": "sluice-t-state",
         "sluice-t-state": None,
     }
+    assert doc["ingest"]["last_5_min"] == {"files_per_s": None, "records_per_s": None}
+    boto3.client("cloudwatch", region_name="us-east-1").put_metric_data(
+        Namespace="sluice",
+        MetricData=[
+            {"MetricName": name, "Dimensions": [{"Name": "service", "Value": "sluice"}], "Value": value}
+            for name, value in (("FilesLoaded", 600), ("RecordsSent", 1200))
+        ],
+    )
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.get_queue_url(QueueName="sluice-t-state-dlq")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody='{"v": 1, "id": "x", "parent": null, "items": []}')
@@ -80,6 +88,7 @@ def test_status_of_a_deployed_environment(deployed: None) -> None:
     result = CliRunner().invoke(main, ["status", "--env", "t", "--json"])
     doc = json.loads(result.output)
     assert result.exit_code == 1
+    assert doc["ingest"]["last_5_min"] == {"files_per_s": 2.0, "records_per_s": 4.0}
     assert doc["alarms_in_alarm"] == [{"name": alarm_name, "reason": "made on purpose"}]
     assert any("sluice-t-state-dlq" in reason for reason in doc["attention"])
 
