@@ -149,6 +149,10 @@ def redrive(
 ) -> dict[str, Any]:
     """Send the chosen messages back to the source queue; delete each only after its send."""
     sqs = target.client("sqs")
+    hidden = sqs.get_queue_attributes(
+        QueueUrl=queues.dlq_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    in_flight_before = int(hidden["Attributes"].get("ApproximateNumberOfMessagesNotVisible", 0))
     messages = list(_receive(target, queues.dlq_url, LISTING_VISIBILITY_S * 4))
     chosen = [m for m in messages if reason is None or describe(m)["reason"] == reason]
     if maximum is not None:
@@ -172,4 +176,6 @@ def redrive(
         "matched": [describe(m) for m in chosen] if dry_run else moved,
         "redriven": len(moved),
         "left_in_dlq": len(messages) - len(moved),
+        # Letters another reader held when this started were not seen: run again once they are back.
+        "in_flight_not_seen": in_flight_before,
     }
