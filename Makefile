@@ -42,11 +42,12 @@ help:
 	@echo "make bench [ARGS=--quick] benchmarks into build/bench/"
 	@echo "make lock [ARGS=--upgrade] re-resolve the Lambda layer's locks (and checkov's) after editing requirements"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==25.3
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .   # the `sluice` console script
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -81,7 +82,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 complexity: setup
-	$(VENV)/bin/xenon --max-absolute C --max-modules B --max-average A runtime stacks local bench
+	$(VENV)/bin/xenon --max-absolute C --max-modules B --max-average A runtime stacks local bench ops
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

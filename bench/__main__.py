@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from rich.console import Console
 
 from bench.archiver import archiver_with_latency
@@ -41,6 +42,9 @@ from runtime.config import IngestSettings
 ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
 E2E_RATE = 6000.0  # records/s the writer simulator produces in the end-to-end scenario
 READ_THREADS = IngestSettings.model_fields["read_threads"].default  # what the loader ships with
+COMMITTED_RESULTS = Path(__file__).resolve().parent / "results-committed.json"
+# Not measured by the bench, kept across refreshes (see the file's `_about`).
+KEPT_FROM_COMMITTED = ("_about", "bench_record_bytes")
 CORE_RUNS = 3  # the loader core scenarios report the median of this many runs (full run)
 
 
@@ -76,6 +80,13 @@ def servers(args: argparse.Namespace) -> Iterator[Servers]:
         redis_url = args.redis_url or stack.enter_context(running_redis()).url
         aws_url = args.aws_endpoint_url or stack.enter_context(running_moto()).url
         yield Servers(redis_url, aws_url)
+
+
+def load_committed() -> dict[str, Any]:
+    if not COMMITTED_RESULTS.is_file():
+        return {}
+    loaded: dict[str, Any] = orjson.loads(COMMITTED_RESULTS.read_bytes())
+    return loaded
 
 
 def _ratio(a: float, b: float) -> float:
@@ -224,6 +235,14 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     }
     out = Path(args.out)
     write_json(out / "results.json", results)
+    if not args.quick:
+        # `sluice cost` reads the last full run's figures from this committed copy.
+        committed = load_committed()
+        kept = {k: committed[k] for k in KEPT_FROM_COMMITTED if k in committed}
+        breakdown = committed.get("loader", {}).get("efs_ops_breakdown_per_file")
+        loader = {**results["loader"], "efs_ops_breakdown_per_file": breakdown}
+        write_json(COMMITTED_RESULTS, {**results, **kept, "loader": loader})
+        console.print(f"refreshed {COMMITTED_RESULTS} (commit it)")
     write_chart(out / "results.png", baseline, sluice)
     console.print(f"wrote {out / 'results.json'} and {out / 'results.png'}")
     return results

@@ -167,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-live", action="store_true", help="no live progress display")
     run.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep redis-server, the moto server and the resources up (no writer, no functions) until "
+        "interrupted, their endpoints in --state-file, for `sluice … --local`",
+    )
+    run.add_argument(
+        "--state-file", type=Path, default=Path("build/local-serve.json"), metavar="PATH", help="with --serve"
+    )
+    run.add_argument(
         "--log",
         type=Path,
         default=DEFAULT_LOG,
@@ -364,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     _check(args, parser, config.ingest.settle_s)
+    if args.serve:
+        from local.serve import serve
+
+        return serve(Console(), config, share=args.share, state_file=args.state_file)
     with functions_output_to(args.log) as console_stream:
         console = Console(file=console_stream)
         if not console.is_terminal:

@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("runtime", "stacks", "local", "bench")
+PACKAGES = ("runtime", "stacks", "local", "bench", "ops")
 
 
 def _modules() -> list[str]:
