@@ -90,8 +90,11 @@ unit: setup
 integration: setup
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
+# Two workers (this project's machines have 2 cores); a file's tests stay on one worker, so
+# module fixtures (a synthesized stage, a server) are built once.
+PYTEST_WORKERS ?= 2
 pytest: setup
-	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
 
 # Synthesizes every environment's stage with the CLI's account and region (your profile's);
 # cdk-nag runs inside synth as a validation plugin and fails it on any unacknowledged finding.
