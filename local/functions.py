@@ -173,8 +173,10 @@ class LocalFunction:
 
     def invoke(self, event: Any) -> InvocationResult:
         number = self._next_number()
-        started = time.monotonic()
         isolated = self.isolate or self.kill is not None
+        if not isolated:
+            self._initialize()
+        started = time.monotonic()
         result = self._invoke_in_child(event) if isolated else self._invoke_here(event)
         result.duration_s = time.monotonic() - started
         # A handler that returns after its timeout would have been stopped by Lambda: its
@@ -185,9 +187,16 @@ class LocalFunction:
             self.on_failure(self.name, number, result)
         return result
 
+    def _initialize(self) -> None:
+        """Lambda's init phase: the handler's module is imported before the first invocation and
+        outside its timeout (init has a limit of its own), so a cold start's imports, slowed by
+        every other function starting at once, never time out a local invocation."""
+        with self._count_lock:
+            if self.handler is None:
+                self.handler = load_handler(self.name)
+
     def _invoke_here(self, event: Any) -> InvocationResult:
-        if self.handler is None:
-            self.handler = load_handler(self.name)
+        assert self.handler is not None  # _initialize ran
         context = LambdaContext(self.name, self.timeout_s, self.memory_mb)
         try:
             return InvocationResult(response=self.handler(event, context))

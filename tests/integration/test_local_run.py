@@ -243,6 +243,7 @@ def test_sqs_throttling_partial_failures_and_lost_answers_still_deliver_each_rec
     assert len(injected) >= 2 and sum(injected.values()) >= 3, injected
 
 
+@pytest.mark.timeout(180)
 def test_every_system_in_one_run_delivers_each_record_once(tmp_path: Path) -> None:
     """ingest → FIFO state queue → FIFO router → S3; HTTP POST /messages → state queue → router
     → S3; and DynamoDB INSERTs → stream → relay → relay FIFO → drain → the API stub: every
@@ -255,6 +256,10 @@ def test_every_system_in_one_run_delivers_each_record_once(tmp_path: Path) -> No
         "--gateway-rate", "5",
         "--schedule", "drain=300ms",
         "--bad-share", "0",
+        # Five systems share two cores and one moto server here: a router batch can take more
+        # than FAST's 3 s, and a FIFO batch that times out holds its group for 6 x timeout_s.
+        "--set", "pipeline.timeout_s=10",
+        "--timeout", "100",
     ).finish()  # fmt: skip
     assert_exactly_once(summary)
     loaded = summary["invocations"]["loader"]["reported"]["records"]
