@@ -154,6 +154,16 @@ def test_the_batching_window_waits_for_more_records(aws: Any) -> None:
 
 def test_running_pollers_deliver_every_message_once(aws: Any) -> None:
     sqs = aws("sqs")
+    # SQS hands a message to one receiver at a time; moto's server does not under concurrent
+    # ReceiveMessage calls (seen here: the same message in two pollers' batches, under load).
+    # Receives are made atomic, as SQS's are; the pollers still run concurrently.
+    receive, receiving = sqs.receive_message, threading.Lock()
+
+    def atomic_receive(**kwargs: Any) -> Any:
+        with receiving:
+            return receive(**kwargs)
+
+    sqs.receive_message = atomic_receive
     url, arn = _queue(sqs, "flow", visibility_s=30)
     seen: list[str] = []
     lock = threading.Lock()
