@@ -61,12 +61,12 @@ EFS_THROUGHPUT_MODES = {
 
 @dataclass(frozen=True)
 class RelayStorage:
-    """What the relay needs from the stateful stack (built only when relay.enabled)."""
+    """What the relay needs from the stateful stack (built only when relay.enabled). Its failure
+    bucket is read through the stack's outputs (stacks/references.py), not from here."""
 
     queue: sqs.Queue
     dead_letter_queue: sqs.Queue
     source_table: dynamodb.Table
-    failure_bucket: s3.Bucket
 
 
 class StatefulStack(cdk.Stack):
@@ -485,19 +485,14 @@ class StatefulStack(cdk.Stack):
         )
         # Stream records the relay could not pass on, as Lambda writes them. A bucket of their
         # own: nothing else may write there, so a failure record is never overwritten.
-        failure_bucket = self._bucket(
+        failures = self._bucket(
             "RelayFailures",
             encryption=s3.BucketEncryption.S3_MANAGED,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="relay-failures/",
         )
-        publish_bucket(self, "RelayFailures", failure_bucket, "stream records the relay could not pass on")
-        return RelayStorage(
-            queue=relay_queue,
-            dead_letter_queue=relay_dlq,
-            source_table=source_table,
-            failure_bucket=failure_bucket,
-        )
+        publish_bucket(self, "RelayFailures", failures, "stream records the relay could not pass on")
+        return RelayStorage(queue=relay_queue, dead_letter_queue=relay_dlq, source_table=source_table)
 
     # -- results bucket -----------------------------------------------------------------------
 
