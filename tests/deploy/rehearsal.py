@@ -435,6 +435,11 @@ def deploy_args(*extra: str) -> str:
     return f"ARGS=--app {ASSEMBLY.relative_to(ROOT)} {' '.join(extra)}".strip()
 
 
+def make(step: str, target: str, environment: str, args: str, env: dict[str, str]) -> str:
+    """The README's own command: `make <target> ENV=<environment> ARGS=...`."""
+    return run(step, ["make", "--no-print-directory", target, f"ENV={environment}", args], env)
+
+
 def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
     # The synth is also the synth check's second region: cdk-nag and every validation run in it.
     # Every optional system on, as the synth check does (the relay is off by default).
@@ -450,17 +455,7 @@ def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
         return
     names = environments()
     for name in names:
-        run(
-            f"deploy {name}",
-            [
-                "make",
-                "--no-print-directory",
-                "deploy",
-                f"ENV={name}",
-                deploy_args("--require-approval never"),
-            ],
-            env,
-        )
+        make(f"deploy {name}", "deploy", name, deploy_args("--require-approval never"), env)
     checker = Checker(port)
     recorded = json.loads(record_file.read_text(encoding="utf-8")) if record_file.exists() else []
     stacks = assembly_stacks()
@@ -471,23 +466,11 @@ def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
     for stack in stacks:
         check_stack(stack, checker, recorded)
     for name in names:
-        output = run(
-            f"redeploy {name}",
-            [
-                "make",
-                "--no-print-directory",
-                "deploy",
-                f"ENV={name}",
-                deploy_args("--require-approval never"),
-            ],
-            env,
-        )
+        output = make(f"redeploy {name}", "deploy", name, deploy_args("--require-approval never"), env)
         for stack in (s for s in stacks if s.environment == name):
             if f"({stack.name}) (no changes)" not in output:
                 REPORT.fail(f"second deploy of {stack.name} did not report '(no changes)'")
-        output = run(
-            f"diff {name}", ["make", "--no-print-directory", "diff", f"ENV={name}", deploy_args()], env
-        )
+        output = make(f"diff {name}", "diff", name, deploy_args(), env)
         if "Number of stacks with differences: 0" not in output or "Could not create a change set" in output:
             print(output[-4000:], flush=True)
             REPORT.fail(f"make diff ENV={name} reported differences (or could not create its change set)")
