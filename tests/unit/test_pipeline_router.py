@@ -16,7 +16,7 @@ from local.servers import RedisServer
 from runtime import codec
 from runtime.codec import ATTR_REASON, ATTR_SOURCE
 from runtime.examples.hello import router as hello_router
-from runtime.pipeline import PoisonItem, mutation
+from runtime.pipeline import Pipeline, PoisonItem, mutation
 from runtime.pipeline.leases import Leases
 from tests.pipeline_support import Harness, envelope
 
@@ -35,6 +35,19 @@ def make_harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterat
 
 def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [orjson.loads(m["Body"]) for m in messages]
+
+
+def invoke_function(
+    monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline, event: dict[str, Any], *, fifo: bool = False
+) -> Any:
+    """The real router function (its decorators included) over `pipeline` in place of the one
+    its cached builder would make from the environment."""
+    from local.functions import LambdaContext
+    from runtime.handlers import fifo_router, router
+
+    function = fifo_router if fifo else router
+    monkeypatch.setattr(function, "_pipeline", lambda: pipeline)
+    return function.handler(event, LambdaContext(function.__name__, 30))
 
 
 def test_hello_world_is_done_after_two_steps(make_harness: Any) -> None:
@@ -306,18 +319,14 @@ def test_delivery_leased_elsewhere_is_bounced_for_the_lease_remaining(
     assert h.ledger.read("busy-1") is None
 
 
-def test_handler_takes_the_canonical_lambda_event(make_harness: Any) -> None:
-    from runtime.pipeline import build_pipeline, handle
+def test_handler_takes_the_canonical_lambda_event(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.pipeline import build_pipeline
     from tests.events import load_event
 
     h = make_harness()
     pipeline = build_pipeline(h.settings, h.clients, router=hello_router)
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
-
-    response = handle(pipeline, load_event("sqs_standard"), Context())
+    response = invoke_function(monkeypatch, pipeline, load_event("sqs_standard"))
     assert response == {"batchItemFailures": []}
     outputs = bodies(h.drain(h.state_url))
     assert sorted(len(o["items"]) for o in outputs) == [1, 1]
@@ -343,19 +352,19 @@ def test_ledger_item_expires_after_the_dedup_horizon(make_harness: Any) -> None:
     assert item["complete"] == {"BOOL": True}
 
 
-def test_the_handler_runs_the_router_its_settings_name(make_harness: Any) -> None:
-    from runtime.pipeline import build_pipeline, handle
+def test_the_handler_runs_the_router_its_settings_name(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.pipeline import build_pipeline
 
     h = make_harness(router="runtime.examples.hello:router")
     pipeline = build_pipeline(h.settings, h.clients)
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
-
     h.send(envelope("named-1", [{}]))
     messages = h.receive()
-    assert handle(pipeline, {"Records": h.records(messages)}, Context()) == {"batchItemFailures": []}
+    assert invoke_function(monkeypatch, pipeline, {"Records": h.records(messages)}) == {
+        "batchItemFailures": []
+    }
     [out] = bodies(h.drain(h.state_url))
     assert out["items"][0]["state"] == {"greeting": "hello"}
 
@@ -390,18 +399,13 @@ def test_metrics_name_plan_mismatches_and_steps(capsys: pytest.CaptureFixture[st
 def test_the_router_function_runs_its_pipeline_and_flushes_its_metrics(
     make_harness: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from local.functions import LambdaContext
-    from runtime.handlers import router as router_function
     from runtime.pipeline import build_pipeline
 
     h = make_harness()
     pipeline = build_pipeline(h.settings, h.clients, router=hello_router)
-    monkeypatch.setattr(router_function, "_pipeline", lambda: pipeline)
     h.send(envelope("function-1", [{}]))
-    records = h.records(h.receive())
-    assert router_function.handler({"Records": records}, LambdaContext("router", 30)) == {
-        "batchItemFailures": []
-    }
+    event = {"Records": h.records(h.receive())}
+    assert invoke_function(monkeypatch, pipeline, event) == {"batchItemFailures": []}
     [out] = bodies(h.drain(h.state_url))
     assert out["items"][0]["state"] == {"greeting": "hello"}
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -410,9 +414,9 @@ def test_the_router_function_runs_its_pipeline_and_flushes_its_metrics(
 
 
 def test_fifo_handler_takes_the_canonical_lambda_event(
-    redis_client: redis.Redis, redis_server: RedisServer
+    redis_client: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runtime.pipeline import build_pipeline, handle
+    from runtime.pipeline import build_pipeline
     from tests.events import load_event
 
     with mock_aws():
@@ -421,11 +425,9 @@ def test_fifo_handler_takes_the_canonical_lambda_event(
         )
         pipeline = build_pipeline(h.settings, h.clients, router=hello_router, fifo=True)
 
-        class Context:
-            def get_remaining_time_in_millis(self) -> int:
-                return 30_000
-
-        assert handle(pipeline, load_event("sqs_fifo"), Context()) == {"batchItemFailures": []}
+        assert invoke_function(monkeypatch, pipeline, load_event("sqs_fifo"), fifo=True) == {
+            "batchItemFailures": []
+        }
         [out] = h.drain(h.state_url)
         assert out["Attributes"]["MessageGroupId"] == "sluice"  # the configured group
         body = orjson.loads(out["Body"])
