@@ -34,23 +34,12 @@ from collections.abc import Mapping, Sequence
 from runtime import codec
 from runtime.kill import kill_point
 from runtime.observability import logger
+from runtime.pipeline import settle
 from runtime.pipeline.batch import Batch, Delivery, Status, Work, bounce_visibility_s, guarded
 from runtime.pipeline.leases import Claim, ClaimStatus
 from runtime.pipeline.plan import DONE, NEXT, POISONED, Failure, ItemExtras, backoff_delay_s
 from runtime.pipeline.routing import FAILED, NOT_RUN, POISON_NOW, route_envelope
 from runtime.pipeline.sender import Bounce, change_visibility, send_all
-from runtime.pipeline.settle import (
-    complete,
-    count_outcomes,
-    count_settled,
-    draft_plan,
-    outgoing,
-    plan_quarantine,
-    recall_plans,
-    report_poison,
-    store_plan,
-    write_results,
-)
 
 TIME_BUDGET = "time budget"
 # The later messages of a failed message's group are made visible at once: SQS delivers no
@@ -107,7 +96,7 @@ def _in_order(batch: Batch, claims: Sequence[Claim], done: list[str], released: 
     for delivery, claim in zip(batch.deliveries, claims, strict=True):
         if claim.status is ClaimStatus.ACQUIRED:
             works.setdefault(delivery.envelope_id, Work(delivery))
-    recall_plans(list(works.values()), batch.pipeline.ledger, result)
+    settle.recall_plans(list(works.values()), batch.pipeline.ledger, result)
     fates: dict[str, int | None] = {}
     for delivery, claim in zip(batch.deliveries, claims, strict=True):
         group = delivery.group_id or ""
@@ -145,19 +134,19 @@ def _run_one(work: Work, batch: Batch) -> int | None:
         if retry_after is not None:
             return retry_after
         result.ledger_writes += 1
-        guarded(lambda w: store_plan(w, pipeline.ledger, pipeline.limits), work)
-    count_settled(work, result)
+        guarded(lambda w: settle.store_plan(w, pipeline.ledger, pipeline.limits), work)
+    settle.count_settled(work, result)
     kill_point("router.after_plan")
     if work.running:
         _send(work, batch)
     kill_point("router.after_send")
     if work.running:
-        guarded(lambda w: write_results(w, pipeline.clients.result_store), work)
+        guarded(lambda w: settle.write_results(w, pipeline.clients.result_store), work)
     if work.running:
-        guarded(lambda w: complete(w, pipeline.ledger, result), work)
+        guarded(lambda w: settle.complete(w, pipeline.ledger, result), work)
     if work.status is Status.SUCCEEDED:
-        count_outcomes(work, result)
-        report_poison([work], pipeline.router)
+        settle.count_outcomes(work, result)
+        settle.report_poison([work], pipeline.router)
         return None
     return _backoff_s(batch, 1)
 
@@ -165,7 +154,7 @@ def _run_one(work: Work, batch: Batch) -> int | None:
 def _draft(work: Work, batch: Batch) -> int | None:
     """Build this run's plan, or count a failed attempt and return its backoff."""
     pipeline = batch.pipeline
-    if plan_quarantine(work, pipeline.limits):
+    if settle.plan_quarantine(work, pipeline.limits):
         return None
     delivery = work.delivery
     envelope = delivery.envelope
@@ -190,7 +179,7 @@ def _draft(work: Work, batch: Batch) -> int | None:
             )
             return _backoff_s(batch, attempts)
     outcomes, extras = _decide(envelope, routed.results, routed.failures, out_of_time, attempts)
-    if not draft_plan(work, outcomes, extras, pipeline.limits):
+    if not settle.draft_plan(work, outcomes, extras, pipeline.limits):
         return _backoff_s(batch, 1)
     return None
 
@@ -236,7 +225,7 @@ def _decide(
 
 def _send(work: Work, batch: Batch) -> None:
     pipeline = batch.pipeline
-    messages = outgoing(work, pipeline.targets, owner=0, fifo_group=pipeline.limits.fifo_group or "")
+    messages = settle.outgoing(work, pipeline.targets, owner=0, fifo_group=pipeline.limits.fifo_group or "")
     if messages and send_all(
         pipeline.clients.sqs, messages, max_request_bytes=pipeline.limits.max_message_bytes
     ):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from runtime import codec
 from runtime.config import PipelineSettings
 from runtime.kill import kill_point
+from runtime.pipeline import settle
 from runtime.pipeline.batch import (
     Batch,
     Delivery,
@@ -48,18 +49,6 @@ from runtime.pipeline.leases import ClaimStatus
 from runtime.pipeline.plan import CONTINUED, DONE, NEXT, POISONED, RETRY, Failure, ItemExtras, backoff_delay_s
 from runtime.pipeline.routing import FAILED, NOT_RUN, POISON_NOW, Routed, route_envelope
 from runtime.pipeline.sender import Bounce, change_visibility, send_all
-from runtime.pipeline.settle import (
-    complete,
-    count_outcomes,
-    count_settled,
-    draft_plan,
-    outgoing,
-    plan_quarantine,
-    recall_plans,
-    report_poison,
-    store_plan,
-    write_results,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +105,7 @@ def _run_phases(batch: Batch, works: Sequence[Work]) -> None:
     pipeline, result = batch.pipeline, batch.result
     limits, ledger = pipeline.limits, pipeline.ledger
     io_threads = max(1, min(pipeline.cfg.io_threads, len(works)))
-    recall_plans(works, ledger, result)
+    settle.recall_plans(works, ledger, result)
     policy = Policy(pipeline.cfg, pipeline.rng)
     with ThreadPoolExecutor(max_workers=io_threads) as pool:
         # Each plan is written while the next envelope is routed (the ledger is the slow part).
@@ -127,17 +116,17 @@ def _run_phases(batch: Batch, works: Sequence[Work]) -> None:
             _draft(work, batch, policy)
             if work.running:
                 result.ledger_writes += 1
-                pending.append(pool.submit(guarded, lambda w: store_plan(w, ledger, limits), work))
+                pending.append(pool.submit(guarded, lambda w: settle.store_plan(w, ledger, limits), work))
         for future in pending:
             future.result()
         for work in works:
-            count_settled(work, result)
+            settle.count_settled(work, result)
         kill_point("router.after_plan")
         _send_outputs(batch, works)
         kill_point("router.after_send")
-        _each(pool, works, lambda w: write_results(w, pipeline.clients.result_store))
+        _each(pool, works, lambda w: settle.write_results(w, pipeline.clients.result_store))
         kill_point("router.after_sink")
-        _each(pool, works, lambda w: complete(w, ledger, result))
+        _each(pool, works, lambda w: settle.complete(w, ledger, result))
 
 
 def claim_envelopes(batch: Batch) -> list[Work]:
@@ -168,13 +157,13 @@ def claim_envelopes(batch: Batch) -> list[Work]:
 def _draft(work: Work, batch: Batch, policy: Policy) -> None:
     """Route the envelope and build the plan this run would write."""
     limits = batch.pipeline.limits
-    if plan_quarantine(work, limits):
+    if settle.plan_quarantine(work, limits):
         return
     envelope = work.delivery.envelope
     assert envelope is not None
     work.routed = route_envelope(envelope, batch.pipeline.router, limits, batch.deadline)
     outcomes, extras = policy.decide(envelope, work.routed)
-    draft_plan(work, outcomes, extras, limits)
+    settle.draft_plan(work, outcomes, extras, limits)
 
 
 def _send_outputs(batch: Batch, works: Sequence[Work]) -> None:
@@ -183,7 +172,7 @@ def _send_outputs(batch: Batch, works: Sequence[Work]) -> None:
         message
         for number, work in enumerate(works)
         if work.running
-        for message in outgoing(work, pipeline.targets, owner=number)
+        for message in settle.outgoing(work, pipeline.targets, owner=number)
     ]
     if not messages:
         return
@@ -218,8 +207,8 @@ def _finish(batch: Batch, works: Sequence[Work]) -> None:
     failed_ids = {w.delivery.envelope_id for w in failed}
     failed_ids.update(d.envelope_id for d in batch.deliveries if d.message_id in reported)
     for work in succeeded:
-        count_outcomes(work, result)
+        settle.count_outcomes(work, result)
     for delivery in batch.deliveries:
         if delivery.envelope_id in failed_ids and delivery.message_id not in reported:
             result.failed_message_ids.append(delivery.message_id)
-    report_poison(succeeded, batch.pipeline.router)
+    settle.report_poison(succeeded, batch.pipeline.router)
