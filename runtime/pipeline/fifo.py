@@ -1,4 +1,5 @@
-"""The router for FIFO queues: all or nothing per run, order kept within each group.
+"""The router for FIFO queues: all or nothing per run, order kept within each group
+(docs/pipeline.md#fifo-queues).
 
 FIFO queues have no per-message delay, an in-flight message blocks its whole group, and order
 is the point, so an envelope never leaves in pieces the way it does on a standard queue:

@@ -1,4 +1,5 @@
-"""The router for standard queues: one batch of SQS records in, a report out.
+"""The router for standard queues: one batch of SQS records in, a report out (the protocol,
+its invariants and crash points: docs/pipeline.md#the-protocol-standard-queues).
 
 For each incoming envelope, in phases that batch their I/O across the whole batch:
 
