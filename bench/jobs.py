@@ -3,7 +3,7 @@
 `python -m bench.jobs [--jobs N] [--json PATH]` starts a moto server and a redis-server (or
 uses `--aws-endpoint-url` / `--redis-url`), then posts N one-step jobs one at a time through
 the real jobs handler (event parsing, validation, subscribe, enqueue, wait, answer) while a
-worker thread runs the real router core against the state queue, like an event source mapping
+worker thread runs the real router pipeline against the state queue, like an event source mapping
 that long-polls.
 
 Jobs are posted one at a time, each once the poller is idle again (long-polling), so a job
@@ -39,7 +39,7 @@ from runtime.config import JobsSettings, PipelineSettings, QueueSettings, RedisS
 from runtime.handlers.jobs import JobsApi
 from runtime.jobs import JobClients, JobOutcome, JobsRouter
 from runtime.jobs.service import make_store
-from runtime.pipeline import PipelineClients, S3Sink, process_batch
+from runtime.pipeline import Pipeline, build_pipeline, pipeline_clients
 from runtime.pipeline.ledger import create_ledger_table
 
 BUCKET = "sluice-bench-jobs"
@@ -88,11 +88,11 @@ class TimedSqs:
 
 
 class Poller(threading.Thread):
-    """One event-source-mapping poller: long-poll, run the batch through the core, delete."""
+    """One event-source-mapping poller: long-poll, run the batch through the pipeline, delete."""
 
-    def __init__(self, sqs: Any, settings: Settings, clients: PipelineClients, router: JobsRouter) -> None:
+    def __init__(self, sqs: Any, settings: Settings, pipeline: Pipeline) -> None:
         super().__init__(daemon=True)
-        self.sqs, self.settings, self.clients, self.router = sqs, settings, clients, router
+        self.sqs, self.settings, self.pipeline = sqs, settings, pipeline
         self.batch_starts: list[float] = []
         self.stopping = threading.Event()
         self.polling = threading.Event()  # set while it waits in ReceiveMessage
@@ -109,9 +109,7 @@ class Poller(threading.Thread):
             self.polling.clear()
             self.batch_starts.append(time.perf_counter())
             records = [_record(m) for m in messages]
-            result = process_batch(
-                records, router=self.router, clients=self.clients, settings=self.settings, remaining_ms=60_000
-            )
+            result = self.pipeline.run(records, remaining_ms=60_000)
             failed = set(result.failed_message_ids)
             entries = [
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
@@ -168,10 +166,10 @@ def jobs_overhead(aws_url: str, redis_url: str, jobs: int) -> dict[str, Any]:
     sqs = TimedSqs(aws("sqs"))
     job_clients = JobClients(sqs=sqs, s3=aws("s3"), redis=client)
     router = TimedJobsRouter(one_step_job, store=make_store(JobClients(None, aws("s3"), client), settings))
-    pipeline_clients = PipelineClients(
-        sqs=aws("sqs"), dynamodb=aws("dynamodb"), redis=client, sink=S3Sink(aws("s3"), BUCKET)
+    pipeline = build_pipeline(
+        settings, pipeline_clients(settings, aws=aws, redis_client=client), router=router
     )
-    poller = Poller(aws("sqs"), settings, pipeline_clients, router)
+    poller = Poller(aws("sqs"), settings, pipeline)
     poller.start()
     api = JobsApi(settings=settings, clients=job_clients)
     e2e: list[float] = []

@@ -1,5 +1,5 @@
 """The router alone: a trivial router over 100-item envelopes, with the real ledger writes
-(DynamoDB on the moto server), real Redis and a discarding sink. A transition is one item
+(DynamoDB on the moto server), real Redis and a discarding result store. A transition is one item
 through `router()`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bench.measure import Measurement, Stopwatch
 from runtime import codec
 from runtime.clients import AWS_CLIENT_CONFIG
 from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings
-from runtime.pipeline import DiscardSink, PipelineClients, process_batch
+from runtime.pipeline import DiscardingResultStore, PipelineClients, build_pipeline
 from runtime.pipeline.ledger import create_ledger_table
 
 ITEMS_PER_ENVELOPE = 100
@@ -75,15 +75,14 @@ def _router_alone(redis_url: str, aws_endpoint_url: str | None, batches: int, na
     client = redis.Redis.from_url(redis_url)
     client.flushall()
     settings = Settings(redis=RedisSettings(url=redis_url), pipeline=PipelineSettings(ledger_table=table))
-    clients = PipelineClients(sqs=sqs, dynamodb=ddb, redis=client, sink=DiscardSink())
+    clients = PipelineClients(sqs=sqs, dynamodb=ddb, redis=client, result_store=DiscardingResultStore())
+    pipeline = build_pipeline(settings, clients, router=trivial_router)
     prepared = [_batch(b) for b in range(batches)]
     memory_before = int(client.info("memory")["used_memory"])
     transitions = ledger_writes = round_trips = messages = 0
     with Stopwatch() as watch:
         for records in prepared:
-            result = process_batch(
-                records, router=trivial_router, clients=clients, settings=settings, remaining_ms=600_000
-            )
+            result = pipeline.run(records, remaining_ms=600_000)
             if result.failed_message_ids:
                 raise RuntimeError(f"router benchmark: {len(result.failed_message_ids)} messages failed")
             transitions += result.transitions
@@ -151,7 +150,10 @@ def failing_envelope(redis_url: str, runs: int = FAILING_RUNS) -> Measurement:
             pipeline=PipelineSettings(ledger_table=table, results_bucket=bucket),
         )
         sqs = CountingSqs()
-        clients = PipelineClients(sqs=sqs, dynamodb=ddb, redis=client, sink=DiscardSink(), s3=s3)
+        clients = PipelineClients(
+            sqs=sqs, dynamodb=ddb, redis=client, result_store=DiscardingResultStore(), s3=s3
+        )
+        pipeline = build_pipeline(settings, clients, router=failing_router)
         timings: list[float] = []
         for run in range(runs):
             items = tuple(
@@ -160,13 +162,7 @@ def failing_envelope(redis_url: str, runs: int = FAILING_RUNS) -> Measurement:
             )
             body = codec.encode(codec.Envelope(f"failing-{run}/0", None, items))
             started = time.perf_counter()
-            result = process_batch(
-                [_record(f"m-failing-{run}", body)],
-                router=failing_router,
-                clients=clients,
-                settings=settings,
-                remaining_ms=600_000,
-            )
+            result = pipeline.run([_record(f"m-failing-{run}", body)], remaining_ms=600_000)
             timings.append(time.perf_counter() - started)
             if result.failed_message_ids or result.outcomes != {"retry": FAILING_ITEMS}:
                 raise RuntimeError(f"failing-envelope benchmark: unexpected result {result}")

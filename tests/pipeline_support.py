@@ -3,6 +3,7 @@ and an emulated event source mapping (receive → handler → delete what did no
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import orjson
 
 from runtime import codec
 from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings
-from runtime.pipeline import BatchResult, PipelineClients, S3Sink, process_batch, process_fifo_batch
+from runtime.pipeline import BatchResult, PipelineClients, build_pipeline, pipeline_clients
 from runtime.pipeline.ledger import Ledger, create_ledger_table
 from runtime.pipeline.state import Router
 from tests.events import sqs_record
@@ -78,14 +79,8 @@ class Harness:
 
     @property
     def clients(self) -> PipelineClients:
-        cfg = self.settings.require_pipeline()
-        return PipelineClients(
-            sqs=self.sqs,
-            dynamodb=self.dynamodb,
-            redis=self.redis,
-            sink=S3Sink(self.s3, cfg.results_bucket, prefix=cfg.results_prefix),
-            s3=self.s3,
-        )
+        aws = {"sqs": self.sqs, "dynamodb": self.dynamodb, "s3": self.s3}
+        return pipeline_clients(self.settings, aws=aws.__getitem__, redis_client=self.redis)
 
     @property
     def state_url(self) -> str:
@@ -120,18 +115,16 @@ class Harness:
         return [sqs_record(m, "arn:aws:sqs:us-east-1:123456789012:state", fifo=self.fifo) for m in messages]
 
     def process(
-        self, messages: list[dict[str, Any]], router: Router, *, remaining_ms: float = 60_000, **kwargs: Any
+        self,
+        messages: list[dict[str, Any]],
+        router: Router,
+        *,
+        remaining_ms: float = 60_000,
+        rng: random.Random | None = None,
     ) -> BatchResult:
-        """One invocation: the handler's core over `messages`, then the ESM's deletes."""
-        process = process_fifo_batch if self.fifo else process_batch
-        result = process(
-            self.records(messages),
-            router=router,
-            clients=self.clients,
-            settings=self.settings,
-            remaining_ms=remaining_ms,
-            **kwargs,
-        )
+        """One invocation: the handler's pipeline over `messages`, then the ESM's deletes."""
+        pipeline = build_pipeline(self.settings, self.clients, router=router, fifo=self.fifo, rng=rng)
+        result = pipeline.run(self.records(messages), remaining_ms)
         self.results.append(result)
         failed = set(result.failed_message_ids)
         for message in messages:

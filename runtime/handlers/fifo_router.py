@@ -3,18 +3,24 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from runtime.observability import logger
-from runtime.pipeline import pipeline
+from runtime.config import get_settings
+from runtime.observability import logger, metrics
+from runtime.pipeline import Pipeline, build_pipeline, handle, pipeline_clients
 
-# Settings, the router and the clients are resolved on the first invocation, not at import.
-_handler = pipeline(fifo=True)
+
+@functools.cache
+def _pipeline() -> Pipeline:
+    settings = get_settings()
+    return build_pipeline(settings, pipeline_clients(settings), fifo=True)
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return _handler(event, context)
+    return handle(_pipeline(), event, context)

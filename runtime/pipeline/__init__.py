@@ -1,32 +1,33 @@
 """The SQS state-machine router framework: routers and pure mutations in, a Lambda handler out.
 
-Public API: `pipeline()` (a handler), `mutation` (pure state updates), `PoisonItem` (fail an item
-for good), `process_batch()` (the core, for benchmarks and the local runtime), the sinks and
-the client bundle. See `runtime.pipeline.state` for why routers must be deterministic.
+Public API: `mutation` (pure state updates), `PoisonItem` (fail an item for good),
+`build_pipeline()` / `pipeline_clients()` / `handle()` (the one wiring, `runtime.pipeline.wiring`),
+the result stores and the client bundle. See `runtime.pipeline.state` for why routers must be
+deterministic.
 """
 
-from runtime.pipeline.api import pipeline, publish
-from runtime.pipeline.core import BatchResult, PipelineClients, Targets, process_batch
+from runtime.pipeline.batch import BatchResult, Pipeline, PipelineClients, Targets
 from runtime.pipeline.errors import PlanMismatch, PoisonItem
-from runtime.pipeline.fifo import process_fifo_batch
-from runtime.pipeline.sinks import DiscardSink, S3Sink, Sink
+from runtime.pipeline.result_store import DiscardingResultStore, ResultStore, S3ResultStore
 from runtime.pipeline.state import Router, State, copy_state, mutation
+from runtime.pipeline.wiring import build_pipeline, handle, pipeline_clients, publish
 
 __all__ = [
     "BatchResult",
-    "DiscardSink",
+    "DiscardingResultStore",
+    "Pipeline",
     "PipelineClients",
     "PlanMismatch",
     "PoisonItem",
+    "ResultStore",
     "Router",
-    "S3Sink",
-    "Sink",
+    "S3ResultStore",
     "State",
     "Targets",
+    "build_pipeline",
     "copy_state",
+    "handle",
     "mutation",
-    "pipeline",
-    "process_batch",
-    "process_fifo_batch",
+    "pipeline_clients",
     "publish",
 ]

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 from runtime.errors import TransientError
 from runtime.pipeline.errors import PlanTooLarge
 from runtime.pipeline.plan import Plan, sha256_hex
-from runtime.pipeline.sinks import S3Sink
+from runtime.pipeline.result_store import S3ResultStore
 
 PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
@@ -55,9 +55,11 @@ class StoredPlan:
 
 
 class Ledger:
-    """`spill` stores plans over the inline limit (an `S3Sink` under the ledger's prefix)."""
+    """`spill` stores plans over the inline limit (an `S3ResultStore` under the ledger's prefix)."""
 
-    def __init__(self, dynamodb: Any, table: str, *, horizon_s: int, spill: S3Sink | None = None) -> None:
+    def __init__(
+        self, dynamodb: Any, table: str, *, horizon_s: int, spill: S3ResultStore | None = None
+    ) -> None:
         self._dynamodb = dynamodb
         self._table = table
         self._horizon_s = horizon_s

@@ -1,4 +1,4 @@
-"""The example routers, end to end through the core (in-process moto, real Redis)."""
+"""The example routers, end to end through the router pipeline (in-process moto, real Redis)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The router core on standard queues: in-process moto (SQS, DynamoDB, S3) and a real Redis."""
+"""The router on standard queues: in-process moto (SQS, DynamoDB, S3) and a real Redis."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from local.servers import RedisServer
 from runtime import codec
 from runtime.codec import ATTR_REASON, ATTR_SOURCE
 from runtime.examples.hello import router as hello_router
-from runtime.pipeline import PoisonItem, mutation
+from runtime.pipeline import Pipeline, PoisonItem, mutation
 from runtime.pipeline.leases import Leases
 from tests.pipeline_support import Harness, envelope
 
@@ -35,6 +35,19 @@ def make_harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterat
 
 def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [orjson.loads(m["Body"]) for m in messages]
+
+
+def invoke_function(
+    monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline, event: dict[str, Any], *, fifo: bool = False
+) -> Any:
+    """The real router function (its decorators included) over `pipeline` in place of the one
+    its cached builder would make from the environment."""
+    from local.functions import LambdaContext
+    from runtime.handlers import fifo_router, router
+
+    function = fifo_router if fifo else router
+    monkeypatch.setattr(function, "_pipeline", lambda: pipeline)
+    return function.handler(event, LambdaContext(function.__name__, 30))
 
 
 def test_hello_world_is_done_after_two_steps(make_harness: Any) -> None:
@@ -306,18 +319,14 @@ def test_delivery_leased_elsewhere_is_bounced_for_the_lease_remaining(
     assert h.ledger.read("busy-1") is None
 
 
-def test_handler_takes_the_canonical_lambda_event(make_harness: Any) -> None:
-    from runtime.pipeline import pipeline
+def test_handler_takes_the_canonical_lambda_event(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.pipeline import build_pipeline
     from tests.events import load_event
 
     h = make_harness()
-    handler = pipeline(hello_router, settings=h.settings, clients=h.clients)
+    pipeline = build_pipeline(h.settings, h.clients, router=hello_router)
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
-
-    response = handler(load_event("sqs_standard"), Context())
+    response = invoke_function(monkeypatch, pipeline, load_event("sqs_standard"))
     assert response == {"batchItemFailures": []}
     outputs = bodies(h.drain(h.state_url))
     assert sorted(len(o["items"]) for o in outputs) == [1, 1]
@@ -343,19 +352,19 @@ def test_ledger_item_expires_after_the_dedup_horizon(make_harness: Any) -> None:
     assert item["complete"] == {"BOOL": True}
 
 
-def test_the_handler_runs_the_router_its_settings_name(make_harness: Any) -> None:
-    from runtime.pipeline import pipeline
+def test_the_handler_runs_the_router_its_settings_name(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.pipeline import build_pipeline
 
     h = make_harness(router="runtime.examples.hello:router")
-    handler = pipeline(settings=h.settings, clients=h.clients)
-
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
+    pipeline = build_pipeline(h.settings, h.clients)
 
     h.send(envelope("named-1", [{}]))
     messages = h.receive()
-    assert handler({"Records": h.records(messages)}, Context()) == {"batchItemFailures": []}
+    assert invoke_function(monkeypatch, pipeline, {"Records": h.records(messages)}) == {
+        "batchItemFailures": []
+    }
     [out] = bodies(h.drain(h.state_url))
     assert out["items"][0]["state"] == {"greeting": "hello"}
 
@@ -373,32 +382,52 @@ def test_a_router_spec_must_name_a_callable() -> None:
 def test_metrics_name_plan_mismatches_and_steps(capsys: pytest.CaptureFixture[str]) -> None:
     from collections import Counter
 
+    from runtime.observability import metrics
     from runtime.pipeline import BatchResult, publish
 
-    publish(BatchResult(messages=2, plan_mismatches=1, steps=Counter({("add_name", "ok"): 3})))
+    @metrics.log_metrics  # as the router functions publish: the decorator flushes the batch's metrics
+    def invocation(event: dict[str, Any], context: Any) -> None:
+        publish(BatchResult(messages=2, plan_mismatches=1, steps=Counter({("add_name", "ok"): 3})))
+
+    invocation({}, None)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     emf = [line for line in lines if "_aws" in line]
     assert any(line.get("PlanMismatch") == [1.0] for line in emf)
     assert any(line.get("Transitions") == [3.0] and line.get("step") == "add_name" for line in emf)
 
 
-def test_fifo_handler_takes_the_canonical_lambda_event(
-    redis_client: redis.Redis, redis_server: RedisServer
+def test_the_router_function_runs_its_pipeline_and_flushes_its_metrics(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from runtime.pipeline import pipeline
+    from runtime.pipeline import build_pipeline
+
+    h = make_harness()
+    pipeline = build_pipeline(h.settings, h.clients, router=hello_router)
+    h.send(envelope("function-1", [{}]))
+    event = {"Records": h.records(h.receive())}
+    assert invoke_function(monkeypatch, pipeline, event) == {"batchItemFailures": []}
+    [out] = bodies(h.drain(h.state_url))
+    assert out["items"][0]["state"] == {"greeting": "hello"}
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert any(line.get("Messages") == [1.0] and line.get("ItemsNext") == [1.0] for line in emf)
+
+
+def test_fifo_handler_takes_the_canonical_lambda_event(
+    redis_client: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.pipeline import build_pipeline
     from tests.events import load_event
 
     with mock_aws():
         h = Harness.create(
             lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url, fifo=True
         )
-        handler = pipeline(hello_router, settings=h.settings, clients=h.clients, fifo=True)
+        pipeline = build_pipeline(h.settings, h.clients, router=hello_router, fifo=True)
 
-        class Context:
-            def get_remaining_time_in_millis(self) -> int:
-                return 30_000
-
-        assert handler(load_event("sqs_fifo"), Context()) == {"batchItemFailures": []}
+        assert invoke_function(monkeypatch, pipeline, load_event("sqs_fifo"), fifo=True) == {
+            "batchItemFailures": []
+        }
         [out] = h.drain(h.state_url)
         assert out["Attributes"]["MessageGroupId"] == "sluice"  # the configured group
         body = orjson.loads(out["Body"])
@@ -411,22 +440,19 @@ def test_an_unexpected_error_fails_the_batch_and_gives_the_leases_back(make_harn
 
     h = make_harness()
 
-    class BrokenSink:
+    class BrokenResultStore:
         def write(self, envelope_id: str, body: bytes) -> None:
             raise RuntimeError("a bug, not an I/O failure")
 
     h.send(envelope("bug-1", [{"greeting": "x", "name": "y"}]))
     messages = h.receive()
-    from runtime.pipeline import process_batch
+    from runtime.pipeline import build_pipeline
 
+    broken = build_pipeline(
+        h.settings, replace(h.clients, result_store=BrokenResultStore()), router=hello_router
+    )
     with pytest.raises(RuntimeError):
-        process_batch(
-            h.records(messages),
-            router=hello_router,
-            clients=replace(h.clients, sink=BrokenSink()),
-            settings=h.settings,
-            remaining_ms=30_000,
-        )
+        broken.run(h.records(messages), remaining_ms=30_000)
     assert redis_keys(h) == []  # no lease left behind to bounce Lambda's retry
     again = h.process(messages, hello_router)
     assert again.bounced == 0 and again.followed_plans == 1 and again.failed_message_ids == []

@@ -1,4 +1,5 @@
-"""Where done items go: one create-only object per incoming envelope, never one per record."""
+"""The result store, where the sink step puts done items: one create-only object per incoming
+envelope, never one per record."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ _CONCURRENT_WRITE = 409  # another conditional write to the key is in flight: tr
 CONFLICT_RETRIES = 5
 
 
-class Sink(Protocol):
+class ResultStore(Protocol):
     def write(self, envelope_id: str, body: bytes) -> None:
         """Store `body` under `envelope_id` exactly once; writing the same again is a no-op."""
 
 
-class S3Sink:
+class S3ResultStore:
     """`PutObject` with `If-None-Match: *`: the first writer wins, a re-run's write answers 412.
 
     The body of a key is fixed by the envelope's plan (its sha256 is recorded there), so an
@@ -60,8 +61,8 @@ class S3Sink:
         return response["Body"].read()  # type: ignore[no-any-return]
 
 
-class DiscardSink:
-    """Counts and drops: for benchmarks that measure the router, not the sink."""
+class DiscardingResultStore:
+    """Counts and drops: for benchmarks that measure the router, not the store."""
 
     def __init__(self) -> None:
         self.objects = 0
