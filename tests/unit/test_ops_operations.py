@@ -32,6 +32,7 @@ from runtime.handlers import operations as handler_module
 from runtime.ingest.model import Header, Member, Packing
 from runtime.operations import FUNCTION_URL_OUTPUT, part_record, recompute_parts
 
+CONTEXT: Any = LambdaContext("operations", 30)  # local's context stands in for Lambda's
 CALLER = {
     "accountId": "123456789012",
     "callerId": "AIDAEXAMPLE:operator",
@@ -72,7 +73,7 @@ def share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
 
 
 def invoke(request: Any, caller: dict[str, Any] | None = CALLER) -> tuple[int, Any]:
-    answer = handler_module.handler(function_url_event(request, caller), LambdaContext("operations", 30))
+    answer = handler_module.handler(function_url_event(request, caller), CONTEXT)
     return answer["statusCode"], json.loads(answer["body"])
 
 
@@ -206,7 +207,7 @@ class FunctionUrl(BaseHTTPRequestHandler):
             self._answer(403, {"Message": "The request signature we calculated does not match"})
             return
         event = function_url_event(json.loads(body), {**CALLER, "userId": self.credentials.access_key})
-        answer = handler_module.handler(event, LambdaContext("operations", 30))
+        answer = handler_module.handler(event, CONTEXT)
         self._answer(answer["statusCode"], json.loads(answer["body"]))
 
     def _signature_valid(self, body: bytes, authorization: str) -> bool:
