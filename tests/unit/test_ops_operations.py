@@ -284,3 +284,21 @@ def test_a_request_whose_signature_does_not_match_is_turned_away(function_url: s
         call(function_url, {"action": "rejected.ls"}, session)
     assert not isinstance(caught.value, RemoteRefused)
     assert call(function_url, {"action": "rejected.ls"}, boto3.session.Session()) == []
+
+
+def test_the_handler_ships_without_the_cli() -> None:
+    """The function's code is runtime/ only: its import pulls in neither click nor rich nor ops."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runtime.handlers.operations; print(sorted({'click', 'rich', 'ops'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.stdout.strip() == "[]"
