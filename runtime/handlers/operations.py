@@ -36,11 +36,11 @@ def caller_of(event: dict[str, Any]) -> dict[str, Any]:
 
 def _request(event: dict[str, Any]) -> dict[str, Any]:
     body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
     try:
+        if event.get("isBase64Encoded"):
+            body = base64.b64decode(body, validate=True).decode()
         request = json.loads(body)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad base64, not UTF-8, not JSON
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(request, dict):
         raise BadRequest("the body must be a JSON object")
@@ -61,6 +61,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not caller.get("userArn"):  # only an IAM-authorized function URL reaches here with one
         logger.error("operation without an IAM caller refused", extra={"caller": caller})
         return _answer(403, {"refused": "no IAM caller in the request context"})
+    request: dict[str, Any] = {}
     try:
         request = _request(event)
         logger.info("operation requested", extra={"caller": caller, "request": request})
@@ -71,5 +72,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except Refused as exc:
         logger.warning("operation refused", extra={"caller": caller, "request": request, "reason": str(exc)})
         return _answer(409, {"refused": str(exc)})
+    except Exception:
+        # Lambda answers the URL's caller 502; the log keeps who asked what when it failed.
+        logger.exception("operation failed", extra={"caller": caller, "request": request})
+        raise
     logger.info("operation done", extra={"caller": caller, "request": request, "result": result})
     return _answer(200, result)

@@ -185,6 +185,25 @@ def test_resend_parts_refuses_a_part_that_does_not_reproduce(share: tuple[Path, 
     assert _queued(sqs, url) == [] and (root / "halted" / "20261202T100000Z-h2" / "f0.ndjson").exists()
 
 
+def test_a_failure_is_raised_and_logged_with_who_asked(
+    share: tuple[Path, str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, url, sqs = share
+    _halted_batch(root, "20261202T100000Z-h3", files=2, recorded=1)
+    sqs.delete_queue(QueueUrl=url)  # the loader's queue is gone: the send fails
+    request = {
+        "action": "halted.resume",
+        "batch": "20261202T100000Z-h3",
+        "choice": "resend-parts",
+        "apply": True,
+    }
+    with pytest.raises(Exception, match=r"NonExistentQueue|does not exist"):
+        invoke(request)
+    (failed,) = [r for r in caplog.records if r.getMessage() == "operation failed"]
+    assert vars(failed)["caller"]["userArn"] == CALLER["userArn"] and vars(failed)["request"] == request
+    assert (root / "halted" / "20261202T100000Z-h3").is_dir()  # not committed
+
+
 # -- the CLI's signed client -----------------------------------------------------------------------
 
 
