@@ -42,7 +42,7 @@ from runtime.ingest.archiver import LATE_WRITE
 from runtime.ingest.batch import LARGEST_PART_NUMBER
 from runtime.ingest.errors import RejectedFile
 from runtime.ingest.fs import Fs
-from runtime.ingest.layout import HEADER_NAME, PARTS_DIR, REASON_SUFFIX, fitted_name
+from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, PARTS_DIR, REASON_SUFFIX, fitted_name
 from runtime.ingest.model import Header, PartRecord
 from runtime.ingest.moves import quarantined_as, was_quarantined
 from runtime.ingest.parse import compile_projection, file_items, parse_records
@@ -52,7 +52,6 @@ from runtime.ingest.wiring import sink_for
 # it, `sluice --env NAME ingest …` reads it).
 FUNCTION_URL_OUTPUT = "OperationsFunctionUrl"
 REPLAYED_SUFFIX = ".replayed.json"
-COMMITTED_NAME = ".committed"
 BATCH_PLACES = ("claimed", "processed", "halted")
 MEMBERS, RESEND_PARTS = "members", "resend-parts"
 CHOICES = (MEMBERS, RESEND_PARTS)
