@@ -3,6 +3,7 @@
     sluice cost --env prod [--files-per-s N] [--records-per-file K] [--record-bytes B]
     sluice status (--env NAME | --local)
     sluice dlq ls|show|redrive QUEUE (--env NAME | --local)
+    sluice ingest rejected ls|show|replay, sluice ingest halted ls|show|resume (--env NAME | --local)
 
 Every command takes `--json` (a machine-readable answer on stdout instead of tables).
 `--env NAME` reads a deployed environment's stacks (`sluice-<env>-stateful` / `-stateless`)
@@ -284,13 +285,13 @@ def dlq_redrive(  # noqa: PLR0917 - click passes options by name
     emit(as_json, document, render)
 
 
-# -- ingest (the share; --local) ---------------------------------------------------------------
+# -- ingest (the share: --local directly, --env through the operations function) ---------------
 
 
 @main.group()
 def ingest() -> None:
-    """Quarantined files and halted batches on the share (--local; deployed needs an operations
-    function in the VPC, not built yet)."""
+    """Quarantined files and halted batches on the share (--local: the local share; --env: the
+    deployed operations function, through its IAM-authenticated URL)."""
 
 
 @ingest.group()
@@ -303,21 +304,33 @@ def halted() -> None:
     """Batches in halted/ and the safe ways to resume them."""
 
 
-def _share(target: Target) -> Path:
-    if target.share is None:
-        raise click.ClickException(
-            "the share of a deployed environment is reachable only from its VPC: the operations "
-            "function this needs is not built yet; use --local"
-        )
-    return target.share
+def _local_sender(target: Target, queue_url: str | None) -> Any:
+    """The loader's sink on a local queue (re-sending parts needs it; nothing else does)."""
+    if queue_url is None:
+        return None
+    from runtime.config import QueueSettings
+    from runtime.ingest.sender import SqsSink
+
+    group = QueueSettings().fifo_message_group_id if queue_url.endswith(".fifo") else None
+    return SqsSink(target.client("sqs"), queue_url, group_id=group)
 
 
-def _refusable(action: Callable[[], Any]) -> Any:
-    from ops.share import Refused
+def operate(target: Target, request: dict[str, Any], queue_url: str | None = None) -> Any:
+    """One share operation: on the local share here, or signed to the deployed operations
+    function (its URL from the stateless stack's outputs); a refusal exits non-zero with its reason."""
+    from ops.remote import RemoteError, call
+    from runtime.operations import FUNCTION_URL_OUTPUT, BadRequest, Operations, Refused
 
     try:
-        return action()
-    except Refused as exc:
+        if target.share is not None:
+            return Operations(target.share, _local_sender(target, queue_url)).perform(request)
+        url = target.outputs.get(FUNCTION_URL_OUTPUT)
+        if not url:
+            raise click.ClickException(
+                f"{target.name}: no {FUNCTION_URL_OUTPUT} output; deploy this version's stateless stack"
+            )
+        return call(url, request)
+    except (Refused, BadRequest, RemoteError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -339,9 +352,7 @@ def _print_json(console: Console, doc: Any) -> None:
 @json_option
 def rejected_ls(target: Target, as_json: bool) -> None:
     """List rejected files: batch/name, code, detail, bytes sent."""
-    from ops.share import rejected_list
-
-    emit(as_json, rejected_list(_share(target)), _print_rows)
+    emit(as_json, operate(target, {"action": "rejected.ls"}), _print_rows)
 
 
 @rejected.command("show")
@@ -349,10 +360,8 @@ def rejected_ls(target: Target, as_json: bool) -> None:
 @target_options
 @json_option
 def rejected_show(target: Target, file: str, as_json: bool) -> None:
-    """One rejected file: its reason and first bytes."""
-    from ops import share
-
-    emit(as_json, _refusable(lambda: share.rejected_show(_share(target), file)), _print_json)
+    """One rejected file: its reason, first bytes and whether it may be replayed."""
+    emit(as_json, operate(target, {"action": "rejected.show", "file": file}), _print_json)
 
 
 @rejected.command("replay")
@@ -361,10 +370,9 @@ def rejected_show(target: Target, file: str, as_json: bool) -> None:
 @target_options
 @json_option
 def rejected_replay(target: Target, file: str, apply: bool, as_json: bool) -> None:
-    """Put a rejected file back in inbox/, only if that cannot duplicate a record."""
-    from ops import share
-
-    emit(as_json, _refusable(lambda: share.rejected_replay(_share(target), file, apply)), _print_json)
+    """Put a rejected file (or a late_write's unsent tail) back in inbox/, only if that cannot
+    duplicate a record."""
+    emit(as_json, operate(target, {"action": "rejected.replay", "file": file, "apply": apply}), _print_json)
 
 
 @halted.command("ls")
@@ -372,9 +380,7 @@ def rejected_replay(target: Target, file: str, apply: bool, as_json: bool) -> No
 @json_option
 def halted_ls(target: Target, as_json: bool) -> None:
     """List halted batches with the resume choices each allows."""
-    from ops.share import halted_list
-
-    emit(as_json, halted_list(_share(target)), _print_rows)
+    emit(as_json, operate(target, {"action": "halted.ls"}), _print_rows)
 
 
 @halted.command("show")
@@ -382,20 +388,23 @@ def halted_ls(target: Target, as_json: bool) -> None:
 @target_options
 @json_option
 def halted_show(target: Target, batch: str, as_json: bool) -> None:
-    """One halted batch: members, header, recorded parts, choices."""
-    from ops import share
-
-    emit(as_json, _refusable(lambda: share.halted_show(_share(target), batch)), _print_json)
+    """One halted batch: why it halted, members, header, recorded parts, choices."""
+    emit(as_json, operate(target, {"action": "halted.show", "batch": batch}), _print_json)
 
 
 @halted.command("resume")
 @click.argument("batch")
 @click.option("--choice", type=click.Choice(["members", "resend-parts"]), required=True)
 @click.option("--apply", is_flag=True, help="do it (default: a dry run)")
+@click.option(
+    "--queue-url",
+    help="--local resend-parts: the queue the loader sends to (deployed: the function knows it)",
+)
 @target_options
 @json_option
-def halted_resume(target: Target, batch: str, choice: str, apply: bool, as_json: bool) -> None:
+def halted_resume(  # noqa: PLR0917 - click passes options by name
+    target: Target, batch: str, choice: str, apply: bool, queue_url: str | None, as_json: bool
+) -> None:
     """Resume a halted batch by a safe choice; anything else is refused with the reason."""
-    from ops import share
-
-    emit(as_json, _refusable(lambda: share.halted_resume(_share(target), batch, choice, apply)), _print_json)
+    request = {"action": "halted.resume", "batch": batch, "choice": choice, "apply": apply}
+    emit(as_json, operate(target, request, queue_url), _print_json)

@@ -11,6 +11,7 @@ from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory
 from stacks.gateway import GatewayConstruct
 from stacks.ingest import IngestConstruct
+from stacks.operations import OperationsConstruct
 from stacks.pipeline import PipelineConstruct
 from stacks.references import read_bucket
 from stacks.relay import RelayConstruct
@@ -45,6 +46,13 @@ class StatelessStack(cdk.Stack):
             stateful=stateful,
             factory=self.factory,
             target_dlq_alarm=self.pipeline.dlq_alarms[target],
+        )
+        self.operations = OperationsConstruct(
+            self,
+            "Operations",
+            config=config,
+            create_function=self.factory.create,
+            target_queue=self.ingest.target_queue,
         )
         # Optional systems: a disabled one creates nothing (config: relay/gateway/jobs.enabled).
         self.relay = (

@@ -24,9 +24,7 @@ def router(state: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def test_redrive_reaches_the_sink_exactly_once(
-    aws: Any, redis_client: redis.Redis, redis_server: RedisServer, moto: MotoServer
-) -> None:
+def _harness_with_dlq(aws: Any, redis_client: redis.Redis, redis_server: RedisServer) -> Harness:
     h = Harness.create(aws, redis_client, redis_server.url, lease_s=2)
     dlq_arn = h.sqs.get_queue_attributes(QueueUrl=h.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -35,6 +33,17 @@ def test_redrive_reaches_the_sink_exactly_once(
         QueueUrl=h.state_url,
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 30})},
     )
+    return h
+
+
+def _target(moto: MotoServer, h: Harness) -> Target:
+    return Target(name="test", endpoint_url=moto.url, region="us-east-1", queue_urls=[h.state_url, h.dlq_url])
+
+
+def test_redrive_reaches_the_sink_exactly_once(
+    aws: Any, redis_client: redis.Redis, redis_server: RedisServer, moto: MotoServer
+) -> None:
+    h = _harness_with_dlq(aws, redis_client, redis_server)
     states = [{"kind": "flaky" if i % 2 else "fine", "n": i} for i in range(8)]
     BROKEN["on"] = True
     try:
@@ -42,9 +51,7 @@ def test_redrive_reaches_the_sink_exactly_once(
         h.run(router)
     finally:
         BROKEN["on"] = False
-    target = Target(
-        name="test", endpoint_url=moto.url, region="us-east-1", queue_urls=[h.state_url, h.dlq_url]
-    )
+    target = _target(moto, h)
     queues = resolve(target, h.dlq_url.rsplit("/", 1)[-1])
     # A crash between a send and its delete leaves the letter in both places: send one copy now.
     dead = h.receive(h.dlq_url, max_messages=1)
@@ -59,3 +66,40 @@ def test_redrive_reaches_the_sink_exactly_once(
     sunk = Counter(item["id"] for item in h.sunk_items())
     assert sunk == Counter({f"r#{i}": 1 for i in range(8)})
     assert h.drain(h.dlq_url) == []
+
+
+def test_a_redriven_item_gets_fresh_attempts_from_the_routers_mark(
+    aws: Any, redis_client: redis.Redis, redis_server: RedisServer, moto: MotoServer
+) -> None:
+    """`sluice dlq redrive` keeps bodies byte for byte; the router recognises the items it
+    dead-lettered (their `dead_letter` mark) and starts them over, so a redriven item that
+    fails again is retried max_attempts times before it could be poisoned again."""
+    h = _harness_with_dlq(aws, redis_client, redis_server)
+    max_attempts = h.settings.require_pipeline().max_attempts
+    failures: Counter[int] = Counter()
+    healing = {"after": None}  # None: the downstream is away; N: each flaky item fails N more times
+
+    def recovering(state: dict[str, Any]) -> dict[str, Any] | None:
+        if state.get("kind") == "flaky":
+            failures[state["n"]] += 1
+            if healing["after"] is None or failures[state["n"]] <= healing["after"]:
+                raise ConnectionError("the downstream service is away")
+        return None
+
+    states = [{"kind": "flaky" if i % 2 else "fine", "n": i} for i in range(6)]
+    h.send(envelope("e-2", states))
+    h.run(recovering)
+    flaky = {i for i in range(6) if i % 2}
+    assert failures == Counter({i: max_attempts for i in flaky})  # poisoned after max_attempts
+    failures.clear()
+    healing["after"] = max_attempts - 1  # one attempt short of a second poisoning
+    target = _target(moto, h)
+    moved = redrive(
+        target, resolve(target, h.dlq_url.rsplit("/", 1)[-1]), reason=None, maximum=None, dry_run=False
+    )
+    assert moved["redriven"] == len(flaky)
+    h.run(recovering)
+    assert failures == Counter({i: max_attempts for i in flaky})  # max_attempts - 1 failures, then done
+    assert h.drain(h.dlq_url) == []
+    sunk = Counter(item["id"] for item in h.sunk_items())
+    assert sunk == Counter({f"r#{i}": 1 for i in range(6)})

@@ -90,7 +90,7 @@ def test_halted_resume_offers_only_the_safe_choice(share: tuple[Path, Path]) -> 
     code, refused = _run(state, "ingest", "halted", "resume", "h2", "--choice", "members", "--apply")
     assert code != 0 and "refused" in refused and (root / "halted" / "h2" / "h2-a.json").exists()
     code, resend = _run(state, "ingest", "halted", "resume", "h2", "--choice", "resend-parts", "--apply")
-    assert code != 0 and "not implemented" in resend
+    assert code != 0 and "cannot be read" in resend
     code, dry = _run(state, "ingest", "halted", "resume", "h1", "--choice", "members")
     assert code == 0 and dry["applied"] is False and (root / "halted" / "h1" / "h1-a.json").exists()
     code, _done = _run(state, "ingest", "halted", "resume", "h1", "--choice", "members", "--apply")
@@ -104,3 +104,37 @@ def test_halted_resume_offers_only_the_safe_choice(share: tuple[Path, Path]) -> 
 def test_the_deployed_share_is_out_of_reach() -> None:
     result = CliRunner().invoke(main, ["ingest", "rejected", "ls", "--env", "nope"])
     assert result.exit_code != 0
+
+
+def test_a_late_write_gives_back_only_its_unsent_tail_and_only_when_that_is_records(
+    share: tuple[Path, Path],
+) -> None:
+    root, state = share
+    directory = root / "rejected" / "b3"
+    directory.mkdir(parents=True)
+    bodies = {
+        "grew.ndjson": b'{"a": 1}\n{"a": 2}\n{"a": 3}\n',  # 9 bytes sent, two whole lines after
+        "array.json": b'[{"a": 1}, {"a": 2}]',  # an array rewritten longer: its tail is no records
+        "same.ndjson": b'{"a": 1}\n',  # touched, not grown: nothing unsent
+    }
+    for name, body in bodies.items():
+        (directory / name).write_bytes(body)
+        reason = {"code": "late_write", "detail": "on purpose", "batch": "b3", "bytes_sent": 9, "at": 0}
+        (directory / f"{name}.reason.json").write_text(json.dumps(reason))
+    code, shown = _run(state, "ingest", "rejected", "show", "b3/grew.ndjson")
+    assert code == 0 and shown["replay"] == "ok: bytes 9.. to inbox/grew.ndjson.tail-9"
+    code, dry = _run(state, "ingest", "rejected", "replay", "b3/grew.ndjson")
+    assert code == 0 and dry == {
+        "file": "b3/grew.ndjson",
+        "to": "inbox/grew.ndjson.tail-9",
+        "from_byte": 9,
+        "applied": False,
+    }
+    assert not list((root / "inbox").iterdir())
+    code, _done = _run(state, "ingest", "rejected", "replay", "b3/grew.ndjson", "--apply")
+    assert code == 0 and (root / "inbox" / "grew.ndjson.tail-9").read_bytes() == b'{"a": 2}\n{"a": 3}\n'
+    code, array = _run(state, "ingest", "rejected", "replay", "b3/array.json", "--apply")
+    assert code != 0 and "is not records on its own" in array
+    code, same = _run(state, "ingest", "rejected", "replay", "b3/same.ndjson", "--apply")
+    assert code != 0 and "nothing after the 9 bytes" in same
+    assert sorted(p.name for p in (root / "inbox").iterdir()) == ["grew.ndjson.tail-9"]

@@ -221,6 +221,7 @@ def test_wildcard_resources_are_exactly_the_explained_ones(dev: SluiceStage, sta
         "loader": X_RAY | {"elasticfilesystem:ClientMount"},
         "checker": X_RAY | {"elasticfilesystem:ClientMount"},
         "archiver": X_RAY | {"elasticfilesystem:ClientMount"},
+        "operations": X_RAY | {"elasticfilesystem:ClientMount"},
         "relay": X_RAY | {"dynamodb:ListStreams"},
     }
     resources = stateless_t.to_json()["Resources"]

@@ -94,8 +94,9 @@ def test_log_retention_follows_the_environment(dev_t: Template, prod_t: Template
     assert {
         g["Properties"]["RetentionInDays"] for g in prod_t.find_resources("AWS::Logs::LogGroup").values()
     } == {365}
-    # loader, checker, archiver, router, fifo-router, relay, drain, jobs + the HTTP API's access logs
-    assert len(prod_t.find_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Retain"})) == 9
+    # loader, checker, archiver, operations, router, fifo-router, relay, drain, jobs + the HTTP
+    # API's access logs
+    assert len(prod_t.find_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Retain"})) == 10
 
 
 def test_reserved_concurrency_only_where_config_sets_it() -> None:
