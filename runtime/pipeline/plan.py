@@ -344,9 +344,7 @@ def build_outputs(
             outputs.append(_poison_output(envelope, index, extras[index], rules))
 
     continued = [codec.encode_item(envelope.items[i]) for i, o in enumerate(outcomes) if o == CONTINUED]
-    if continued:
-        out_id = codec.derived_id(env_id, "c")
-        outputs.append(_output(OutputKind.CONTINUED, out_id, codec.assemble(out_id, env_id, continued)))
+    outputs.extend(_continuation_outputs(env_id, continued, rules))
 
     done = [envelope.items[i] for i, o in enumerate(outcomes) if o == DONE]
     if done:
@@ -387,6 +385,23 @@ def _next_outputs(
         open_count += 1
     close(packer.flush())
     return outputs
+
+
+def _continuation_outputs(env_id: str, continued: list[bytes], rules: OutputRules) -> list[Output]:
+    """The items this run had no time for, packed again: the same items under a new id and a
+    parent can outgrow an incoming envelope that was packed to the limit, so they are packed
+    greedily, not copied into one envelope (`<id>/c`, then `c1`, `c2`... when they overflow)."""
+    if not continued:
+        return []
+    packer = codec.EnvelopePacker(
+        max_bytes=rules.max_bytes,
+        make_id=lambda k: codec.derived_id(env_id, f"c{k}" if k else "c"),
+        parent=env_id,
+    )
+    parts = [closed for item in continued if (closed := packer.add(item)) is not None]
+    last = packer.flush()
+    parts += [last] if last is not None else []
+    return [_output(OutputKind.CONTINUED, part.id, part.body) for part in parts]
 
 
 def _poison_output(envelope: codec.Envelope, index: int, extras: ItemExtras, rules: OutputRules) -> Output:

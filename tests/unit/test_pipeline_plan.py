@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from runtime import codec
 from runtime.pipeline.plan import (
+    CONTINUED,
     DONE,
     NEXT,
     POISONED,
@@ -100,6 +101,33 @@ def test_a_sink_only_plan_needs_no_complete_mark() -> None:
     outputs = build_outputs(envelope, DONE + DONE, {}, {}, OutputRules(max_bytes=4096))
     assert [o.kind for o in outputs] == [OutputKind.SINK]
     assert not Plan(outcomes=DONE + DONE, outputs=tuple(outputs)).needs_complete_mark
+
+
+def test_items_left_unrun_by_a_full_envelope_are_repacked_within_the_limit() -> None:
+    """A loader packs envelopes to the byte limit; the same items continued under a derived id
+    and a parent are larger, so one continuation envelope would break the limit (SQS refuses
+    it, and the envelope would loop until its DLQ). They are packed again instead."""
+    max_bytes = 2048
+
+    def envelope_with_last_pad(extra: int) -> codec.Envelope:
+        pads = ["x" * 90] * 12 + ["x" * (90 + extra)]
+        items = tuple(codec.Item(f"i#{n}", 0, 0, {"pad": pad}) for n, pad in enumerate(pads))
+        return codec.Envelope(id="batch/0", parent=None, items=items)
+
+    short_by = max_bytes - len(codec.encode(envelope_with_last_pad(0)))
+    envelope = envelope_with_last_pad(short_by)
+    assert len(codec.encode(envelope)) == max_bytes  # packed to the limit, as the loader may
+    count = len(envelope.items)
+
+    outputs = build_outputs(envelope, CONTINUED * count, {}, {}, OutputRules(max_bytes=max_bytes))
+
+    assert len(outputs) == 2 and {o.kind for o in outputs} == {OutputKind.CONTINUED}
+    assert all(len(o.body) <= max_bytes for o in outputs)
+    continuation_ids = [codec.derived_id(envelope.id, slot) for slot in ("c", "c1")]
+    assert [o.planned.id for o in outputs] == continuation_ids
+    continuations = [codec.decode(o.body) for o in outputs]
+    assert [item for c in continuations for item in c.items] == list(envelope.items)
+    assert all(c.parent == envelope.id for c in continuations)
 
 
 def test_fifo_next_envelopes_never_mix_groups_and_hold_at_most_max_items() -> None:
