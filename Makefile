@@ -2,7 +2,7 @@
 # installs what it needs first (venv, pinned Python and npm packages, redis-server).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint checkov lock \
+.PHONY: help setup run test test-stages pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint checkov lock \
 	deploy diff destroy credentials rehearse bench clean
 
 VENV ?= .venv
@@ -69,8 +69,15 @@ run: setup
 # The rehearsal's synth (every environment, every optional system, account 123456789012 in
 # eu-west-1, cdk-nag inside) is the one whose templates cfn-lint and checkov read; the template
 # tests synthesize every environment in us-east-1 and eu-west-1 with cdk-nag as well.
-test: ASSEMBLY := build/rehearsal/cdk.out
-test: setup lint typecheck complexity pytest rehearse cfn-lint checkov
+# The stages run side by side (TEST_JOBS at once; pytest's workers wait on servers more than they
+# compute): each stage's output is printed whole when it ends, and any failure fails `make test`.
+# cfn-lint and checkov wait for the rehearsal's templates.
+TEST_JOBS ?= 4
+test: setup
+	@$(MAKE) --no-print-directory --keep-going -j $(TEST_JOBS) --output-sync=target test-stages \
+		ASSEMBLY=build/rehearsal/cdk.out TEMPLATES_FROM=rehearse
+
+test-stages: lint typecheck complexity pytest rehearse cfn-lint checkov
 
 pr: test
 
@@ -112,8 +119,11 @@ synth-check: setup
 
 nag: synth-check
 
-# The templates cfn-lint and checkov read: `make synth-check`'s, unless ASSEMBLY names another.
+# The templates cfn-lint and checkov read: `make synth-check`'s, unless ASSEMBLY names another
+# (then TEMPLATES_FROM names the target that writes them).
 ASSEMBLY ?= cdk.out
+TEMPLATES_FROM ?=
+cfn-lint checkov: $(TEMPLATES_FROM)
 
 cfn-lint: setup
 	@test -d $(ASSEMBLY) || $(MAKE) synth-check
@@ -154,8 +164,9 @@ destroy: credentials
 
 # The deploy rehearsal: the real CDK CLI bootstraps and runs `make deploy ENV=<env>` for every
 # environment against a moto server (see README, "Testing the deploy").
+# MAKEFLAGS is cleared: the rehearsal's own `make deploy` runs are not jobs of `make test`'s -j.
 rehearse: setup
-	$(PY) -m tests.deploy.rehearsal
+	MAKEFLAGS= $(PY) -m tests.deploy.rehearsal
 
 bench: setup
 	$(PY) -m bench $(ARGS)
