@@ -99,9 +99,12 @@ integration: setup
 
 # Two workers (this project's machines have 2 cores); a file's tests stay on one worker, so
 # module fixtures (a synthesized stage, a server) are built once.
+# PYTEST_DIST=worksteal spreads a long file's tests over the workers (its module fixtures are then
+# built on each worker that runs some of them).
 PYTEST_WORKERS ?= 2
+PYTEST_DIST ?= loadfile
 pytest: setup
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) tests $(PYTEST_ARGS)
 
 # Synthesizes every environment's stage with the CLI's account and region (your profile's);
 # cdk-nag runs inside synth as a validation plugin and fails it on any unacknowledged finding.
