@@ -2,7 +2,7 @@
 # installs what it needs first (venv, pinned Python and npm packages, redis-server).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint checkov lock \
+.PHONY: help setup run test test-stages pr lint typecheck complexity unit integration pytest synth synth-check nag cfn-lint checkov lock \
 	deploy diff destroy credentials rehearse bench clean
 
 VENV ?= .venv
@@ -69,8 +69,15 @@ run: setup
 # The rehearsal's synth (every environment, every optional system, account 123456789012 in
 # eu-west-1, cdk-nag inside) is the one whose templates cfn-lint and checkov read; the template
 # tests synthesize every environment in us-east-1 and eu-west-1 with cdk-nag as well.
-test: ASSEMBLY := build/rehearsal/cdk.out
-test: setup lint typecheck complexity pytest rehearse cfn-lint checkov
+# The stages run side by side (TEST_JOBS at once; pytest's workers wait on servers more than they
+# compute): each stage's output is printed whole when it ends, and any failure fails `make test`.
+# cfn-lint and checkov wait for the rehearsal's templates.
+TEST_JOBS ?= 4
+test: setup
+	@$(MAKE) --no-print-directory --keep-going -j $(TEST_JOBS) --output-sync=target test-stages \
+		ASSEMBLY=build/rehearsal/cdk.out TEMPLATES_FROM=rehearse
+
+test-stages: lint typecheck complexity pytest rehearse cfn-lint checkov
 
 pr: test
 
@@ -92,9 +99,12 @@ integration: setup
 
 # Two workers (this project's machines have 2 cores); a file's tests stay on one worker, so
 # module fixtures (a synthesized stage, a server) are built once.
+# PYTEST_DIST=worksteal spreads a long file's tests over the workers (its module fixtures are then
+# built on each worker that runs some of them).
 PYTEST_WORKERS ?= 2
+PYTEST_DIST ?= loadfile
 pytest: setup
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) tests $(PYTEST_ARGS)
 
 # Synthesizes every environment's stage with the CLI's account and region (your profile's);
 # cdk-nag runs inside synth as a validation plugin and fails it on any unacknowledged finding.
@@ -112,8 +122,11 @@ synth-check: setup
 
 nag: synth-check
 
-# The templates cfn-lint and checkov read: `make synth-check`'s, unless ASSEMBLY names another.
+# The templates cfn-lint and checkov read: `make synth-check`'s, unless ASSEMBLY names another
+# (then TEMPLATES_FROM names the target that writes them).
 ASSEMBLY ?= cdk.out
+TEMPLATES_FROM ?=
+cfn-lint checkov: $(TEMPLATES_FROM)
 
 cfn-lint: setup
 	@test -d $(ASSEMBLY) || $(MAKE) synth-check
@@ -154,8 +167,9 @@ destroy: credentials
 
 # The deploy rehearsal: the real CDK CLI bootstraps and runs `make deploy ENV=<env>` for every
 # environment against a moto server (see README, "Testing the deploy").
+# MAKEFLAGS is cleared: the rehearsal's own `make deploy` runs are not jobs of `make test`'s -j.
 rehearse: setup
-	$(PY) -m tests.deploy.rehearsal
+	MAKEFLAGS= $(PY) -m tests.deploy.rehearsal
 
 bench: setup
 	$(PY) -m bench $(ARGS)

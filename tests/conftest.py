@@ -8,15 +8,13 @@ to the real server.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import boto3
 import pytest
 import redis
 
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
-from runtime.clients import AWS_CLIENT_CONFIG
+from tests.support.aws import AwsClientFactory, client_factory
 
 # Never let a test reach a real AWS account, whatever the developer's shell has configured.
 for _name, _value in FAKE_AWS_ENVIRONMENT.items():
@@ -57,16 +55,7 @@ def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
     yield moto_server
 
 
-AwsClientFactory = Callable[[str], Any]
-
-
 @pytest.fixture
 def aws(moto: MotoServer) -> AwsClientFactory:
     """Factory of boto3 clients pointed at the moto server."""
-
-    def make(service: str) -> Any:
-        return boto3.session.Session().client(
-            service, endpoint_url=moto.url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
-        )
-
-    return make
+    return client_factory(moto.url)

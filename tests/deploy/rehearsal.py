@@ -39,7 +39,7 @@ import boto3
 from local.servers import FAKE_AWS_ENVIRONMENT, _stop, free_port
 from tests.deploy import moto_launcher
 from tests.deploy.moto_launcher import RECORD_FILE_ENV, RECORD_ONLY
-from tests.optional_systems import ALL_SYSTEMS
+from tests.support.optional_systems import ALL_SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSEMBLY = ROOT / "build" / "rehearsal" / "cdk.out"

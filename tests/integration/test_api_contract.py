@@ -19,9 +19,8 @@ import redis
 
 from local.http import OPENAPI_DOCUMENT, OPENAPI_ROUTE, LocalHttpApi
 from local.servers import RedisServer
-from tests.integration.test_jobs_local import serve
-from tests.jobs_support import Jobs
-from tests.pipeline_support import Harness
+from tests.support.jobs import Jobs, serve
+from tests.support.pipeline import Harness
 
 CHECKS = (
     "not_a_server_error",

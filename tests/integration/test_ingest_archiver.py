@@ -19,7 +19,7 @@ from runtime.ingest.coord import PROCESSED
 from runtime.ingest.fs import Fs
 from runtime.ingest.loader import run_loader
 from runtime.ingest.sender import DiscardingSink
-from tests.fixtures.ingest import (
+from tests.support.ingest import (
     REPO_ROOT,
     forever,
     handler_environment,
@@ -165,7 +165,7 @@ def test_killed_at_any_step_a_rerun_finishes_the_same_way(
         handle.write(b"\n# appended later\n")
     (directory / "2026-11-25T14-stray.json").write_bytes(b"{}")
     env = handler_environment(tmp_path, redis_server.url, "http://127.0.0.1:9", "unused", archive_after_s=0)
-    command = [sys.executable, "-m", "tests.fixtures.run_archiver"]
+    command = [sys.executable, "-m", "tests.support.run_archiver"]
     killed = subprocess.run(
         command, env={**env, "SLUICE_KILL_AT": kill_at}, cwd=REPO_ROOT, capture_output=True, check=False
     )

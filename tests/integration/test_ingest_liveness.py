@@ -32,7 +32,7 @@ from runtime.ingest.loader import LoaderResult
 from runtime.ingest.model import Header, Ingest, Member, Packing, PartRecord
 from runtime.ingest.parse import file_items
 from runtime.ingest.sender import SendRejected
-from tests.fixtures.ingest import (
+from tests.support.ingest import (
     SMALL_MESSAGE_BYTES,
     assert_exactly_once,
     drain,

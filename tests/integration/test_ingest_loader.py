@@ -23,7 +23,7 @@ from runtime.ingest.batch import SHIPMENTS_IN_FLIGHT
 from runtime.ingest.fs import FileStat
 from runtime.ingest.model import PartRecord
 from runtime.ingest.sender import MAX_BATCH_ENTRIES, SendRejected
-from tests.fixtures.ingest import (
+from tests.support.ingest import (
     SMALL_MESSAGE_BYTES,
     assert_exactly_once,
     drain,

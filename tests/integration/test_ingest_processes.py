@@ -16,7 +16,7 @@ import redis
 from runtime.ingest import SqsSink, run_checker
 from runtime.ingest.processes import Share
 from runtime.kill import KILLED_EXIT_CODE
-from tests.fixtures.ingest import (
+from tests.support.ingest import (
     assert_exactly_once,
     client_is_tidy,
     drain,

@@ -27,7 +27,7 @@ from runtime.ingest.layout import new_batch_id
 from runtime.ingest.loader import halt_batch, resume
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.kill import KILLED_EXIT_CODE
-from tests.fixtures.ingest import (
+from tests.support.ingest import (
     client_is_tidy,
     drain,
     expire_leases,
@@ -324,7 +324,7 @@ def test_checker_handler_reports_the_backlog(
 ) -> None:
     from runtime.config import get_settings
     from runtime.handlers import checker
-    from tests.fixtures.ingest.run_handler import Context
+    from tests.support.run_loader import Context
 
     write_corpus(tmp_path, files=3, records_per_file=1)
     monkeypatch.setenv("SLUICE_INGEST__ROOT", str(tmp_path))

@@ -23,13 +23,11 @@ from runtime import codec
 from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
-from runtime.handlers.jobs import JobsApi
 from runtime.jobs.model import status_key
 from runtime.pipeline.gateway import ITEM_PREFIX
 from runtime.pipeline.leases import KEY_PREFIX as LEASE_PREFIX
-from tests.integration.test_pipeline_exactly_once import run_handler_in_child
-from tests.jobs_support import Jobs, Worker
-from tests.pipeline_support import BUCKET, Harness
+from tests.support.jobs import Jobs, Worker, serve
+from tests.support.pipeline import BUCKET, Harness, run_handler_in_child
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -49,15 +47,6 @@ def call(api: LocalHttpApi, method: str, path: str, body: bytes | None = None) -
 @pytest.fixture
 def harness(aws: Any, redis_client: redis.Redis, redis_server: RedisServer) -> Harness:
     return Harness.create(aws, redis_client, redis_server.url)
-
-
-def serve(jobs: Jobs) -> LocalHttpApi:
-    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
-    return LocalHttpApi(
-        sqs=jobs.h.sqs,
-        state_url=jobs.h.state_url,
-        jobs_handler=lambda event, context: api(event, lambda: context.get_remaining_time_in_millis() / 1000),
-    )
 
 
 @pytest.fixture

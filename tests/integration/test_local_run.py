@@ -239,7 +239,7 @@ def test_sqs_throttling_partial_failures_and_lost_answers_still_deliver_each_rec
     assert_exactly_once(summary)
     injected = summary["sqs_faults_injected"]
     # Which calls draw which fault depends on thread timing; each fault's effect is proven on
-    # its own in tests/unit/test_local_faults.py. Here: faults of several kinds did happen.
+    # its own in tests/integration/test_local_faults.py. Here: faults of several kinds did happen.
     assert len(injected) >= 2 and sum(injected.values()) >= 3, injected
 
 

@@ -13,7 +13,7 @@ import redis
 from local.servers import MotoServer, RedisServer
 from ops.dlq import redrive, resolve
 from ops.target import Target
-from tests.pipeline_support import Harness, envelope
+from tests.support.pipeline import Harness, envelope
 
 BROKEN = {"on": True}
 

@@ -18,8 +18,8 @@ from runtime.ingest import SqsSink, run_loader
 from runtime.ingest.archiver import Archiver
 from runtime.ingest.fs import Fs
 from runtime.operations import Operations
-from tests.fixtures.ingest import drain, forever, ingest_settings, make_ingest, write_corpus, write_file
-from tests.pipeline_support import Harness
+from tests.support.ingest import drain, forever, ingest_settings, make_ingest, write_corpus, write_file
+from tests.support.pipeline import Harness
 
 SMALL_FILE_LIMIT = 1024
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,11 +18,10 @@ import redis
 
 from local.servers import MotoServer, RedisServer
 from runtime.clients import make_redis
-from runtime.config import RedisSettings, to_environ
+from runtime.config import RedisSettings
 from runtime.pipeline.plan import OutputKind
-from tests.pipeline_support import Harness, envelope
+from tests.support.pipeline import Harness, envelope, run_handler_in_child
 
-ROOT = Path(__file__).resolve().parents[2]
 FLAKY_ENV = "SLUICE_TEST_FLAKY"
 
 
@@ -136,50 +132,6 @@ def test_concurrent_duplicates_without_redis_reach_the_sink_once(
     assert len(h.sink_objects()) == 1
 
 
-def run_handler_in_child(
-    h: Harness,
-    moto_url: str,
-    messages: list[dict[str, Any]],
-    *,
-    router: str = f"{__name__}:flaky_router",
-    handler: str = "runtime.handlers.router",
-    **env: str,
-) -> int:
-    """The real handler in a child process (a crashed Lambda sandbox takes only itself down)."""
-    settings = h.settings.model_copy(
-        update={"pipeline": h.settings.require_pipeline().model_copy(update={"router": router})}
-    )
-    environ = {**os.environ, **to_environ(settings), "AWS_ENDPOINT_URL": moto_url, **env}
-    environ["PYTHONPATH"] = str(ROOT)
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD.replace("runtime.handlers.router", handler)],
-        check=False,  # the exit code is the point: 137 at the kill point
-        input=orjson.dumps({"Records": h.records(messages)}),
-        env=environ,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
-    return child.returncode
-
-
-CHILD = """
-import sys, orjson
-from runtime.handlers.router import handler
-
-class Context:
-    function_name = "router"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:router"
-    aws_request_id = "crash-test"
-
-    def get_remaining_time_in_millis(self):
-        return 30_000
-
-sys.stderr.write(orjson.dumps(handler(orjson.loads(sys.stdin.buffer.read()), Context())).decode())
-"""
-
-
 KILL_POINTS = ["router.after_plan", "router.after_first_send", "router.after_send", "router.after_sink"]
 
 
@@ -202,7 +154,14 @@ def test_a_crash_at_any_step_then_redis_lost_then_a_rerun_replays_the_first_plan
     h.send(envelope("crash-1", states))
     messages = h.receive()
 
-    code = run_handler_in_child(h, moto.url, messages, SLUICE_KILL_AT=kill_point, **{FLAKY_ENV: "1"})
+    code = run_handler_in_child(
+        h,
+        moto.url,
+        messages,
+        router=f"{__name__}:flaky_router",
+        SLUICE_KILL_AT=kill_point,
+        **{FLAKY_ENV: "1"},
+    )
     assert code == 137
     plan = h.ledger.read("crash-1")
     assert plan is not None and not plan.complete

@@ -15,8 +15,7 @@ import redis
 from local.servers import MotoServer, RedisServer
 from runtime.codec import ATTR_REASON
 from runtime.pipeline.plan import OutputKind
-from tests.integration.test_pipeline_exactly_once import run_handler_in_child
-from tests.pipeline_support import Harness, envelope
+from tests.support.pipeline import Harness, envelope, run_handler_in_child
 
 FAIL_ONCE: dict[str, int] = {}
 

@@ -16,14 +16,14 @@ import redis
 
 from local.functions import KillPlan, LocalFunction
 from local.relay import ApiStub, StreamPoller
-from local.scheduler import scheduled_event
 from local.servers import MotoServer, RedisServer
 from runtime.clients import aws_client
 from runtime.config import RedisSettings, RelaySettings, Settings, get_settings, to_environ
 from runtime.handlers import drain as drain_handler
 from runtime.relay.breaker import BREAKER_KEY
 from runtime.relay.drain import IN_FLIGHT_MARGIN_S
-from tests.conftest import AwsClientFactory
+from tests.support.aws import AwsClientFactory
+from tests.support.events import load_event
 
 PARAMETER = "/sluice/it/relay/api-key"
 API_KEY = "it-key-0f9e"
@@ -54,7 +54,7 @@ class Relay:
             pass
 
     def tick(self) -> dict[str, Any]:
-        result = self.drain.invoke(scheduled_event("relay-drain"))
+        result = self.drain.invoke(load_event("eventbridge_scheduled"))
         assert result.error is None, result.error
         report: dict[str, Any] = result.response
         return report
@@ -223,7 +223,7 @@ def test_a_crash_between_the_2xx_and_the_delivery_record_resends_under_the_same_
     relay.write("c1", 1)
     relay.pump_stream()
     relay.drain = _crashing_drain("relay.delivered")
-    first = relay.drain.invoke(scheduled_event("relay-drain"))
+    first = relay.drain.invoke(load_event("eventbridge_scheduled"))
     assert first.error is not None and "137" in first.error
     time.sleep(IN_FLIGHT_WAIT_S)
     relay.tick()
@@ -236,7 +236,7 @@ def test_a_crash_after_the_delivery_record_deletes_without_a_second_call(relay: 
     relay.write("c1", 1)
     relay.pump_stream()
     relay.drain = _crashing_drain("relay.recorded")
-    first = relay.drain.invoke(scheduled_event("relay-drain"))
+    first = relay.drain.invoke(load_event("eventbridge_scheduled"))
     assert first.error is not None
     time.sleep(IN_FLIGHT_WAIT_S)
     report = relay.tick()

@@ -14,8 +14,7 @@ from runtime.errors import ConfigError
 from stacks.config import GatewayConfig, JobsConfig
 from stacks.gateway import ACCESS_LOG_FIELDS, completes_jobs
 from stacks.stage import SluiceStage
-from tests.stacks_support import build_stage, output_name
-from tests.unit.test_stacks_nag import with_nag
+from tests.support.stacks import build_stage, output_name, with_nag
 
 JWT = {"authorization": "jwt", "jwt_issuer": "https://issuer.example.com/", "jwt_audience": ["sluice-api"]}
 JOBS_HANDLER = "runtime.handlers.jobs.handler"

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match, Template
 from runtime.operations import FUNCTION_URL_OUTPUT
 from stacks.functions import EFS_MOUNT_PATH
 from stacks.stage import SluiceStage
-from tests.stacks_support import actions_of, build_stage, statements_of_function
+from tests.support.stacks import actions_of, build_stage, statements_of_function
 
 HANDLER = "runtime.handlers.operations.handler"
 

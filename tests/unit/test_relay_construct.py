@@ -18,7 +18,7 @@ from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.relay import DRAIN_HANDLER, RELAY_HANDLER, RelayConstruct
 from stacks.stage import SluiceStage
-from tests.stacks_support import build_stage, output_name
+from tests.support.stacks import build_stage, output_name
 
 API_URL = "https://api.example.com/v1/records"
 RELAY_OVERRIDES = {

@@ -15,28 +15,9 @@ from runtime import codec
 from runtime.relay.filters import INSERT_ONLY, is_relayed, matches
 from runtime.relay.images import image_to_plain
 from runtime.relay.stream import SEND_BATCH_MAX_ENTRIES, group_id_for, relay_records
+from tests.support.relay import stream_record
 
 _SERIALIZER = TypeSerializer()
-
-
-def stream_record(
-    seq: int, pk: Any, image: dict[str, Any] | None = None, *, event_name: str = "INSERT"
-) -> dict[str, Any]:
-    """A DynamoDB stream record in the shape Lambda delivers (attribute-value JSON)."""
-    item = {"pk": pk, "sk": "item", **(image or {})}
-    change: dict[str, Any] = {
-        "Keys": {"pk": _SERIALIZER.serialize(pk), "sk": _SERIALIZER.serialize("item")},
-        "SequenceNumber": f"{seq:021d}",
-        "StreamViewType": "NEW_IMAGE",
-    }
-    if event_name != "REMOVE":
-        change["NewImage"] = {name: _SERIALIZER.serialize(value) for name, value in item.items()}
-    return {
-        "eventID": f"ev{seq:04d}",
-        "eventName": event_name,
-        "eventSource": "aws:dynamodb",
-        "dynamodb": change,
-    }
 
 
 @pytest.fixture

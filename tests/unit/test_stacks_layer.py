@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.functions import PYTHON_RUNTIMES, REQUIREMENTS, dependency_layer, layer_lock
-from tests.stacks_support import build_stage
+from tests.support.stacks import build_stage
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 

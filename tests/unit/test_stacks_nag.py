@@ -6,18 +6,9 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_sqs as sqs
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.nag import flatten_reference, managed_policy_finding, resource_finding
-from stacks.stage import SluiceStage
-from tests.stacks_support import AGNOSTIC, CDK_CONTEXT, build_stage
-
-
-def with_nag(stage: SluiceStage) -> cdk.App:
-    app = stage.node.scope
-    assert isinstance(app, cdk.App)
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(verbose=True), ServerlessChecks(verbose=True))
-    return app
+from tests.support.stacks import AGNOSTIC, CDK_CONTEXT, build_stage, with_nag
 
 
 def test_prod_has_no_unacknowledged_finding() -> None:

@@ -13,7 +13,7 @@ from constructs import IConstruct
 
 from runtime.errors import ConfigError
 from stacks.stage import SluiceStage
-from tests.stacks_support import actions_of, build_stage, statements_of_function
+from tests.support.stacks import actions_of, build_stage, statements_of_function
 
 SCHEDULED_HANDLERS = (
     "runtime.handlers.loader.handler",

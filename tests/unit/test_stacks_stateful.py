@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.stage import SluiceStage
-from tests.stacks_support import AGNOSTIC, build_stage
+from tests.support.stacks import AGNOSTIC, build_stage
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from stacks.functions import (
     code_asset,
 )
 from stacks.stage import SluiceStage
-from tests.stacks_support import actions_of, build_stage, output_name, stateful_output, statements_of_function
+from tests.support.stacks import actions_of, build_stage, output_name, stateful_output, statements_of_function
 
 HANDLERS = {
     "loader": "runtime.handlers.loader.handler",

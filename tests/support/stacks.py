@@ -11,12 +11,13 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from stacks.config import load_environment
 from stacks.stage import SluiceStage
-from tests.optional_systems import ALL_SYSTEMS
+from tests.support.optional_systems import ALL_SYSTEMS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CDK_CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 
@@ -87,3 +88,12 @@ def actions_of(statements: list[dict[str, Any]]) -> set[str]:
         value = statement["Action"]
         actions.update([value] if isinstance(value, str) else value)
     return actions
+
+
+def with_nag(stage: SluiceStage) -> cdk.App:
+    """The stage's app with cdk-nag's rule packs as validation plugins (as app.py registers
+    them): its `synth()` fails on any unacknowledged finding."""
+    app = stage.node.scope
+    assert isinstance(app, cdk.App)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(verbose=True), ServerlessChecks(verbose=True))
+    return app

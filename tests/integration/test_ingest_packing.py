@@ -21,7 +21,7 @@ from runtime import codec
 from runtime.errors import MessageTooLarge
 from runtime.ingest import SqsSink, run_loader
 from runtime.ingest.sender import MAX_BATCH_BYTES, call_groups
-from tests.fixtures.ingest import assert_exactly_once, forever, make_ingest, write_file
+from tests.support.ingest import assert_exactly_once, forever, make_ingest, write_file
 
 
 class CapturingSink:

@@ -1,6 +1,6 @@
 """Test harness for jobs: the pipeline harness's queues, bucket and Redis, plus the jobs
-settings and clients, and a worker thread that runs the real router core against the state
-queue the way the event source mapping would."""
+settings and clients, a worker thread that runs the real router core against the state queue
+the way the event source mapping would, and the local HTTP API in front of the real handler."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from local.http import LocalHttpApi
 from runtime.config import JobsSettings, Settings
+from runtime.handlers.jobs import JobsApi
 from runtime.jobs import JobClients, JobsRouter, JobStore
 from runtime.jobs.service import make_store
 from runtime.pipeline.state import Router
-from tests.pipeline_support import Harness
+from tests.support.pipeline import Harness
 
 
 @dataclass
@@ -66,3 +68,14 @@ class Worker(threading.Thread):
         self._stop_event.set()
         self.join(timeout=10)
         assert not self.errors, self.errors
+
+
+def serve(jobs: Jobs) -> LocalHttpApi:
+    """The local HTTP API with the real jobs handler on `jobs`' settings and clients (a context
+    manager: it serves on loopback while entered)."""
+    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
+    return LocalHttpApi(
+        sqs=jobs.h.sqs,
+        state_url=jobs.h.state_url,
+        jobs_handler=lambda event, context: api(event, lambda: context.get_remaining_time_in_millis() / 1000),
+    )

@@ -15,7 +15,7 @@ from local.servers import RedisServer
 from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.stock_image import Greymap, StockImageRouter, decode_pgm, thumbnail
-from tests.pipeline_support import BUCKET, Harness, envelope
+from tests.support.pipeline import BUCKET, Harness, envelope
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from moto import mock_aws
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from local.http import STATUS_ROUTE, SUBMIT_ROUTE, api_event
 from local.servers import RedisServer
 from runtime import codec
 from runtime.codec import ATTR_REASON
@@ -27,8 +26,9 @@ from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, subm
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
 from runtime.observability import metrics
 from runtime.pipeline import PoisonItem
-from tests.jobs_support import Jobs
-from tests.pipeline_support import BUCKET, Harness
+from tests.support.events import http_api_event, load_event
+from tests.support.jobs import Jobs
+from tests.support.pipeline import BUCKET, Harness
 
 
 @pytest.fixture
@@ -270,14 +270,16 @@ def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness:
     metrics.clear_metrics()
     jobs = Jobs.create(harness, wait_s=0.1)
     api = JobsApi(settings=jobs.settings, clients=jobs.clients)
-    posted = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b'{"text": "hi"}'))
+    posted = api(http_api_event("http_api_v2_iam", body=b'{"text": "hi"}'))
     assert posted["statusCode"] == 202 and posted["headers"]["location"].startswith("/jobs/")
     job_id = orjson.loads(posted["body"])["job_id"]
-    got = api(api_event("GET", f"/jobs/{job_id}", STATUS_ROUTE, path_parameters={"id": job_id}))
+    got = api(http_api_event("http_api_v2_jwt", path=f"/jobs/{job_id}", path_parameters={"id": job_id}))
     assert (got["statusCode"], orjson.loads(got["body"])["status"]) == (202, "pending")
-    binary = api(api_event("POST", "/jobs", SUBMIT_ROUTE, body=b"\xff\x00"))
+    binary = api(load_event("http_api_v2_binary"))  # base64 of bytes that are not UTF-8
     assert (binary["statusCode"], orjson.loads(binary["body"])["error"]) == (400, "invalid_json")
-    assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
+    assert (
+        api(http_api_event("http_api_v2_iam", method="DELETE", route_key="DELETE /jobs"))["statusCode"] == 404
+    )
     counted = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
     assert counted["JobsPending"] >= 2 and counted["JobsRefused"] >= 2
 
@@ -433,10 +435,8 @@ def test_the_handler_takes_the_idempotency_key_scoped_by_the_caller(harness: Har
     api = JobsApi(settings=jobs.settings, clients=jobs.clients)
 
     def post(key: str, user: str) -> dict[str, Any]:
-        event = api_event(
-            "POST", "/jobs", SUBMIT_ROUTE, body=b'{"text": "k"}', headers={"Idempotency-Key": key}
-        )
-        event["requestContext"]["authorizer"] = {"iam": {"userArn": user}}
+        event = http_api_event("http_api_v2_iam", body=b'{"text": "k"}', headers={"Idempotency-Key": key})
+        event["requestContext"]["authorizer"]["iam"]["userArn"] = user
         return api(event)
 
     first, again = post("retry-1", "arn:alice"), post("retry-1", "arn:alice")

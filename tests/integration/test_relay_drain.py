@@ -24,7 +24,7 @@ from runtime.relay.drain import Drain, DrainReport, make_drain, retry_visibility
 from runtime.relay.keys import ApiKeySource
 from runtime.relay.ledger import DeliveryLedger
 from runtime.relay.stream import relay_records
-from tests.unit.test_relay_stream import stream_record
+from tests.support.relay import stream_record
 
 API_KEY = "test-key-never-logged-7f3a"
 PARAMETER = "/sluice/test/relay/api-key"

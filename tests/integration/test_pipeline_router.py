@@ -18,7 +18,7 @@ from runtime.codec import ATTR_REASON, ATTR_SOURCE
 from runtime.examples.hello import router as hello_router
 from runtime.pipeline import Pipeline, PoisonItem, mutation
 from runtime.pipeline.leases import Leases
-from tests.pipeline_support import Harness, envelope
+from tests.support.pipeline import Harness, envelope
 
 
 @pytest.fixture
@@ -321,7 +321,7 @@ def test_delivery_leased_elsewhere_is_bounced_for_the_lease_remaining(
 
 def test_handler_takes_the_canonical_lambda_event(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from runtime.pipeline import build_pipeline
-    from tests.events import load_event
+    from tests.support.events import load_event
 
     h = make_harness()
     pipeline = build_pipeline(h.settings, h.clients, router=hello_router)
@@ -417,7 +417,7 @@ def test_fifo_handler_takes_the_canonical_lambda_event(
     redis_client: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from runtime.pipeline import build_pipeline
-    from tests.events import load_event
+    from tests.support.events import load_event
 
     with mock_aws():
         h = Harness.create(

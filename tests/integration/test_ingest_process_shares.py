@@ -14,7 +14,7 @@ from runtime.errors import ConfigError
 from runtime.ingest import DiscardingSink, run_loader
 from runtime.ingest.loader import LoaderResult
 from runtime.ingest.processes import HelperFailed, Share, run_shares
-from tests.fixtures.ingest import forever, make_ingest
+from tests.support.ingest import forever, make_ingest
 
 NAMES = [f"2026-11-25T13-00-{n:05d}.json" for n in range(2000)]
 

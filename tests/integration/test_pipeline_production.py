@@ -26,7 +26,7 @@ from runtime.pipeline import PoisonItem, mutation
 from runtime.pipeline.fifo import ATTEMPTS_TTL_S
 from runtime.pipeline.leases import ATTEMPTS_PREFIX
 from runtime.pipeline.ledger import PLAN_REF_ATTRIBUTE, TTL_ATTRIBUTE
-from tests.pipeline_support import BUCKET, LEDGER_TABLE, Harness, envelope
+from tests.support.pipeline import BUCKET, LEDGER_TABLE, Harness, envelope
 
 FAST_REDIS = {"timeout_s": 0.2, "retries": 1}
 

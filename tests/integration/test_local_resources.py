@@ -111,7 +111,7 @@ LOCATIONS = {
 
 
 def test_local_functions_get_the_stacks_settings_apart_from_where_resources_are(tmp_path: Path) -> None:
-    build_stage = pytest.importorskip("tests.stacks_support").build_stage
+    build_stage = pytest.importorskip("tests.support.stacks").build_stage
     config = load_local_config()
     local_block = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"][
         "sluice"

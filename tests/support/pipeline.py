@@ -3,21 +3,26 @@ and an emulated event source mapping (receive → handler → delete what did no
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from runtime import codec
-from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings
+from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings, to_environ
 from runtime.pipeline import BatchResult, PipelineClients, build_pipeline, pipeline_clients
 from runtime.pipeline.ledger import Ledger, create_ledger_table
 from runtime.pipeline.state import Router
-from tests.events import sqs_record
+from tests.support.events import sqs_record
 
+ROOT = Path(__file__).resolve().parents[2]
 LEDGER_TABLE = "sluice-test-ledger"
 BUCKET = "sluice-test-results"
 VISIBILITY_S = 1
@@ -227,3 +232,49 @@ def envelope(
         codec.Item(id=f"{prefix}#{i}", step=step, attempt=attempt, state=s) for i, s in enumerate(states)
     )
     return codec.encode(codec.Envelope(id=envelope_id, parent=None, items=items))
+
+
+def run_handler_in_child(
+    h: Harness,
+    moto_url: str,
+    messages: list[dict[str, Any]],
+    *,
+    router: str,
+    handler: str = "runtime.handlers.router",
+    **env: str,
+) -> int:
+    """The real handler (`handler`, running the router `router` names as module:attribute) in
+    a child process over `messages`: a crashed Lambda sandbox takes only itself down. Returns its
+    exit code (137 at a kill point)."""
+    settings = h.settings.model_copy(
+        update={"pipeline": h.settings.require_pipeline().model_copy(update={"router": router})}
+    )
+    environ = {**os.environ, **to_environ(settings), "AWS_ENDPOINT_URL": moto_url, **env}
+    environ["PYTHONPATH"] = str(ROOT)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD.replace("runtime.handlers.router", handler)],
+        check=False,  # the exit code is the point: 137 at the kill point
+        input=orjson.dumps({"Records": h.records(messages)}),
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    return child.returncode
+
+
+CHILD = """
+import sys, orjson
+from runtime.handlers.router import handler
+
+class Context:
+    function_name = "router"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:router"
+    aws_request_id = "crash-test"
+
+    def get_remaining_time_in_millis(self):
+        return 30_000
+
+sys.stderr.write(orjson.dumps(handler(orjson.loads(sys.stdin.buffer.read()), Context())).decode())
+"""

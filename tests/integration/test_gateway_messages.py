@@ -20,8 +20,8 @@ from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
 from runtime.jobs.model import JOB_FIELD
 from runtime.pipeline.gateway import ITEM_PREFIX, gateway_message, keyed_item_id
-from tests.jobs_support import Jobs
-from tests.pipeline_support import BUCKET, Harness
+from tests.support.jobs import Jobs
+from tests.support.pipeline import BUCKET, Harness
 
 
 @pytest.fixture

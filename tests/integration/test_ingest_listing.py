@@ -9,7 +9,7 @@ import redis
 
 from runtime.ingest.claim import LISTING_KEEP_FACTOR, OLDEST_SLICE_FACTOR, InboxListing
 from runtime.ingest.sender import DiscardingSink
-from tests.fixtures.ingest import make_ingest, write_file
+from tests.support.ingest import make_ingest, write_file
 
 
 def test_listing_holds_only_the_oldest_names_and_refills(tmp_path: Path, redis_client: redis.Redis) -> None:
