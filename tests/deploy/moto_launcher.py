@@ -307,6 +307,40 @@ def patch_fifo_queue_names() -> None:
     Queue.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
 
 
+def patch_queue_replacement() -> None:
+    """Gap (moto 5.2.5): an update that changes a queue's `QueueName` or `FifoQueue` (in
+    CloudFormation "Update requires: Replacement") keeps the old queue under its old name: moto
+    updates only the visibility and wait time in place. CloudFormation creates a new queue, points
+    the stack's `Ref` / `Fn::GetAtt` at it, and deletes the old one (with its messages); so does
+    this (moto deletes at once, CloudFormation in the update's clean-up phase)."""
+    from moto.sqs.models import Queue, sqs_backends
+
+    original = Queue.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def update_from_cloudformation_json(
+        cls: type,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        properties = cloudformation_json.get("Properties") or {}
+        fifo = str(properties.get("FifoQueue", "false")).lower() == "true"
+        renamed = "QueueName" in properties and properties["QueueName"] != original_resource.name
+        if not renamed and fifo == original_resource.fifo_queue:
+            return original(
+                cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+            )
+        replacement = Queue.create_from_cloudformation_json(
+            new_resource_name, cloudformation_json, account_id, region_name
+        )
+        sqs_backends[account_id][region_name].delete_queue(original_resource.name)
+        return replacement
+
+    Queue.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+
+
 def patch_efs_refs() -> None:
     """Gap (moto 5.2.5): `AWS::EFS::AccessPoint` has no physical id, so `Ref` answers the Python
     object's repr, and neither it nor `AWS::EFS::FileSystem` answers `Fn::GetAtt`. CloudFormation's
@@ -550,6 +584,7 @@ PATCHES = (
     patch_record_only_types,
     patch_get_stack_output,
     patch_fifo_queue_names,
+    patch_queue_replacement,
     patch_efs_refs,
     patch_lambda_function_properties,
     patch_bucket_public_access_block,

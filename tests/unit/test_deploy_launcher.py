@@ -303,3 +303,28 @@ def test_functions_keep_architecture_and_layers_and_buckets_their_public_access_
     assert config["Architectures"] == ["arm64"] and config["MemorySize"] == 512
     assert [layer["Arn"] for layer in config["Layers"]] == [physical["Layer"]]
     assert s3.get_public_access_block(Bucket=physical["Bucket"])["PublicAccessBlockConfiguration"] == block
+
+
+def test_renaming_a_queue_replaces_it_and_its_outputs_follow(launcher: dict[str, Any]) -> None:
+    arn_output = {"QueueArn": {"Value": {"Fn::GetAtt": ["Queue", "Arn"]}}}
+    stack = deploy(launcher, "renamed", {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}}, arn_output)
+    [before] = stack["Outputs"]
+    sqs = client(launcher, "sqs")
+    old_url = sqs.get_queue_url(QueueName=before["OutputValue"].rsplit(":", 1)[-1])["QueueUrl"]
+
+    cloudformation = client(launcher, "cloudformation")
+    template = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "renamed-v2"}}},
+        "Outputs": arn_output,
+    }
+    change_set = cloudformation.create_change_set(
+        StackName="renamed", ChangeSetName="rename", ChangeSetType="UPDATE", TemplateBody=json.dumps(template)
+    )
+    cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName="renamed")
+
+    stack = cloudformation.describe_stacks(StackName="renamed")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    [after] = stack["Outputs"]
+    assert after["OutputValue"].endswith(":renamed-v2")
+    urls = sqs.list_queues(QueueNamePrefix="renamed")["QueueUrls"]
+    assert old_url not in urls and any(url.endswith("/renamed-v2") for url in urls)
