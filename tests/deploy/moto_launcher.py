@@ -561,6 +561,28 @@ def patch_change_set_execution() -> None:
     CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
 
 
+def patch_executed_change_sets_removed() -> None:
+    """Gap (moto 5.2.5): an executed change set is kept, and change sets are found by name across
+    every stack. The CLI names every stack's change set `cdk-deploy-change-set` and, before a
+    deploy that changes a template, deletes "the" set of that name and waits until DescribeChangeSet
+    no longer finds it: moto deletes one and keeps answering with another stack's executed one, so
+    the CLI waits forever. CloudFormation removes a stack's change sets once one of them is
+    executed; so does this (after a successful execution)."""
+    from moto.cloudformation.models import CloudFormationBackend
+
+    original = CloudFormationBackend.execute_change_set
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = self.describe_change_set(change_set_name)
+        original(self, change_set_name, stack_name)
+        if change_set.execution_status == "EXECUTE_COMPLETE":
+            for change_set_id, kept in list(self.change_sets.items()):
+                if kept.stack_id == change_set.stack_id:
+                    del self.change_sets[change_set_id]
+
+    CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
+
+
 def patch_delete_missing_change_set() -> None:
     """Gap (moto 5.2.5): DeleteChangeSet for a name that does not exist fails inside moto
     (UnboundLocalError, HTTP 500 with an HTML body); the SDK retries for ~40 s and `cdk diff`,
@@ -591,6 +613,7 @@ PATCHES = (
     patch_update_termination_protection,
     patch_failed_resource_names,
     patch_change_set_execution,
+    patch_executed_change_sets_removed,
     patch_delete_missing_change_set,
 )
 

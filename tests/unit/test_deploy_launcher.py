@@ -328,3 +328,21 @@ def test_renaming_a_queue_replaces_it_and_its_outputs_follow(launcher: dict[str,
     assert after["OutputValue"].endswith(":renamed-v2")
     urls = sqs.list_queues(QueueNamePrefix="renamed")["QueueUrls"]
     assert old_url not in urls and any(url.endswith("/renamed-v2") for url in urls)
+
+
+def test_executing_a_change_set_removes_the_stacks_change_sets(launcher: dict[str, Any]) -> None:
+    """Two stacks' change sets share a name, as the CLI names them: once one is executed, a
+    lookup by that name for the stack finds nothing (the CLI waits for exactly that)."""
+    cloudformation = client(launcher, "cloudformation")
+    queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}}
+    for name in ("first-of-two", "second-of-two"):
+        change_set = cloudformation.create_change_set(
+            StackName=name,
+            ChangeSetName="same-name",
+            ChangeSetType="CREATE",
+            TemplateBody=json.dumps({"Resources": queue}),
+        )
+        cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName=name)
+    for name in ("first-of-two", "second-of-two"):
+        with pytest.raises(cloudformation.exceptions.ClientError):
+            cloudformation.describe_change_set(StackName=name, ChangeSetName="same-name")
