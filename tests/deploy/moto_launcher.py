@@ -602,6 +602,28 @@ def patch_delete_missing_change_set() -> None:
     CloudFormationBackend.delete_change_set = delete_change_set  # type: ignore[method-assign]
 
 
+def patch_describe_missing_change_set() -> None:
+    """Gap (moto 5.2.5): DescribeChangeSet of a change set that does not exist answers
+    `ValidationError` ("Stack with id <change set> does not exist"); CloudFormation answers
+    `ChangeSetNotFound`, which is what the CLI waits for after deleting the previous change set
+    before a deploy that changes a template (on anything else it gives up the deploy)."""
+    from moto.cloudformation.exceptions import CloudFormationError, ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+
+    class ChangeSetNotFound(CloudFormationError):
+        code = "ChangeSetNotFoundException"  # the model's shape: serialized as ChangeSetNotFound, 404
+
+    original = CloudFormationBackend.describe_change_set
+
+    def describe_change_set(self: Any, change_set_name: str) -> Any:
+        try:
+            return original(self, change_set_name)
+        except ValidationError:
+            raise ChangeSetNotFound(message=f"ChangeSet [{change_set_name}] does not exist") from None
+
+    CloudFormationBackend.describe_change_set = describe_change_set  # type: ignore[method-assign]
+
+
 PATCHES = (
     patch_record_only_types,
     patch_get_stack_output,
@@ -615,6 +637,7 @@ PATCHES = (
     patch_change_set_execution,
     patch_executed_change_sets_removed,
     patch_delete_missing_change_set,
+    patch_describe_missing_change_set,
 )
 
 

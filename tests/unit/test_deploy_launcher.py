@@ -332,7 +332,8 @@ def test_renaming_a_queue_replaces_it_and_its_outputs_follow(launcher: dict[str,
 
 def test_executing_a_change_set_removes_the_stacks_change_sets(launcher: dict[str, Any]) -> None:
     """Two stacks' change sets share a name, as the CLI names them: once one is executed, a
-    lookup by that name for the stack finds nothing (the CLI waits for exactly that)."""
+    lookup by that name for the stack finds nothing, with CloudFormation's error (the CLI waits
+    for exactly that)."""
     cloudformation = client(launcher, "cloudformation")
     queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}}
     for name in ("first-of-two", "second-of-two"):
@@ -344,5 +345,5 @@ def test_executing_a_change_set_removes_the_stacks_change_sets(launcher: dict[st
         )
         cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName=name)
     for name in ("first-of-two", "second-of-two"):
-        with pytest.raises(cloudformation.exceptions.ClientError):
+        with pytest.raises(cloudformation.exceptions.ChangeSetNotFoundException):
             cloudformation.describe_change_set(StackName=name, ChangeSetName="same-name")
