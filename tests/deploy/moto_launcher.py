@@ -624,6 +624,27 @@ def patch_describe_missing_change_set() -> None:
     CloudFormationBackend.describe_change_set = describe_change_set  # type: ignore[method-assign]
 
 
+def patch_previous_ssm_parameter_values() -> None:
+    """Gap (moto 5.2.5): a stack keeps its parameters' *resolved* values, and `UsePreviousValue`
+    (how the CLI passes CDK's `BootstrapVersion` on every update) hands those back; for a
+    parameter of an SSM type (`/cdk-bootstrap/<qualifier>/version`) moto then looks up an SSM
+    parameter named after the value ("21") and every update of a deployed stack fails with an
+    AttributeError. CloudFormation keeps the parameter's value, the SSM name, and resolves it
+    again; so does this (other parameters keep their values as before)."""
+    from moto.cloudformation.models import Stack
+
+    def stack_parameters(self: Any) -> dict[str, Any]:
+        declared = self.template_dict.get("Parameters", {})
+        given = self.resource_map.input_parameters
+        kept = dict(self.resource_map.resolved_parameters)
+        for name, declaration in declared.items():
+            if name in kept and str(declaration.get("Type", "")).startswith("AWS::SSM::Parameter::"):
+                kept[name] = given.get(name, declaration.get("Default", kept[name]))
+        return kept
+
+    Stack.stack_parameters = property(stack_parameters)  # type: ignore[assignment,method-assign]
+
+
 PATCHES = (
     patch_record_only_types,
     patch_get_stack_output,
@@ -638,6 +659,7 @@ PATCHES = (
     patch_executed_change_sets_removed,
     patch_delete_missing_change_set,
     patch_describe_missing_change_set,
+    patch_previous_ssm_parameter_values,
 )
 
 

@@ -347,3 +347,23 @@ def test_executing_a_change_set_removes_the_stacks_change_sets(launcher: dict[st
     for name in ("first-of-two", "second-of-two"):
         with pytest.raises(cloudformation.exceptions.ChangeSetNotFoundException):
             cloudformation.describe_change_set(StackName=name, ChangeSetName="same-name")
+
+
+def test_an_ssm_parameter_keeps_its_name_as_previous_value(launcher: dict[str, Any]) -> None:
+    """CDK's `BootstrapVersion`: an SSM-typed parameter, passed with UsePreviousValue on update."""
+    client(launcher, "ssm").put_parameter(Name="/bootstrap/version", Value="21", Type="String")
+    cloudformation = client(launcher, "cloudformation")
+    version = {"Version": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": "/bootstrap/version"}}
+    for kind, copy in (("CREATE", "/copy-1"), ("UPDATE", "/copy-2")):
+        template = {"Parameters": version, "Resources": {"Copy": ssm_parameter(copy, {"Ref": "Version"})}}
+        change_set = cloudformation.create_change_set(
+            StackName="ssm-previous",
+            ChangeSetName=f"ssm-{kind}",
+            ChangeSetType=kind,
+            TemplateBody=json.dumps(template),
+            Parameters=[{"ParameterKey": "Version", "UsePreviousValue": True}] if kind == "UPDATE" else [],
+        )
+        cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName="ssm-previous")
+    stack = cloudformation.describe_stacks(StackName="ssm-previous")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE", failure_events(launcher, "ssm-previous")
+    assert parameter(launcher, "/copy-2") == "21"
