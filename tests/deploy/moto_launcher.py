@@ -282,6 +282,11 @@ def patch_get_stack_output() -> None:
 # --- models moto has, with a gap ------------------------------------------------------------
 
 
+def _fifo(queue_properties: dict[str, Any]) -> bool:
+    """A queue's `FifoQueue`, as a template writes it (true, "true", absent)."""
+    return str(queue_properties.get("FifoQueue", "false")).lower() == "true"
+
+
 def patch_fifo_queue_names() -> None:
     """Gap (moto 5.2.5): an unnamed FIFO queue gets moto's generated `<stack>-<id>-<suffix>` name
     and SQS then refuses it ("Queue name must end in .fifo"). CloudFormation appends `.fifo` to
@@ -299,8 +304,7 @@ def patch_fifo_queue_names() -> None:
         **kwargs: Any,
     ) -> Any:
         properties = cloudformation_json.get("Properties") or {}
-        fifo = str(properties.get("FifoQueue", "false")).lower() == "true"
-        if fifo and "QueueName" not in properties and not resource_name.endswith(".fifo"):
+        if _fifo(properties) and "QueueName" not in properties and not resource_name.endswith(".fifo"):
             resource_name = f"{resource_name[:75]}.fifo"
         return original(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
 
@@ -326,9 +330,8 @@ def patch_queue_replacement() -> None:
         region_name: str,
     ) -> Any:
         properties = cloudformation_json.get("Properties") or {}
-        fifo = str(properties.get("FifoQueue", "false")).lower() == "true"
         renamed = "QueueName" in properties and properties["QueueName"] != original_resource.name
-        if not renamed and fifo == original_resource.fifo_queue:
+        if not renamed and _fifo(properties) == original_resource.fifo_queue:
             return original(
                 cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
             )
