@@ -17,10 +17,12 @@ from typing import Any
 import boto3
 import redis
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from redis.backoff import ExponentialBackoff
 from redis.connection import AbstractConnection
 from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from runtime.config import RedisSettings
@@ -84,7 +86,14 @@ class SecretsManagerToken(CredentialProvider):
             return self._token != before
 
     def _read(self) -> str:
-        value = self._secrets.get_secret_value(SecretId=self._secret_arn).get("SecretString")
+        try:
+            value = self._secrets.get_secret_value(SecretId=self._secret_arn).get("SecretString")
+        except (BotoCoreError, ClientError) as exc:
+            # Raised while a connection is set up: to its caller Redis is unreachable, and code
+            # that goes on without Redis (or redis-py's retry) handles it as such.
+            raise RedisConnectionError(
+                f"cannot read the Redis AUTH secret {self._secret_arn}: {exc}"
+            ) from exc
         if not isinstance(value, str) or not value:
             raise ConfigError(f"Redis AUTH secret {self._secret_arn} is empty")
         self._token, self._read_at = value, self._clock()

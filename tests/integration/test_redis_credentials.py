@@ -147,3 +147,18 @@ def test_an_empty_secret_fails_where_the_client_is_built(rotation: Rotation) -> 
     rotation.secrets.put_secret_value(SecretId=rotation.secret_arn, SecretBinary=b"token")
     with pytest.raises(ConfigError, match="is empty"):
         make_redis(rotation.settings())
+
+
+def test_an_unreadable_secret_is_a_redis_connection_error() -> None:
+    """Secrets Manager out of reach when the cache expires: the connection fails as Redis being
+    unreachable does, which callers that go on without Redis already handle."""
+    clock = Clock()
+    with mock_aws():
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = secrets.create_secret(Name="sluice/redis-auth", SecretString=OLD)["ARN"]
+        token = SecretsManagerToken(arn, secrets, clock=clock)
+        assert token.get_credentials() == (OLD,)
+        secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+        clock.now += AUTH_TOKEN_MAX_AGE_S
+        with pytest.raises(redis.ConnectionError, match="cannot read the Redis AUTH secret"):
+            token.get_credentials()
