@@ -9,12 +9,20 @@ moto server without any code path of its own.
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import redis
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from redis.backoff import ExponentialBackoff
+from redis.connection import AbstractConnection
+from redis.credentials import CredentialProvider
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from runtime.config import RedisSettings
@@ -34,14 +42,78 @@ def aws_client(service: str) -> Any:
     return boto3.session.Session().client(service, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
 
 
-def _auth_token(secret_arn: str) -> str:
-    # Imported here so that importing this module never pulls in Powertools' providers.
-    from aws_lambda_powertools.utilities import parameters
+# How long a read of the Redis AUTH token is trusted. Each new connection authenticates with the
+# cached token, so after the secret changes every new connection uses the new token within this
+# many seconds; the AUTH rotation runbook (README) waits at least this long between storing the
+# new token and making Redis refuse the old one.
+AUTH_TOKEN_MAX_AGE_S = 300.0
 
-    value = parameters.get_secret(secret_arn, max_age=300)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"Redis AUTH secret {secret_arn} is empty")
-    return value
+
+class SecretsManagerToken(CredentialProvider):
+    """The Redis AUTH token from a Secrets Manager secret (a plain string), re-read once the
+    cached value is older than `max_age_s`. redis-py calls `get_credentials` for every new
+    connection (reconnects included), so a long-lived client follows a rotation of the secret.
+    Shared by every connection of a client's pool, hence the lock."""
+
+    def __init__(
+        self,
+        secret_arn: str,
+        secrets: Any,
+        *,
+        max_age_s: float = AUTH_TOKEN_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret_arn = secret_arn
+        self._secrets = secrets
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._read_at = 0.0
+
+    def get_credentials(self) -> tuple[str]:
+        with self._lock:
+            token = self._token
+            if token is None or self._clock() - self._read_at >= self._max_age_s:
+                token = self._read()
+            return (token,)
+
+    def refresh(self) -> bool:
+        """Read the secret now, whatever the cache's age; True when the token changed."""
+        with self._lock:
+            before = self._token
+            self._read()
+            return self._token != before
+
+    def _read(self) -> str:
+        try:
+            value = self._secrets.get_secret_value(SecretId=self._secret_arn).get("SecretString")
+        except (BotoCoreError, ClientError) as exc:
+            # Raised while a connection is set up: to its caller Redis is unreachable, and code
+            # that goes on without Redis (or redis-py's retry) handles it as such.
+            raise RedisConnectionError(
+                f"cannot read the Redis AUTH secret {self._secret_arn}: {exc}"
+            ) from exc
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"Redis AUTH secret {self._secret_arn} is empty")
+        self._token, self._read_at = value, self._clock()
+        return value
+
+
+def _authenticate_with_refresh(token: SecretsManagerToken) -> Callable[[AbstractConnection], None]:
+    """The connection set-up (AUTH, then redis-py's usual handshake), retried once with a fresh
+    read of the secret when Redis refuses the cached token: Redis stopped accepting it (the
+    rotation's SET) before the cache expired, and the secret already holds the new one."""
+
+    def on_connect(connection: AbstractConnection) -> None:
+        try:
+            connection.on_connect()
+        except AuthenticationError:
+            if not token.refresh():
+                raise
+            connection.on_connect()
+
+    return on_connect
 
 
 def make_redis(
@@ -63,11 +135,10 @@ def make_redis(
         return redis.Redis.from_url(settings.url, **common)
     if not settings.host:
         raise ConfigError("set SLUICE_REDIS__URL or SLUICE_REDIS__HOST")
-    password = _auth_token(settings.auth_secret_arn) if settings.auth_secret_arn else None
-    return redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        ssl=settings.tls,
-        password=password,
-        **common,
-    )
+    if settings.auth_secret_arn:
+        token = SecretsManagerToken(settings.auth_secret_arn, aws_client("secretsmanager"))
+        # Read now, so that a missing or empty secret fails where the client is built.
+        token.get_credentials()
+        common["credential_provider"] = token
+        common["redis_connect_func"] = _authenticate_with_refresh(token)
+    return redis.Redis(host=settings.host, port=settings.port, ssl=settings.tls, **common)

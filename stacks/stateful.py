@@ -269,7 +269,7 @@ class StatefulStack(cdk.Stack):
             Ack(
                 "AwsSolutions-SMG4",
                 "rotating an ElastiCache AUTH token needs a coordinated ModifyReplicationGroup "
-                "(AuthTokenUpdateStrategy ROTATE then SET) while clients reconnect; done as an "
+                "(AuthTokenUpdateStrategy ROTATE, wait the clients' 5-minute token cache, SET); done as an "
                 "operator runbook, not by a generic rotation Lambda",
             ),
         )

@@ -282,6 +282,11 @@ def patch_get_stack_output() -> None:
 # --- models moto has, with a gap ------------------------------------------------------------
 
 
+def _fifo(queue_properties: dict[str, Any]) -> bool:
+    """A queue's `FifoQueue`, as a template writes it (true, "true", absent)."""
+    return str(queue_properties.get("FifoQueue", "false")).lower() == "true"
+
+
 def patch_fifo_queue_names() -> None:
     """Gap (moto 5.2.5): an unnamed FIFO queue gets moto's generated `<stack>-<id>-<suffix>` name
     and SQS then refuses it ("Queue name must end in .fifo"). CloudFormation appends `.fifo` to
@@ -299,12 +304,44 @@ def patch_fifo_queue_names() -> None:
         **kwargs: Any,
     ) -> Any:
         properties = cloudformation_json.get("Properties") or {}
-        fifo = str(properties.get("FifoQueue", "false")).lower() == "true"
-        if fifo and "QueueName" not in properties and not resource_name.endswith(".fifo"):
+        if _fifo(properties) and "QueueName" not in properties and not resource_name.endswith(".fifo"):
             resource_name = f"{resource_name[:75]}.fifo"
         return original(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
 
     Queue.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+
+
+def patch_queue_replacement() -> None:
+    """Gap (moto 5.2.5): an update that changes a queue's `QueueName` or `FifoQueue` (in
+    CloudFormation "Update requires: Replacement") keeps the old queue under its old name: moto
+    updates only the visibility and wait time in place. CloudFormation creates a new queue, points
+    the stack's `Ref` / `Fn::GetAtt` at it, and deletes the old one (with its messages); so does
+    this (moto deletes at once, CloudFormation in the update's clean-up phase)."""
+    from moto.sqs.models import Queue, sqs_backends
+
+    original = Queue.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def update_from_cloudformation_json(
+        cls: type,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        properties = cloudformation_json.get("Properties") or {}
+        renamed = "QueueName" in properties and properties["QueueName"] != original_resource.name
+        if not renamed and _fifo(properties) == original_resource.fifo_queue:
+            return original(
+                cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+            )
+        replacement = Queue.create_from_cloudformation_json(
+            new_resource_name, cloudformation_json, account_id, region_name
+        )
+        sqs_backends[account_id][region_name].delete_queue(original_resource.name)
+        return replacement
+
+    Queue.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[method-assign,assignment]
 
 
 def patch_efs_refs() -> None:
@@ -527,6 +564,28 @@ def patch_change_set_execution() -> None:
     CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
 
 
+def patch_executed_change_sets_removed() -> None:
+    """Gap (moto 5.2.5): an executed change set is kept, and change sets are found by name across
+    every stack. The CLI names every stack's change set `cdk-deploy-change-set` and, before a
+    deploy that changes a template, deletes "the" set of that name and waits until DescribeChangeSet
+    no longer finds it: moto deletes one and keeps answering with another stack's executed one, so
+    the CLI waits forever. CloudFormation removes a stack's change sets once one of them is
+    executed; so does this (after a successful execution)."""
+    from moto.cloudformation.models import CloudFormationBackend
+
+    original = CloudFormationBackend.execute_change_set
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = self.describe_change_set(change_set_name)
+        original(self, change_set_name, stack_name)
+        if change_set.execution_status == "EXECUTE_COMPLETE":
+            for change_set_id, kept in list(self.change_sets.items()):
+                if kept.stack_id == change_set.stack_id:
+                    del self.change_sets[change_set_id]
+
+    CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
+
+
 def patch_delete_missing_change_set() -> None:
     """Gap (moto 5.2.5): DeleteChangeSet for a name that does not exist fails inside moto
     (UnboundLocalError, HTTP 500 with an HTML body); the SDK retries for ~40 s and `cdk diff`,
@@ -546,17 +605,64 @@ def patch_delete_missing_change_set() -> None:
     CloudFormationBackend.delete_change_set = delete_change_set  # type: ignore[method-assign]
 
 
+def patch_describe_missing_change_set() -> None:
+    """Gap (moto 5.2.5): DescribeChangeSet of a change set that does not exist answers
+    `ValidationError` ("Stack with id <change set> does not exist"); CloudFormation answers
+    `ChangeSetNotFound`, which is what the CLI waits for after deleting the previous change set
+    before a deploy that changes a template (on anything else it gives up the deploy)."""
+    from moto.cloudformation.exceptions import CloudFormationError, ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+
+    class ChangeSetNotFound(CloudFormationError):
+        code = "ChangeSetNotFoundException"  # the model's shape: serialized as ChangeSetNotFound, 404
+
+    original = CloudFormationBackend.describe_change_set
+
+    def describe_change_set(self: Any, change_set_name: str) -> Any:
+        try:
+            return original(self, change_set_name)
+        except ValidationError:
+            raise ChangeSetNotFound(message=f"ChangeSet [{change_set_name}] does not exist") from None
+
+    CloudFormationBackend.describe_change_set = describe_change_set  # type: ignore[method-assign]
+
+
+def patch_previous_ssm_parameter_values() -> None:
+    """Gap (moto 5.2.5): a stack keeps its parameters' *resolved* values, and `UsePreviousValue`
+    (how the CLI passes CDK's `BootstrapVersion` on every update) hands those back; for a
+    parameter of an SSM type (`/cdk-bootstrap/<qualifier>/version`) moto then looks up an SSM
+    parameter named after the value ("21") and every update of a deployed stack fails with an
+    AttributeError. CloudFormation keeps the parameter's value, the SSM name, and resolves it
+    again; so does this (other parameters keep their values as before)."""
+    from moto.cloudformation.models import Stack
+
+    def stack_parameters(self: Any) -> dict[str, Any]:
+        declared = self.template_dict.get("Parameters", {})
+        given = self.resource_map.input_parameters
+        kept = dict(self.resource_map.resolved_parameters)
+        for name, declaration in declared.items():
+            if name in kept and str(declaration.get("Type", "")).startswith("AWS::SSM::Parameter::"):
+                kept[name] = given.get(name, declaration.get("Default", kept[name]))
+        return kept
+
+    Stack.stack_parameters = property(stack_parameters)  # type: ignore[assignment,method-assign]
+
+
 PATCHES = (
     patch_record_only_types,
     patch_get_stack_output,
     patch_fifo_queue_names,
+    patch_queue_replacement,
     patch_efs_refs,
     patch_lambda_function_properties,
     patch_bucket_public_access_block,
     patch_update_termination_protection,
     patch_failed_resource_names,
     patch_change_set_execution,
+    patch_executed_change_sets_removed,
     patch_delete_missing_change_set,
+    patch_describe_missing_change_set,
+    patch_previous_ssm_parameter_values,
 )
 
 

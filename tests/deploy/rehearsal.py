@@ -8,7 +8,10 @@ Pass:
   template's key properties (queues, tables, buckets, functions, event source mappings, rules,
   log groups, file systems); every RECORD_ONLY resource was recorded;
 - a second `make deploy` reports "(no changes)" for every stack, and `make diff` "There were no
-  differences".
+  differences";
+- in dev, a deploy that replaces the queue a router consumes (the assembly with that queue given a
+  `QueueName`) removes the old queue, and after the README's procedure (destroy the stateless
+  stack, `make deploy` again) no function or event source mapping names the old queue.
 
 The app is synthesized once for every environment; each `make deploy` / `make diff` is given
 that assembly (`ARGS="--app <assembly> ..."`), so the first deploy, the second deploy and the
@@ -22,8 +25,10 @@ rehearsal kills its children's process groups (moto, make, the CLI) and exits 12
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +48,9 @@ from tests.support.optional_systems import ALL_SYSTEMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSEMBLY = ROOT / "build" / "rehearsal" / "cdk.out"
+# The same assembly with one change that CloudFormation can make only by replacing a queue.
+REPLACED_ASSEMBLY = ROOT / "build" / "rehearsal" / "replaced.out"
+REPLACED_IN = "dev"  # one environment is enough to show the procedure; each costs two deploys
 SUMMARY = ROOT / "build" / "rehearsal.json"
 ACCOUNT = "123456789012"  # moto's default account: what STS answers the CLI
 REGION = "eu-west-1"  # the synth check covers us-east-1; the rehearsal covers a second region
@@ -428,6 +436,124 @@ def check_stack(stack: StackArtifact, checker: Checker, recorded: list[dict[str,
     REPORT.stacks[stack.name] = {"status": status, "created": created, "recorded": recorded_count}
 
 
+# --- replacing a stateful resource ---------------------------------------------------------
+
+
+@dataclass
+class ConsumedQueue:
+    """A stateful queue that a stateless event source mapping reads through a weak reference."""
+
+    queue: str  # logical id in the stateful template
+    mapping: str  # logical id in the stateless template
+
+
+def consumed_standard_queue(stateful: StackArtifact, stateless: StackArtifact) -> ConsumedQueue:
+    outputs = stateful.template.get("Outputs", {})
+    for mapping_id, mapping in stateless.template["Resources"].items():
+        if mapping["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        source = mapping["Properties"].get("EventSourceArn", {})
+        output = source.get("Fn::GetStackOutput", {}).get("OutputName") if isinstance(source, dict) else None
+        value = outputs.get(output, {}).get("Value", {}) if output else {}
+        queue_id = value.get("Fn::GetAtt", [None])[0] if isinstance(value, dict) else None
+        queue = stateful.template["Resources"].get(queue_id or "", {})
+        if queue.get("Type") == "AWS::SQS::Queue" and not queue["Properties"].get("FifoQueue"):
+            return ConsumedQueue(queue=str(queue_id), mapping=mapping_id)
+    raise RuntimeError(
+        f"no event source mapping of {stateless.name} reads a standard queue of {stateful.name}"
+    )
+
+
+def write_replaced_assembly(stateful: StackArtifact, queue_id: str, queue_name: str) -> None:
+    """The assembly with one queue given an explicit `QueueName`: what setting `queue_name` on
+    it in stacks/ would synthesize, and a change CloudFormation makes only by replacing the queue
+    ("Update requires: Replacement"). Nothing else differs, so the stateless template is the
+    one already deployed. Files are hard links to the assembly's; the edited ones are new files.
+    The template is an asset named by its SHA-256 (the CLI uploads it under that key), so the
+    manifests that name it get the new hash."""
+    shutil.rmtree(REPLACED_ASSEMBLY, ignore_errors=True)
+    shutil.copytree(ASSEMBLY, REPLACED_ASSEMBLY, copy_function=os.link)
+    directory = REPLACED_ASSEMBLY / f"assembly-sluice-{stateful.environment}"
+    [path] = [
+        candidate
+        for candidate in directory.glob("*.template.json")
+        if json.loads(candidate.read_text(encoding="utf-8")) == stateful.template
+    ]
+    old_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    template = json.loads(json.dumps(stateful.template))
+    template["Resources"][queue_id]["Properties"]["QueueName"] = queue_name
+    content = json.dumps(template, indent=1).encode()
+    rewrites = {path: content}
+    for manifest in (directory / "manifest.json", *directory.glob("*.assets.json")):
+        text = manifest.read_text(encoding="utf-8")
+        if old_hash in text:
+            rewrites[manifest] = text.replace(old_hash, hashlib.sha256(content).hexdigest()).encode()
+    for target, data in rewrites.items():
+        target.unlink()  # a hard link: writing through it would change the original assembly too
+        target.write_bytes(data)
+
+
+def physical_ids(checker: Checker, stack_name: str) -> dict[str, str]:
+    resources = checker.client("cloudformation").list_stack_resources(StackName=stack_name)
+    return {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources["StackResourceSummaries"]
+    }
+
+
+def queue_arn(checker: Checker, url: str) -> str:
+    attributes = checker.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])
+
+
+def still_reading(checker: Checker, stateless: StackArtifact, mapping_id: str, old: set[str]) -> list[str]:
+    """What in the deployed stateless stack still names the old queue (its URL or ARN)."""
+    found = []
+    ids = physical_ids(checker, stateless.name)
+    lambda_ = checker.client("lambda")
+    source = lambda_.get_event_source_mapping(UUID=ids[mapping_id])["EventSourceArn"]
+    if source in old:
+        found.append(f"event source mapping {mapping_id} reads {source}")
+    for logical_id, resource in stateless.template["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::Function":
+            variables = lambda_.get_function_configuration(FunctionName=ids[logical_id])
+            for name, value in variables.get("Environment", {}).get("Variables", {}).items():
+                if value in old:
+                    found.append(f"function {logical_id}: {name}={value}")
+    return found
+
+
+def rehearse_replacement(checker: Checker, stacks: list[StackArtifact], env: dict[str, str]) -> None:
+    """README "Changing a deployed environment": deploy a change that replaces a queue a router
+    consumes (the old queue must be gone, the stateless stack still reading it), then follow the
+    documented procedure; every function and event source mapping must then read the new queue."""
+    [stateful] = [s for s in stacks if s.environment == REPLACED_IN and s.name.endswith("-stateful")]
+    [stateless] = [s for s in stacks if s.environment == REPLACED_IN and s.name.endswith("-stateless")]
+    consumed = consumed_standard_queue(stateful, stateless)
+    old_url = physical_ids(checker, stateful.name)[consumed.queue]
+    old = {old_url, queue_arn(checker, old_url)}
+    new_name = f"{stateful.name}-replaced-queue"
+    write_replaced_assembly(stateful, consumed.queue, new_name)
+    replaced_args = f"ARGS=--app {REPLACED_ASSEMBLY.relative_to(ROOT)} --require-approval never"
+    make(f"replace a queue {REPLACED_IN}", "deploy", REPLACED_IN, replaced_args, env)
+    new_url = physical_ids(checker, stateful.name)[consumed.queue]
+    if not new_url.endswith(f"/{new_name}"):
+        REPORT.fail(f"{stateful.name}/{consumed.queue}: not replaced (physical id {new_url})")
+    if old_url in checker.client("sqs").list_queues(QueueNamePrefix=stateful.name).get("QueueUrls", []):
+        REPORT.fail(f"{stateful.name}/{consumed.queue}: the old queue {old_url} still exists")
+    # The weak reference's price: the stateless template did not change, so nothing re-read it.
+    if not still_reading(checker, stateless, consumed.mapping, old):
+        REPORT.fail(f"{stateless.name} no longer reads the replaced queue before it was re-created")
+    # The README's procedure: the stateless stack created again reads the outputs afresh.
+    run(
+        f"destroy stateless {REPLACED_IN}",
+        [*CDK, "destroy", f"sluice-{REPLACED_IN}/stateless", "--force", "--app", str(REPLACED_ASSEMBLY)],
+        env,
+    )
+    make(f"deploy stateless again {REPLACED_IN}", "deploy", REPLACED_IN, replaced_args, env)
+    for reference in still_reading(checker, stateless, consumed.mapping, old):
+        REPORT.fail(f"{stateless.name} still reads the replaced queue: {reference}")
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -474,6 +600,8 @@ def rehearse(port: int, record_file: Path, env: dict[str, str]) -> None:
         if "Number of stacks with differences: 0" not in output or "Could not create a change set" in output:
             print(output[-4000:], flush=True)
             REPORT.fail(f"make diff ENV={name} reported differences (or could not create its change set)")
+    if not REPORT.failures:
+        rehearse_replacement(checker, stacks, env)
 
 
 def print_summary() -> None:

@@ -303,3 +303,67 @@ def test_functions_keep_architecture_and_layers_and_buckets_their_public_access_
     assert config["Architectures"] == ["arm64"] and config["MemorySize"] == 512
     assert [layer["Arn"] for layer in config["Layers"]] == [physical["Layer"]]
     assert s3.get_public_access_block(Bucket=physical["Bucket"])["PublicAccessBlockConfiguration"] == block
+
+
+def test_renaming_a_queue_replaces_it_and_its_outputs_follow(launcher: dict[str, Any]) -> None:
+    arn_output = {"QueueArn": {"Value": {"Fn::GetAtt": ["Queue", "Arn"]}}}
+    stack = deploy(launcher, "renamed", {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}}, arn_output)
+    [before] = stack["Outputs"]
+    sqs = client(launcher, "sqs")
+    old_url = sqs.get_queue_url(QueueName=before["OutputValue"].rsplit(":", 1)[-1])["QueueUrl"]
+
+    cloudformation = client(launcher, "cloudformation")
+    template = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "renamed-v2"}}},
+        "Outputs": arn_output,
+    }
+    change_set = cloudformation.create_change_set(
+        StackName="renamed", ChangeSetName="rename", ChangeSetType="UPDATE", TemplateBody=json.dumps(template)
+    )
+    cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName="renamed")
+
+    stack = cloudformation.describe_stacks(StackName="renamed")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    [after] = stack["Outputs"]
+    assert after["OutputValue"].endswith(":renamed-v2")
+    urls = sqs.list_queues(QueueNamePrefix="renamed")["QueueUrls"]
+    assert old_url not in urls and any(url.endswith("/renamed-v2") for url in urls)
+
+
+def test_executing_a_change_set_removes_the_stacks_change_sets(launcher: dict[str, Any]) -> None:
+    """Two stacks' change sets share a name, as the CLI names them: once one is executed, a
+    lookup by that name for the stack finds nothing, with CloudFormation's error (the CLI waits
+    for exactly that)."""
+    cloudformation = client(launcher, "cloudformation")
+    queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {}}}
+    for name in ("first-of-two", "second-of-two"):
+        change_set = cloudformation.create_change_set(
+            StackName=name,
+            ChangeSetName="same-name",
+            ChangeSetType="CREATE",
+            TemplateBody=json.dumps({"Resources": queue}),
+        )
+        cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName=name)
+    for name in ("first-of-two", "second-of-two"):
+        with pytest.raises(cloudformation.exceptions.ChangeSetNotFoundException):
+            cloudformation.describe_change_set(StackName=name, ChangeSetName="same-name")
+
+
+def test_an_ssm_parameter_keeps_its_name_as_previous_value(launcher: dict[str, Any]) -> None:
+    """CDK's `BootstrapVersion`: an SSM-typed parameter, passed with UsePreviousValue on update."""
+    client(launcher, "ssm").put_parameter(Name="/bootstrap/version", Value="21", Type="String")
+    cloudformation = client(launcher, "cloudformation")
+    version = {"Version": {"Type": "AWS::SSM::Parameter::Value<String>", "Default": "/bootstrap/version"}}
+    for kind, copy in (("CREATE", "/copy-1"), ("UPDATE", "/copy-2")):
+        template = {"Parameters": version, "Resources": {"Copy": ssm_parameter(copy, {"Ref": "Version"})}}
+        change_set = cloudformation.create_change_set(
+            StackName="ssm-previous",
+            ChangeSetName=f"ssm-{kind}",
+            ChangeSetType=kind,
+            TemplateBody=json.dumps(template),
+            Parameters=[{"ParameterKey": "Version", "UsePreviousValue": True}] if kind == "UPDATE" else [],
+        )
+        cloudformation.execute_change_set(ChangeSetName=change_set["Id"], StackName="ssm-previous")
+    stack = cloudformation.describe_stacks(StackName="ssm-previous")["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE", failure_events(launcher, "ssm-previous")
+    assert parameter(launcher, "/copy-2") == "21"
