@@ -33,15 +33,12 @@ def build_cache(
 ) -> Cache:
     """The replication group and its AUTH secret, in `stack`'s own scope."""
     redis = config.redis
-    security_group = ec2.SecurityGroup(
+    security_group = network.admitting(
         stack,
         "RedisSecurityGroup",
-        vpc=network.vpc,
-        description="sluice Redis: only the functions group, on the Redis port",
-        allow_all_outbound=False,
-    )
-    security_group.add_ingress_rule(
-        network.functions_security_group, ec2.Port.tcp(REDIS_PORT), "sluice functions to Redis (TLS + AUTH)"
+        "sluice Redis: only the functions group, on the Redis port",
+        REDIS_PORT,
+        ((network.functions_security_group, "sluice functions to Redis (TLS + AUTH)"),),
     )
     # ElastiCache AUTH tokens accept only !&#$^<>- as punctuation: generate without any.
     auth_secret = secretsmanager.Secret(

@@ -39,18 +39,13 @@ def build_file_system(
 ) -> Inbox:
     """The file system, its access point, policy and the writer's outputs, in `stack`'s scope."""
     ingest = config.ingest
-    security_group = ec2.SecurityGroup(
+    security_group = network.admitting(
         stack,
         "EfsSecurityGroup",
-        vpc=network.vpc,
-        description="sluice EFS mount targets: NFS from the functions and the writer container",
-        allow_all_outbound=False,
+        "sluice EFS mount targets: NFS from the functions and the writer container",
+        NFS_PORT,
+        network.functions_and_writer("NFS"),
     )
-    for peer, who in (
-        (network.functions_security_group, "sluice functions"),
-        (network.writer_security_group, "the writer container"),
-    ):
-        security_group.add_ingress_rule(peer, ec2.Port.tcp(NFS_PORT), f"NFS from {who}")
     provisioned = (
         cdk.Size.mebibytes(ingest.efs_provisioned_mibps) if ingest.efs_provisioned_mibps is not None else None
     )

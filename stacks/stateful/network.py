@@ -30,6 +30,31 @@ class Network:
     functions_security_group: ec2.SecurityGroup
     writer_security_group: ec2.SecurityGroup
 
+    def functions_and_writer(self, what: str) -> tuple[tuple[ec2.ISecurityGroup, str], ...]:
+        """The functions' and the writer container's groups, each with its ingress rule's
+        description."""
+        return (
+            (self.functions_security_group, f"{what} from sluice functions"),
+            (self.writer_security_group, f"{what} from the writer container"),
+        )
+
+    def admitting(
+        self,
+        stack: cdk.Stack,
+        construct_id: str,
+        description: str,
+        port: int,
+        peers: tuple[tuple[ec2.ISecurityGroup, str], ...],
+    ) -> ec2.SecurityGroup:
+        """A security group in the VPC with no egress that admits each of `peers` (a group and
+        why) on `port`."""
+        group = ec2.SecurityGroup(
+            stack, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False
+        )
+        for peer, why in peers:
+            group.add_ingress_rule(peer, ec2.Port.tcp(port), why)
+        return group
+
 
 def build_network(stack: cdk.Stack, config: EnvironmentConfig, removal_policy: cdk.RemovalPolicy) -> Network:
     """The VPC and its security groups, in `stack`'s own scope (their logical ids stay put)."""
@@ -86,18 +111,13 @@ def build_network(stack: cdk.Stack, config: EnvironmentConfig, removal_policy: c
 
 
 def _build_interface_endpoints(stack: cdk.Stack, config: EnvironmentConfig, network: Network) -> None:
-    endpoints_security_group = ec2.SecurityGroup(
+    endpoints_security_group = network.admitting(
         stack,
         "EndpointsSecurityGroup",
-        vpc=network.vpc,
-        description="sluice interface endpoints: HTTPS from the functions and the writer container",
-        allow_all_outbound=False,
+        "sluice interface endpoints: HTTPS from the functions and the writer container",
+        HTTPS_PORT,
+        network.functions_and_writer("HTTPS"),
     )
-    for peer, who in (
-        (network.functions_security_group, "sluice functions"),
-        (network.writer_security_group, "the writer container"),
-    ):
-        endpoints_security_group.add_ingress_rule(peer, ec2.Port.tcp(HTTPS_PORT), f"HTTPS from {who}")
     for name in config.network.interface_endpoints:
         network.vpc.add_interface_endpoint(
             f"{name}-endpoint",
