@@ -20,36 +20,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runtime.declarations.aws_limits import (
+    HTTP_API_TIMEOUT_S,
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_TIMEOUT_S,
+    LAMBDA_MB_PER_VCPU,
+    LAMBDA_MIN_MEMORY_MB,
+    LOG_RETENTION_DAYS,
+    SQS_FIFO_MAX_BATCH,
+    SQS_MAX_RECEIVE_COUNT,
+    SQS_MAX_RETENTION_S,
+    SQS_MAX_VISIBILITY_S,
+    SQS_MIN_RETENTION_S,
+    STREAM_MAX_RECORD_AGE_S,
+)
+from runtime.declarations.settings import (
+    IngestTunables,
+    JobsTunables,
+    PipelineTunables,
+    ProjectionRule,
+    QueueTunables,
+    RelayTunables,
+)
 from runtime.errors import ConfigError
 
-LOG_RETENTION_DAYS = (
-    1,
-    3,
-    5,
-    7,
-    14,
-    30,
-    60,
-    90,
-    120,
-    150,
-    180,
-    365,
-    400,
-    545,
-    731,
-    1096,
-    1827,
-    2192,
-    2557,
-    2922,
-    3288,
-    3653,
-)
-SQS_MAX_RECEIVE_COUNT = 1000
-LAMBDA_MAX_TIMEOUT_S = 900
-SQS_MAX_VISIBILITY_S = 43_200
-SQS_MAX_RETENTION_S = 1_209_600
 # The relay queue keeps messages as long as SQS allows: the drain dead-letters a message itself
 # long before (relay.max_age_s), so nothing ever expires from it unseen.
 RELAY_QUEUE_RETENTION_S = SQS_MAX_RETENTION_S
@@ -57,12 +51,11 @@ RELAY_QUEUE_RETENTION_S = SQS_MAX_RETENTION_S
 # of a message: a day of slack for a drain that is failing or being redeployed.
 RELAY_RETENTION_SLACK_S = 86_400
 _SCHEDULE_UNIT_S = {"minute": 60, "hour": 3600, "day": 86_400}
-# Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU, and its maximum
-# memory, 10,240 MB, is documented as six.
-LAMBDA_MB_PER_VCPU = 1769
-LAMBDA_MAX_MEMORY_MB = 10_240
-LAMBDA_MAX_VCPUS = 6
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+# An ingest projection rule, as cdk.json spells it.
+ProjectionField = ProjectionRule
 
 
 class Frozen(BaseModel):
@@ -95,7 +88,7 @@ class RedisConfig(Frozen):
 
 class LambdaConfig(Frozen):
     python_version: Literal["3.12", "3.13"] = "3.12"
-    memory_mb: int = Field(1024, ge=128, le=10240)
+    memory_mb: int = Field(1024, ge=LAMBDA_MIN_MEMORY_MB, le=LAMBDA_MAX_MEMORY_MB)
     log_retention_days: int = 30
     tracing: bool = True
     reserved_concurrency: dict[str, int] = Field(
@@ -110,47 +103,27 @@ class LambdaConfig(Frozen):
         return self
 
 
-class QueueConfig(Frozen):
-    retention_s: int = Field(4 * 86_400, ge=60, le=1_209_600)
-    dlq_retention_s: int = Field(14 * 86_400, ge=60, le=1_209_600)
-    max_message_bytes: int = Field(1_048_576, ge=1024, le=1_048_576)
-    fifo_message_group_id: str = Field("sluice", min_length=1, max_length=128)
-
-
-class ProjectionField(Frozen):
-    path: str = Field(min_length=1, description="dotted path into the source record")
-    missing: Literal["null", "omit", "reject"] = "null"
+class QueueConfig(QueueTunables):
+    retention_s: int = Field(4 * 86_400, ge=SQS_MIN_RETENTION_S, le=SQS_MAX_RETENTION_S)
+    dlq_retention_s: int = Field(14 * 86_400, ge=SQS_MIN_RETENTION_S, le=SQS_MAX_RETENTION_S)
 
 
 # A loaded file costs the loader its bytes, the parsed records and their encoded items at once.
 MEMORY_PER_FILE_BYTE = 16
 
 
-class IngestConfig(Frozen):
-    settle_s: float = Field(30.0, gt=0, description="a file is loadable once its mtime is this old")
+class IngestConfig(IngestTunables):
+    """The declared ingest tunables, and what only the deployment needs."""
+
     loader_timeout_s: int = Field(300, ge=30, le=LAMBDA_MAX_TIMEOUT_S)
     checker_timeout_s: int = Field(60, ge=10, le=LAMBDA_MAX_TIMEOUT_S)
     archiver_timeout_s: int = Field(300, ge=30, le=LAMBDA_MAX_TIMEOUT_S)
-    deadline_margin_s: float = Field(15.0, gt=0)
     lease_margin_s: int = Field(60, ge=1)
-    batch_max_files: int = Field(2000, ge=1, le=100_000)
-    # EFS answers each operation in ~1-3 ms: ~6,000 files/s per loader needs ~50 in flight.
-    read_threads: int = Field(64, ge=1, le=256)
-    # A CPython loader is bound by one core (the GIL), so more processes help only as far as the
-    # function's memory buys vCPUs: Lambda gives one per 1,769 MB (checked at synth).
-    processes: int = Field(
-        1, ge=1, le=6, description="processes per loader run, each loading a disjoint share of the inbox"
-    )
     loader_memory_mb: int = Field(
         LAMBDA_MB_PER_VCPU,
-        ge=128,
+        ge=LAMBDA_MIN_MEMORY_MB,
         le=LAMBDA_MAX_MEMORY_MB,
         description="the loader function's memory; 1,769 MB buys one full vCPU for a CPU-bound loader",
-    )
-    resend_horizon_s: int = Field(86_400, ge=60)
-    max_crash_runs: int = Field(3, ge=1, le=100)
-    failure_backoff_s: float = Field(
-        60.0, ge=0, le=3600, description="a failing batch waits this long (doubling per run) before a retry"
     )
     max_file_bytes: int | None = Field(
         None,
@@ -158,12 +131,6 @@ class IngestConfig(Frozen):
         description="inbox files above this are rejected file_too_large, never read (a loader holds a file "
         "and its records, several times its size, in memory); default: 1/16 of loader_memory_mb",
     )
-    max_clock_skew_s: float = Field(300.0, ge=0, description="mtimes further ahead are rejected future_mtime")
-    archive_retention_days: int | None = Field(None, ge=1)
-    projection: dict[str, ProjectionField] = Field(
-        default_factory=dict, description="output field -> source path; empty keeps every field"
-    )
-    target: Literal["standard", "fifo"] = "standard"
     loader_schedule: str = "rate(1 minute)"
     checker_schedule: str = "rate(1 minute)"
     archiver_schedule: str = "rate(5 minutes)"
@@ -199,30 +166,22 @@ class IngestConfig(Frozen):
         return self
 
 
-class PipelineConfig(Frozen):
+class PipelineConfig(PipelineTunables):
+    """The declared pipeline tunables, and what only the deployment needs."""
+
     timeout_s: int = Field(60, ge=3, le=LAMBDA_MAX_TIMEOUT_S)
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_s: int = Field(1, ge=0, le=300)
     max_concurrency: int = Field(10, ge=2, le=1000)
-    max_attempts: int = Field(5, ge=1, le=100)
-    backoff_base_s: float = Field(2.0, ge=0)
-    backoff_cap_s: int = Field(900, ge=0, le=900, description="SQS DelaySeconds caps at 900")
-    max_steps: int = Field(100, ge=1)
-    time_budget_margin_s: float = Field(5.0, ge=0)
     lease_margin_s: int = Field(30, ge=1)
-    done_marker_ttl_s: int = Field(900, ge=1)
     standard_max_receive_count: int = Field(30, ge=1, le=SQS_MAX_RECEIVE_COUNT)
-    fifo_batch_size: int = Field(10, ge=1, le=10)
-    fifo_items_per_envelope: int = Field(50, ge=1)
+    fifo_batch_size: int = Field(10, ge=1, le=SQS_FIFO_MAX_BATCH)
     fifo_bounce_allowance: int = Field(20, ge=0)
-    history_limit: int = Field(16, ge=0, description="history entries kept per item; 0 keeps none")
-    router: str = Field(
-        "runtime.examples.jobs_worker:router",
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-        description="'package.module:attribute' of the router the router functions run",
+    # Declared, not discovered: synth never imports the router (nor, with it, the runtime's
+    # dependencies) to find out.
+    router_completes_jobs: bool = Field(
+        True, description="the router is a runtime.jobs.JobsRouter: it completes what POST /jobs enqueues"
     )
-    io_threads: int = Field(8, ge=1, le=64, description="concurrent ledger/sink requests per batch")
-    fifo_group_field: str = Field("", description="state field naming an item's FIFO group; empty: config")
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -274,49 +233,18 @@ class StorageConfig(Frozen):
 _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(\S+( \S+){5}\))$")
 
 
-class RelayConfig(Frozen):
+class RelayConfig(RelayTunables):
     """The relay: stream INSERTs -> FIFO (relay function) -> scheduled drain -> third-party API.
 
     Off unless an environment enables it: it needs the third-party API's https URL (and its key
     in SSM), and a drain with nowhere to send fails on every tick."""
 
     enabled: bool = Field(False, description="build the relay (source table, FIFO queue, functions)")
-    api_url: str = Field("", description="the third-party https endpoint; required when enabled")
-    api_key_header: str = Field("x-api-key", min_length=1)
-    idempotency_header: str = Field("Idempotency-Key", min_length=1)
-    partition_key_field: str = Field("pk", min_length=1, description="stream key that groups messages")
     drain_schedule: str = "rate(1 minute)"
     drain_timeout_s: int = Field(60, ge=10, le=LAMBDA_MAX_TIMEOUT_S)
     relay_timeout_s: int = Field(30, ge=3, le=LAMBDA_MAX_TIMEOUT_S)
-    calls_per_minute: int = Field(60, ge=1, le=100_000)
-    burst_calls: int = Field(
-        1, ge=1, le=1000, description="calls let through back to back (1: evenly spaced)"
-    )
-    receive_wait_s: int = Field(5, ge=0, le=20, description="the drain's long polling")
-    max_attempts: int = Field(
-        100,
-        ge=1,
-        le=500,
-        description="API attempts before the drain dead-letters (maxReceiveCount is a backstop)",
-    )
-    max_age_s: int = Field(7 * 86_400, ge=60, description="a message this old is dead-lettered by the drain")
-    sweep_interval_s: int = Field(
-        3600,
-        ge=60,
-        le=86_400,
-        description="while the breaker is open, how often a drain dead-letters the too old",
-    )
-    api_key_cache_s: int = Field(300, ge=1, le=86_400)
-    connect_timeout_s: float = Field(3.0, gt=0, le=60)
-    read_timeout_s: float = Field(10.0, gt=0, le=300)
-    deadline_margin_s: float = Field(15.0, ge=0)
-    retry_backoff_base_s: float = Field(5.0, gt=0)
-    retry_backoff_cap_s: int = Field(900, ge=1, le=SQS_MAX_VISIBILITY_S)
-    breaker_failure_threshold: int = Field(3, ge=1, le=100)
-    breaker_backoff_base_s: float = Field(30.0, gt=0)
-    breaker_backoff_cap_s: int = Field(900, ge=1, le=900, description="the probe interval's ceiling")
     stream_batch_size: int = Field(100, ge=1, le=10_000)
-    max_record_age_s: int = Field(86_400, ge=60, le=604_800)
+    max_record_age_s: int = Field(86_400, ge=60, le=STREAM_MAX_RECORD_AGE_S)
     retry_attempts: int = Field(10, ge=0, le=10_000)
     oldest_message_alarm_s: int = Field(3600, ge=60)
 
@@ -399,20 +327,12 @@ class AlarmConfig(Frozen):
         return self
 
 
-HTTP_API_TIMEOUT_S = 30  # API Gateway's HTTP API ends every integration at 30 s, fixed
-
-
-class JobsConfig(Frozen):
+class JobsConfig(JobsTunables):
     """POST /jobs waits for its job's completion on Redis, then answers 200, or 202 + GET URL."""
 
     enabled: bool = Field(True, description="the jobs routes and function (needs gateway.enabled)")
-    wait_s: float = Field(25.0, gt=0, lt=HTTP_API_TIMEOUT_S, description="answer 202 after this")
     timeout_s: int = Field(29, ge=3, le=HTTP_API_TIMEOUT_S, description="the jobs function's timeout")
-    inline_max_bytes: int = Field(65_536, ge=0, le=1_000_000, description="larger results: presigned URL")
-    presign_ttl_s: int = Field(900, ge=1, le=604_800)
-    status_ttl_s: int = Field(86_400, ge=60)
-    max_body_bytes: int = Field(262_144, ge=2, le=1_000_000)
-    memory_mb: int = Field(512, ge=128, le=10_240)
+    memory_mb: int = Field(512, ge=LAMBDA_MIN_MEMORY_MB, le=LAMBDA_MAX_MEMORY_MB)
 
     @model_validator(mode="after")
     def _waits_inside_the_function(self) -> JobsConfig:

@@ -1,29 +1,40 @@
-"""The environment contract, built in one place: the `runtime.config` sections every function
-validates at run time, from an environment's config and where its resources are.
+"""The environment contract, built in one place: the settings every function validates at run
+time, from an environment's config and where its resources are, and the environment variables
+that carry them (`function_environment`, the only builder of a function's `SLUICE_*` variables).
 
-The stacks pass deploy-time values (queue URLs, table and bucket names as CDK tokens) and the
-local runtime passes the resources it created on the moto server — through the same functions,
-so the cloud and the laptop cannot drift apart. Nothing here imports CDK or boto3.
+Every declared tunable (`runtime.declarations.settings`) is copied across by name; what is
+computed here is only what the stacks derive or create. The stacks pass deploy-time values
+(queue URLs, table and bucket names as CDK tokens) and the local runtime passes the resources it
+created on the moto server — through the same functions, so the cloud and the laptop cannot
+drift apart. Nothing here imports CDK or boto3.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from runtime.config import (
+from runtime.declarations.names import (  # noqa: F401 - the source table's keys, for the local runtime
+    JOBS_RESULTS_PREFIX,
+    SOURCE_PARTITION_KEY,
+    SOURCE_SORT_KEY,
+)
+from runtime.declarations.settings import (
+    FunctionSettings,
     IngestSettings,
+    IngestTunables,
     JobsSettings,
+    JobsTunables,
     PipelineSettings,
-    ProjectionRule,
+    PipelineTunables,
     QueueSettings,
+    QueueTunables,
+    RedisSettings,
     RelaySettings,
+    RelayTunables,
+    tunables,
 )
 from stacks.config import EnvironmentConfig
-
-JOBS_RESULTS_PREFIX = "jobs/"
-# The relay source table is the user's; its stream's keys group the relay's messages.
-SOURCE_PARTITION_KEY = "pk"
-SOURCE_SORT_KEY = "sk"
 
 
 @dataclass(frozen=True)
@@ -41,60 +52,34 @@ class Resources:
 
 def queue_settings(config: EnvironmentConfig, resources: Resources) -> QueueSettings:
     return QueueSettings(
+        **tunables(config.queues, QueueTunables),
         state_url=resources.state_url,
         state_dlq_url=resources.state_dlq_url,
         fifo_url=resources.fifo_url,
         fifo_dlq_url=resources.fifo_dlq_url,
-        max_message_bytes=config.queues.max_message_bytes,
-        fifo_message_group_id=config.queues.fifo_message_group_id,
     )
 
 
 def ingest_settings(config: EnvironmentConfig, resources: Resources) -> IngestSettings:
     ingest = config.ingest
     return IngestSettings(
+        **tunables(ingest, IngestTunables),
         root=resources.ingest_root,
-        settle_s=ingest.settle_s,
         lease_s=ingest.lease_s,
-        deadline_margin_s=ingest.deadline_margin_s,
-        batch_max_files=ingest.batch_max_files,
-        read_threads=ingest.read_threads,
-        processes=ingest.processes,
-        resend_horizon_s=ingest.resend_horizon_s,
-        max_crash_runs=ingest.max_crash_runs,
-        failure_backoff_s=ingest.failure_backoff_s,
         max_file_bytes=ingest.file_limit_bytes,
-        max_clock_skew_s=ingest.max_clock_skew_s,
         # DESIGN step 8: a committed batch is archived once no loader that could still hold it
         # is alive — past its lease plus one more loader run.
         archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
-        archive_retention_days=ingest.archive_retention_days,
-        projection={
-            field: ProjectionRule(path=rule.path, missing=rule.missing)
-            for field, rule in ingest.projection.items()
-        },
-        target=ingest.target,
     )
 
 
 def pipeline_settings(config: EnvironmentConfig, resources: Resources) -> PipelineSettings:
-    pipeline = config.pipeline
     return PipelineSettings(
+        **tunables(config.pipeline, PipelineTunables),
         ledger_table=resources.ledger_table,
         results_bucket=resources.results_bucket,
-        max_attempts=pipeline.max_attempts,
-        backoff_base_s=pipeline.backoff_base_s,
-        backoff_cap_s=pipeline.backoff_cap_s,
-        max_steps=pipeline.max_steps,
-        time_budget_margin_s=pipeline.time_budget_margin_s,
-        lease_s=pipeline.lease_s,
-        done_marker_ttl_s=pipeline.done_marker_ttl_s,
+        lease_s=config.pipeline.lease_s,
         dedup_horizon_s=config.dedup_horizon_s,
-        history_limit=pipeline.history_limit,
-        fifo_items_per_envelope=pipeline.fifo_items_per_envelope,
-        router=pipeline.router,
-        io_threads=pipeline.io_threads,
-        fifo_group_field=pipeline.fifo_group_field,
     )
 
 
@@ -114,8 +99,11 @@ def relay_settings(
     config: EnvironmentConfig, resources: RelayResources, *, api_url: str | None = None
 ) -> RelaySettings:
     """`api_url` None: the environment's configured API (the local runtime passes its stub)."""
-    relay = config.relay
+    declared = tunables(config.relay, RelayTunables)
+    if api_url is not None:
+        declared["api_url"] = api_url
     return RelaySettings(
+        **declared,
         fifo_url=resources.queue_url,
         dlq_url=resources.dlq_url,
         ledger_table=resources.ledger_table,
@@ -125,37 +113,41 @@ def relay_settings(
         # A delivery must stay recognisable while its message can still come back, through the
         # queue, its DLQ and a redrive: the environment's dedup horizon covers all three.
         ledger_ttl_s=config.dedup_horizon_s,
-        group_key_field=relay.partition_key_field,
-        api_url=relay.api_url if api_url is None else api_url,
         api_key_parameter=config.api_key_parameter,
-        api_key_header=relay.api_key_header,
-        idempotency_header=relay.idempotency_header,
-        api_key_cache_s=relay.api_key_cache_s,
-        calls_per_minute=relay.calls_per_minute,
-        burst_calls=relay.burst_calls,
-        receive_wait_s=relay.receive_wait_s,
-        max_attempts=relay.max_attempts,
-        max_age_s=relay.max_age_s,
-        sweep_interval_s=relay.sweep_interval_s,
-        connect_timeout_s=relay.connect_timeout_s,
-        read_timeout_s=relay.read_timeout_s,
-        deadline_margin_s=relay.deadline_margin_s,
-        retry_backoff_base_s=relay.retry_backoff_base_s,
-        retry_backoff_cap_s=relay.retry_backoff_cap_s,
-        breaker_failure_threshold=relay.breaker_failure_threshold,
-        breaker_backoff_base_s=relay.breaker_backoff_base_s,
-        breaker_backoff_cap_s=relay.breaker_backoff_cap_s,
     )
 
 
 def jobs_settings(config: EnvironmentConfig, results_bucket: str) -> JobsSettings:
-    jobs = config.jobs
     return JobsSettings(
-        wait_s=jobs.wait_s,
+        **tunables(config.jobs, JobsTunables),
         results_bucket=results_bucket,
         results_prefix=JOBS_RESULTS_PREFIX,
-        inline_max_bytes=jobs.inline_max_bytes,
-        presign_ttl_s=jobs.presign_ttl_s,
-        status_ttl_s=jobs.status_ttl_s,
-        max_body_bytes=jobs.max_body_bytes,
+    )
+
+
+SECTIONS = frozenset({"ingest", "pipeline", "relay", "jobs"})
+
+
+def function_settings(
+    config: EnvironmentConfig,
+    resources: Resources,
+    redis: RedisSettings,
+    sections: Collection[str],
+    relay: RelayResources | None = None,
+) -> FunctionSettings:
+    """What a function with these `sections` (of `SECTIONS`) validates at run time; every
+    function gets the queues and Redis."""
+    unknown = set(sections) - SECTIONS
+    if unknown:
+        raise ValueError(f"unknown settings sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    if "relay" in sections and relay is None:
+        raise ValueError("a function with the relay section needs the relay's resources")
+    return FunctionSettings(
+        env=config.name,
+        redis=redis,
+        queues=queue_settings(config, resources),
+        ingest=ingest_settings(config, resources) if "ingest" in sections else None,
+        pipeline=pipeline_settings(config, resources) if "pipeline" in sections else None,
+        relay=relay_settings(config, relay) if relay is not None and "relay" in sections else None,
+        jobs=jobs_settings(config, resources.results_bucket) if "jobs" in sections else None,
     )

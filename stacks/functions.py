@@ -22,16 +22,19 @@ from typing import Any
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from runtime.config import RedisSettings, Settings, to_environ
+from runtime.declarations.aws_limits import LAMBDA_ENVIRONMENT_LIMIT_BYTES
+from runtime.declarations.names import LEDGER_TTL_ATTRIBUTE
+from runtime.declarations.settings import FunctionSettings, RedisSettings, to_environ
 from runtime.errors import ConfigError
 from stacks.alarms import METRICS_NAMESPACE, SERVICE_NAME, error_rate_alarm
 from stacks.config import EnvironmentConfig
-from stacks.contract import Resources, ingest_settings, pipeline_settings, queue_settings
+from stacks.contract import RelayResources, Resources, function_settings
 from stacks.nag import (
     LAMBDA_BASIC_EXECUTION,
     LAMBDA_VPC_ACCESS,
@@ -41,7 +44,7 @@ from stacks.nag import (
 )
 from stacks.references import read_bucket
 from stacks.retention import log_retention
-from stacks.stateful import StatefulStack
+from stacks.shared import SharedResources
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
@@ -58,7 +61,6 @@ PYTHON_RUNTIMES = {
 CODE_EXCLUDES = ["*", "!runtime", "**/__pycache__", "**/*.pyc", "**/tests", "**/.pytest_cache"]
 
 
-LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4096
 # A deploy-time value (queue URL, ARN, endpoint) counted at a generous upper bound of its length.
 TOKEN_ALLOWANCE_BYTES = 160
 _TOKEN = re.compile(r"\$\{Token\[[^\]]+\]\}")
@@ -176,6 +178,20 @@ def dependency_layer(
     )
 
 
+def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
+    """The ledger's partition and sort key names ("" without a sort key), read from the table
+    the stateful stack declares, so delivery records always fit its key schema."""
+    if not isinstance(table, dynamodb.Table):
+        raise TypeError("the relay needs the ledger as a dynamodb.Table to read its key schema")
+    schema = table.schema_v2()
+    partition_keys, sort_keys = schema.partition_keys, schema.sort_keys or []
+    if len(partition_keys) != 1 or len(sort_keys) > 1:
+        raise TypeError(
+            "the relay's delivery records need a ledger with one partition key, at most one sort key"
+        )
+    return partition_keys[0].name, sort_keys[0].name if sort_keys else ""
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """What differs between sluice functions; everything else comes from the factory."""
@@ -186,7 +202,8 @@ class FunctionSpec:
     description: str
     mount_efs: bool = False
     memory_mb: int | None = None
-    sections: frozenset[str] = frozenset()  # "ingest" and/or "pipeline" settings to pass
+    # The settings sections it reads besides queues and Redis (stacks.contract.SECTIONS).
+    sections: frozenset[str] = frozenset()
     # Actions this function is granted on Resource "*" beyond the factory's own (X-Ray, the EFS
     # mount), each with why: they become its IAM5 acknowledgment's reason, and a template test
     # holds every function's wildcard actions to exactly these.
@@ -201,15 +218,15 @@ class FunctionFactory(Construct):
     """Builds every sluice Lambda of one stateless stack from a `FunctionSpec`."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, shared: SharedResources
     ) -> None:
         super().__init__(scope, construct_id)
         self.config = config
-        self.stateful = stateful
+        self.shared = shared
         self.runtime = PYTHON_RUNTIMES[config.functions.python_version]
         self.layer = dependency_layer(self, "DependencyLayer", config.functions.python_version)
         self.code = code_asset(PROJECT_ROOT)
-        self.results_bucket = read_bucket(self, "ResultsBucket", stateful, "Results")
+        self.results_bucket = read_bucket(self, "ResultsBucket", shared.outputs, "Results")
         self.removal_policy = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
         # Every function the factory builds, and its error alarm (no function goes unwatched).
         self.functions: dict[str, lambda_.Function] = {}
@@ -218,34 +235,46 @@ class FunctionFactory(Construct):
     # -- the environment contract ---------------------------------------------------------------
 
     def resources(self) -> Resources:
-        stateful = self.stateful
+        shared = self.shared
         return Resources(
-            state_url=stateful.state_queue.queue_url,
-            state_dlq_url=stateful.state_dlq.queue_url,
-            fifo_url=stateful.fifo_queue.queue_url,
-            fifo_dlq_url=stateful.fifo_dlq.queue_url,
-            ledger_table=stateful.ledger_table.table_name,
+            state_url=shared.state_queue.queue_url,
+            state_dlq_url=shared.state_dlq.queue_url,
+            fifo_url=shared.fifo_queue.queue_url,
+            fifo_dlq_url=shared.fifo_dlq.queue_url,
+            ledger_table=shared.ledger_table.table_name,
             results_bucket=self.results_bucket.bucket_name,
             ingest_root=EFS_MOUNT_PATH,
         )
 
-    def settings(self, sections: frozenset[str]) -> Settings:
-        """The `runtime.config.Settings` a function with these sections validates at run time."""
-        stateful, config, resources = self.stateful, self.config, self.resources()
-        return Settings(
-            env=config.name,
-            redis=RedisSettings(
-                host=stateful.redis_host,
-                port=stateful.redis_port,
-                tls=True,
-                auth_secret_arn=stateful.redis_auth_secret.secret_arn,
-            ),
-            queues=queue_settings(config, resources),
-            ingest=ingest_settings(config, resources) if "ingest" in sections else None,
-            pipeline=pipeline_settings(config, resources) if "pipeline" in sections else None,
+    def relay_resources(self) -> RelayResources | None:
+        """Where the relay keeps its messages and delivery records (None: no relay)."""
+        shared = self.shared
+        if shared.relay is None:
+            return None
+        partition_key, sort_key = ledger_key_names(shared.ledger_table)
+        return RelayResources(
+            queue_url=shared.relay.queue.queue_url,
+            dlq_url=shared.relay.dead_letter_queue.queue_url,
+            ledger_table=shared.ledger_table.table_name,
+            ledger_partition_key=partition_key,
+            ledger_sort_key=sort_key,
+            ledger_ttl_attribute=LEDGER_TTL_ATTRIBUTE,
         )
 
+    def settings(self, sections: frozenset[str]) -> FunctionSettings:
+        """The settings a function with these sections validates at run time."""
+        shared = self.shared
+        redis = RedisSettings(
+            host=shared.redis_host,
+            port=shared.redis_port,
+            tls=True,
+            auth_secret_arn=shared.redis_auth_secret.secret_arn,
+        )
+        return function_settings(self.config, self.resources(), redis, sections, self.relay_resources())
+
     def environment(self, spec: FunctionSpec) -> dict[str, str]:
+        """Every variable the function gets: its settings and the Powertools names. The only
+        place a function's environment is built."""
         environment = {
             **to_environ(self.settings(spec.sections)),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
@@ -265,7 +294,7 @@ class FunctionFactory(Construct):
             removal_policy=self.removal_policy,
         )
         filesystem = (
-            lambda_.FileSystem.from_efs_access_point(self.stateful.access_point, EFS_MOUNT_PATH)
+            lambda_.FileSystem.from_efs_access_point(self.shared.access_point, EFS_MOUNT_PATH)
             if spec.mount_efs
             else None
         )
@@ -281,9 +310,9 @@ class FunctionFactory(Construct):
             timeout=cdk.Duration.seconds(spec.timeout_s),
             memory_size=spec.memory_mb or functions.memory_mb,
             tracing=lambda_.Tracing.ACTIVE if functions.tracing else lambda_.Tracing.DISABLED,
-            vpc=self.stateful.vpc,
+            vpc=self.shared.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            security_groups=[self.stateful.functions_security_group],
+            security_groups=[self.shared.functions_security_group],
             filesystem=filesystem,
             log_group=log_group,
             environment=self.environment(spec),

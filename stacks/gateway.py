@@ -30,18 +30,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from runtime.config import Settings, to_environ
-from runtime.jobs.store import ACCEPTED_FOLDER
-from runtime.pipeline.gateway import IAM_CALLER_VARIABLE, JWT_CALLER_VARIABLE, integration_attributes
+from runtime.declarations.integration import IAM_CALLER_VARIABLE, JWT_CALLER_VARIABLE, integration_attributes
+from runtime.declarations.names import ACCEPTED_FOLDER, JOBS_RESULTS_PREFIX
 from stacks.config import EnvironmentConfig
-from stacks.contract import JOBS_RESULTS_PREFIX, jobs_settings
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
 from stacks.retention import log_retention
-from stacks.stateful import StatefulStack
+from stacks.shared import SharedResources
 
 JOBS_PREFIX = JOBS_RESULTS_PREFIX
-JOBS_ENVIRONMENT_PREFIX = "SLUICE_JOBS__"
 MESSAGES_ROUTE = "POST /messages"
 JOBS_WORKER_ROUTER = "runtime.examples.jobs_worker:router"
 # One JSON line per request: who, what, how it ended, how long the integration took.
@@ -62,28 +59,10 @@ ACCESS_LOG_FIELDS = {
 }
 
 
-def jobs_environment(config: EnvironmentConfig, bucket: str) -> dict[str, str]:
-    """The `SLUICE_JOBS__*` variables both sides of a job read (the waiter and the worker)."""
-    settings = Settings(jobs=jobs_settings(config, bucket))
-    return {
-        name: value
-        for name, value in to_environ(settings).items()
-        if name.startswith(JOBS_ENVIRONMENT_PREFIX)
-    }
-
-
 def gateway_attributes(authorization: str) -> dict[str, dict[str, str]]:
     """The POST /messages integration's message attributes: the caller is the JWT's subject or
     the IAM caller's ARN."""
     return integration_attributes(JWT_CALLER_VARIABLE if authorization == "jwt" else IAM_CALLER_VARIABLE)
-
-
-def completes_jobs(router: str) -> bool:
-    """Whether the state queue's router (`package.module:attribute`) is a jobs worker."""
-    from runtime.jobs.worker import JobsRouter
-    from runtime.pipeline.state import load_router
-
-    return isinstance(load_router(router), JobsRouter)
 
 
 @jsii.implements(apigw.IAccessLogSettings)
@@ -111,9 +90,8 @@ class GatewayConstruct(Construct):
         construct_id: str,
         *,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         factory: FunctionFactory,
-        worker: lambda_.Function,
     ) -> None:
         super().__init__(scope, construct_id)
         gateway = config.gateway
@@ -143,8 +121,8 @@ class GatewayConstruct(Construct):
             ),
             access_log_settings=JsonAccessLogs(self.access_logs),
         )
-        self.jobs_function = self._jobs(config, stateful, factory, worker) if config.jobs.enabled else None
-        self._messages_route(config, stateful)
+        self.jobs_function = self._jobs(config, shared, factory) if config.jobs.enabled else None
+        self._messages_route(config, shared)
         cdk.CfnOutput(self, "Url", value=self.stage.url, description="the HTTP API's base URL")
 
     def _authorizer(self, config: EnvironmentConfig) -> apigw.IHttpRouteAuthorizer:
@@ -158,20 +136,18 @@ class GatewayConstruct(Construct):
     def _jobs(
         self,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         factory: FunctionFactory,
-        worker: lambda_.Function,
     ) -> lambda_.Function:
-        # The worker completes jobs with the same settings the waiter reads them with.
-        environment = jobs_environment(config, factory.results_bucket.bucket_name)
-        for name, value in environment.items():
-            worker.add_environment(name, value)
-        if not completes_jobs(config.pipeline.router):
+        # The router completes jobs with the same settings the waiter reads them with: both get
+        # the jobs section (the pipeline construct asks for it on the routers).
+        if not config.pipeline.router_completes_jobs:
             cdk.Annotations.of(self).add_warning_v2(
                 "sluice:jobs-router",
-                f"pipeline.router {config.pipeline.router!r} does not complete jobs: POST /jobs will answer "
-                "202 and GET will stay pending; use a runtime.jobs.JobsRouter (e.g. "
-                f"{JOBS_WORKER_ROUTER!r}, which passes every other item to the enrich router)",
+                f"pipeline.router_completes_jobs is false: {config.pipeline.router!r} does not complete "
+                "jobs, so POST /jobs will answer 202 and GET will stay pending; use a "
+                f"runtime.jobs.JobsRouter (e.g. {JOBS_WORKER_ROUTER!r}, which passes every other item to "
+                "the enrich router)",
             )
 
         jobs = config.jobs
@@ -183,12 +159,11 @@ class GatewayConstruct(Construct):
                 timeout_s=jobs.timeout_s,
                 memory_mb=jobs.memory_mb,
                 description="sluice jobs: POST /jobs enqueues and waits on Redis; GET /jobs/{id}",
+                sections=frozenset({"jobs"}),
             ),
         )
-        for name, value in environment.items():
-            function.add_environment(name, value)
-        stateful.state_queue.grant(function, "sqs:SendMessage")
-        stateful.redis_auth_secret.grant_read(function)
+        shared.state_queue.grant(function, "sqs:SendMessage")
+        shared.redis_auth_secret.grant_read(function)
         # Reads a job's outcome and presigns it; the worker (the router) writes it.
         jobs_objects = factory.results_bucket.arn_for_objects(f"{JOBS_PREFIX}*")
         function.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[jobs_objects]))
@@ -219,7 +194,7 @@ class GatewayConstruct(Construct):
         )
         return function
 
-    def _messages_route(self, config: EnvironmentConfig, stateful: StatefulStack) -> None:
+    def _messages_route(self, config: EnvironmentConfig, shared: SharedResources) -> None:
         """POST /messages → SQS SendMessage: L1 integration and route (the body as it came)."""
         role = iam.Role(
             self,
@@ -231,7 +206,7 @@ class GatewayConstruct(Construct):
             ),
             description="HTTP API POST /messages: send the request body to the state queue, nothing else",
         )
-        stateful.state_queue.grant(role, "sqs:SendMessage")
+        shared.state_queue.grant(role, "sqs:SendMessage")
         integration = apigw.CfnIntegration(
             self,
             "MessagesIntegration",
@@ -241,7 +216,7 @@ class GatewayConstruct(Construct):
             payload_format_version="1.0",
             credentials_arn=role.role_arn,
             request_parameters={
-                "QueueUrl": stateful.state_queue.queue_url,
+                "QueueUrl": shared.state_queue.queue_url,
                 "MessageBody": "$request.body",
                 # Tags set from the request's context: always raw state, keyed by the request
                 # (or its caller's Idempotency-Key); see runtime.pipeline.gateway.

@@ -19,7 +19,7 @@ from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge
 from stacks.schedules import schedule
-from stacks.stateful import StatefulStack
+from stacks.shared import SharedResources
 
 SCHEDULED_ACKS = (
     Ack(
@@ -44,14 +44,14 @@ class IngestConstruct(Construct):
         construct_id: str,
         *,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         factory: FunctionFactory,
         target_dlq_alarm: cloudwatch.IAlarm,
     ) -> None:
         super().__init__(scope, construct_id)
         ingest = config.ingest
         self.target_queue: sqs.IQueue = (
-            stateful.state_queue if ingest.target == "standard" else stateful.fifo_queue
+            shared.state_queue if ingest.target == "standard" else shared.fifo_queue
         )
         # Only the loader is CPU-bound (decoding and packing records); the checker and archiver
         # mostly wait on EFS and Redis, so they keep the functions' default memory (None).
@@ -84,7 +84,7 @@ class IngestConstruct(Construct):
                     sections=frozenset({"ingest"}),
                 ),
             )
-            stateful.redis_auth_secret.grant_read(function)
+            shared.redis_auth_secret.grant_read(function)
             acknowledge(function, *SCHEDULED_ACKS)
             schedule(
                 self,
@@ -97,13 +97,13 @@ class IngestConstruct(Construct):
         self.loader = self.functions["loader"]
         # Only the loader sends, and only to the one queue ingest targets.
         self.target_queue.grant_send_messages(self.loader)
-        self.alarms = self._alarms(config, stateful, factory)
+        self.alarms = self._alarms(config, shared, factory)
         self.dashboard = self._dashboard(config, target_dlq_alarm)
 
     # -- alarms -----------------------------------------------------------------------------------
 
     def _alarms(
-        self, config: EnvironmentConfig, stateful: StatefulStack, factory: FunctionFactory
+        self, config: EnvironmentConfig, shared: SharedResources, factory: FunctionFactory
     ) -> dict[str, cloudwatch.Alarm]:
         thresholds = config.alarms
         alarms = {
@@ -161,17 +161,17 @@ class IngestConstruct(Construct):
             "redis_memory": threshold_alarm(
                 self,
                 "RedisMemory",
-                _redis_memory_percent(stateful, config.redis.replicas),
+                _redis_memory_percent(shared, config.redis.replicas),
                 threshold=config.redis.memory_alarm_percent,
                 evaluation_periods=3,
                 description="Redis runs noeviction: near full, writes fail; grow the node or find the leak",
             ),
-            "efs_throughput": self._efs_alarm(config, stateful),
+            "efs_throughput": self._efs_alarm(config, shared),
         }
         return alarms
 
-    def _efs_alarm(self, config: EnvironmentConfig, stateful: StatefulStack) -> cloudwatch.Alarm:
-        file_system_id = stateful.file_system.file_system_id
+    def _efs_alarm(self, config: EnvironmentConfig, shared: SharedResources) -> cloudwatch.Alarm:
+        file_system_id = shared.file_system.file_system_id
 
         def efs_metric(name: str, statistic: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
@@ -258,14 +258,14 @@ class IngestConstruct(Construct):
         return dashboard
 
 
-def _redis_memory_percent(stateful: StatefulStack, replicas: int) -> cloudwatch.IMetric:
+def _redis_memory_percent(shared: SharedResources, replicas: int) -> cloudwatch.IMetric:
     """The fullest node's memory use: the primary may move on failover, so watch every member."""
     nodes = {
         f"node{index}": cloudwatch.Metric(
             namespace="AWS/ElastiCache",
             metric_name="DatabaseMemoryUsagePercentage",
             # Members of a replication group are named <group id>-001, -002, …
-            dimensions_map={"CacheClusterId": f"{stateful.redis.ref}-{index:03d}"},
+            dimensions_map={"CacheClusterId": f"{shared.redis_replication_group_id}-{index:03d}"},
             statistic="Maximum",
             period=ONE_MINUTE,
         )

@@ -17,7 +17,7 @@ from stacks.alarms import FIVE_MINUTES, dlq_depth_alarm, sluice_metric, threshol
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
-from stacks.stateful import StatefulStack
+from stacks.shared import SharedResources
 
 # What runtime/pipeline/ledger.py calls on the ledger table, and nothing more.
 LEDGER_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
@@ -59,7 +59,7 @@ class PipelineConstruct(Construct):
         construct_id: str,
         *,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         factory: FunctionFactory,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -69,10 +69,10 @@ class PipelineConstruct(Construct):
             RouterWiring(
                 name="router",
                 handler="runtime.handlers.router.handler",
-                queue=stateful.state_queue,
-                dlq=stateful.state_dlq,
+                queue=shared.state_queue,
+                dlq=shared.state_dlq,
                 event_source=sources.SqsEventSource(
-                    stateful.state_queue,
+                    shared.state_queue,
                     batch_size=pipeline.batch_size,
                     max_batching_window=cdk.Duration.seconds(window) if window else None,
                     max_concurrency=pipeline.max_concurrency,
@@ -83,10 +83,10 @@ class PipelineConstruct(Construct):
             RouterWiring(
                 name="fifo-router",
                 handler="runtime.handlers.fifo_router.handler",
-                queue=stateful.fifo_queue,
-                dlq=stateful.fifo_dlq,
+                queue=shared.fifo_queue,
+                dlq=shared.fifo_dlq,
                 event_source=sources.SqsEventSource(
-                    stateful.fifo_queue,
+                    shared.fifo_queue,
                     batch_size=pipeline.fifo_batch_size,
                     max_concurrency=pipeline.max_concurrency,
                     report_batch_item_failures=True,
@@ -96,7 +96,7 @@ class PipelineConstruct(Construct):
         self.functions: dict[str, lambda_.Function] = {}
         self.dlq_alarms: dict[str, cloudwatch.Alarm] = {}
         for wiring in wirings:
-            self.functions[wiring.name] = self._router(config, stateful, factory, wiring)
+            self.functions[wiring.name] = self._router(config, shared, factory, wiring)
         self.plan_mismatch_alarm = threshold_alarm(
             self,
             "PlanMismatch",
@@ -115,10 +115,16 @@ class PipelineConstruct(Construct):
             "still exactly once): check the ElastiCache cluster and the network path to it",
         )
 
+    @staticmethod
+    def _jobs_section(config: EnvironmentConfig, wiring: RouterWiring) -> tuple[str, ...]:
+        """The standard queue's router completes the jobs POST /jobs enqueues on it: it reads
+        the jobs settings the jobs function waits with."""
+        return ("jobs",) if config.jobs.enabled and wiring.name == "router" else ()
+
     def _router(
         self,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         factory: FunctionFactory,
         wiring: RouterWiring,
     ) -> lambda_.Function:
@@ -129,7 +135,7 @@ class PipelineConstruct(Construct):
                 handler=wiring.handler,
                 timeout_s=config.pipeline.timeout_s,
                 description=f"sluice pipeline {wiring.name}: routes envelopes from its queue",
-                sections=frozenset({"pipeline"}),
+                sections=frozenset({"pipeline", *self._jobs_section(config, wiring)}),
             ),
         )
         # Consume (receive, delete, change visibility) comes with the event source; the router
@@ -138,13 +144,13 @@ class PipelineConstruct(Construct):
         wiring.queue.grant_send_messages(function)
         wiring.dlq.grant_send_messages(function)
         # Plans: a consistent read, a create-only put, the conditional "complete" update.
-        stateful.ledger_table.grant(function, *LEDGER_ACTIONS)
+        shared.ledger_table.grant(function, *LEDGER_ACTIONS)
         # Exactly the sink's two calls: create-only PutObject (If-None-Match) and GetObject.
         results_objects = factory.results_bucket.arn_for_objects("*")
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject"], resources=[results_objects])
         )
-        stateful.redis_auth_secret.grant_read(function)
+        shared.redis_auth_secret.grant_read(function)
         acknowledge(
             function,
             *SQS_CONSUMER_ACKS,

@@ -24,7 +24,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.config import ENV_PREFIX, NESTED_DELIMITER, RelaySettings, Settings, to_environ
+from runtime.declarations.aws_limits import SQS_MAX_RECEIVE_COUNT
 from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.alarms import (
@@ -34,8 +34,7 @@ from stacks.alarms import (
     sluice_metric,
     threshold_alarm,
 )
-from stacks.config import SQS_MAX_RECEIVE_COUNT, EnvironmentConfig
-from stacks.contract import RelayResources, relay_settings
+from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionSpec
 from stacks.nag import Ack, acknowledge, resource_finding
 from stacks.schedules import schedule
@@ -46,28 +45,6 @@ DRAIN_HANDLER = "runtime.handlers.drain.handler"
 
 # `FunctionFactory.create` in the stateless stack; tests pass a factory that bundles nothing.
 CreateFunction = Callable[[Construct, FunctionSpec], lambda_.Function]
-
-
-def relay_environment(settings: RelaySettings) -> dict[str, str]:
-    """`SLUICE_RELAY__*` variables for the values that differ from the defaults (the runtime
-    validates with the same model, so an omitted variable means the same default)."""
-    prefix = f"{ENV_PREFIX}RELAY{NESTED_DELIMITER}"
-    environment = to_environ(Settings(relay=settings), exclude_defaults=True)
-    return {name: value for name, value in environment.items() if name.startswith(prefix)}
-
-
-def ledger_key_names(table: dynamodb.ITable) -> tuple[str, str]:
-    """The ledger's partition and sort key names ("" without a sort key), read from the table
-    the stateful stack declares, so delivery records always fit its key schema."""
-    if not isinstance(table, dynamodb.Table):
-        raise TypeError("the relay needs the ledger as a dynamodb.Table to read its key schema")
-    schema = table.schema_v2()
-    partition_keys, sort_keys = schema.partition_keys, schema.sort_keys or []
-    if len(partition_keys) != 1 or len(sort_keys) > 1:
-        raise TypeError(
-            "the relay's delivery records need a ledger with one partition key, at most one sort key"
-        )
-    return partition_keys[0].name, sort_keys[0].name if sort_keys else ""
 
 
 @jsii.implements(lambda_.IEventSourceDlq)
@@ -107,24 +84,11 @@ class RelayConstruct(Construct):
         ledger_table: dynamodb.ITable,
         failure_bucket: s3.IBucket,
         create_function: CreateFunction,
-        ledger_ttl_attribute: str = "expires_at",
         redis_auth_secret: secretsmanager.ISecret | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         relay = config.relay
         self.parameter_name = config.api_key_parameter
-        ledger_partition_key, ledger_sort_key = ledger_key_names(ledger_table)
-        self.settings = relay_settings(
-            config,
-            RelayResources(
-                queue_url=queue.queue_url,
-                dlq_url=dead_letter_queue.queue_url,
-                ledger_table=ledger_table.table_name,
-                ledger_partition_key=ledger_partition_key,
-                ledger_sort_key=ledger_sort_key,
-                ledger_ttl_attribute=ledger_ttl_attribute,
-            ),
-        )
         self.relay_function = self._relay_function(
             config, create_function, source_table, queue, failure_bucket
         )
@@ -142,12 +106,6 @@ class RelayConstruct(Construct):
         )
         self.alarms = self._alarms(config, queue, dead_letter_queue)
 
-    def _function(self, create_function: CreateFunction, spec: FunctionSpec) -> lambda_.Function:
-        function = create_function(self, spec)
-        for name, value in relay_environment(self.settings).items():
-            function.add_environment(name, value)
-        return function
-
     # -- relay: stream -> FIFO ----------------------------------------------------------------
 
     def _relay_function(
@@ -159,13 +117,14 @@ class RelayConstruct(Construct):
         failure_bucket: s3.IBucket,
     ) -> lambda_.Function:
         relay = config.relay
-        function = self._function(
-            create_function,
+        function = create_function(
+            self,
             FunctionSpec(
                 name="relay",
                 handler=RELAY_HANDLER,
                 timeout_s=relay.relay_timeout_s,
                 description="sluice relay: new items on the source table's stream -> the relay FIFO queue",
+                sections=frozenset({"relay"}),
                 wildcard_actions=(
                     (
                         "dynamodb:ListStreams",
@@ -224,13 +183,14 @@ class RelayConstruct(Construct):
         dead_letter_queue: sqs.IQueue,
         ledger_table: dynamodb.ITable,
     ) -> lambda_.Function:
-        function = self._function(
-            create_function,
+        function = create_function(
+            self,
             FunctionSpec(
                 name="drain",
                 handler=DRAIN_HANDLER,
                 timeout_s=config.relay.drain_timeout_s,
                 description="sluice drain: the oldest relay FIFO messages -> the third-party API",
+                sections=frozenset({"relay"}),
             ),
         )
         queue.grant_consume_messages(function)

@@ -20,5 +20,5 @@ class SluiceStage(cdk.Stage):
         validate_for_synth(config)
         self.config = config
         self.stateful = StatefulStack(self, "stateful", config=config)
-        self.stateless = StatelessStack(self, "stateless", config=config, stateful=self.stateful)
+        self.stateless = StatelessStack(self, "stateless", config=config, shared=self.stateful.shared)
         cdk.Aspects.of(self).add(NotifyOnAlarms(self.stateful.notifications.topic))

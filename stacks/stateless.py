@@ -15,7 +15,7 @@ from stacks.operations import OperationsConstruct
 from stacks.pipeline import PipelineConstruct
 from stacks.references import read_bucket
 from stacks.relay import RelayConstruct
-from stacks.stateful import StatefulStack
+from stacks.shared import SharedResources
 
 
 class StatelessStack(cdk.Stack):
@@ -25,7 +25,7 @@ class StatelessStack(cdk.Stack):
         construct_id: str,
         *,
         config: EnvironmentConfig,
-        stateful: StatefulStack,
+        shared: SharedResources,
         **kwargs: object,
     ) -> None:
         super().__init__(
@@ -34,16 +34,16 @@ class StatelessStack(cdk.Stack):
             description=f"sluice {config.name}: functions, schedules, event source mappings, alarms",
             **kwargs,  # type: ignore[arg-type]
         )
-        self.factory = FunctionFactory(self, "Functions", config=config, stateful=stateful)
+        self.factory = FunctionFactory(self, "Functions", config=config, shared=shared)
         self.pipeline = PipelineConstruct(
-            self, "Pipeline", config=config, stateful=stateful, factory=self.factory
+            self, "Pipeline", config=config, shared=shared, factory=self.factory
         )
         target = "router" if config.ingest.target == "standard" else "fifo-router"
         self.ingest = IngestConstruct(
             self,
             "Ingest",
             config=config,
-            stateful=stateful,
+            shared=shared,
             factory=self.factory,
             target_dlq_alarm=self.pipeline.dlq_alarms[target],
         )
@@ -60,26 +60,26 @@ class StatelessStack(cdk.Stack):
                 self,
                 "Relay",
                 config=config,
-                source_table=stateful.relay.source_table,
-                queue=stateful.relay.queue,
-                dead_letter_queue=stateful.relay.dead_letter_queue,
-                ledger_table=stateful.ledger_table,
-                failure_bucket=read_bucket(self, "RelayFailuresBucket", stateful, "RelayFailures"),
+                source_table=shared.relay.source_table,
+                queue=shared.relay.queue,
+                dead_letter_queue=shared.relay.dead_letter_queue,
+                ledger_table=shared.ledger_table,
+                failure_bucket=read_bucket(self, "RelayFailuresBucket", shared.outputs, "RelayFailures"),
                 create_function=self.factory.create,
-                redis_auth_secret=stateful.redis_auth_secret,
+                redis_auth_secret=shared.redis_auth_secret,
             )
-            if stateful.relay is not None
+            if shared.relay is not None
             else None
         )
-        # The HTTP API feeds the standard state queue, whose router also completes jobs.
+        # The HTTP API feeds the standard state queue, whose router also completes jobs
+        # (PipelineConstruct gives it the jobs settings).
         self.gateway = (
             GatewayConstruct(
                 self,
                 "Gateway",
                 config=config,
-                stateful=stateful,
+                shared=shared,
                 factory=self.factory,
-                worker=self.pipeline.functions["router"],
             )
             if config.gateway.enabled
             else None

@@ -9,10 +9,15 @@ from __future__ import annotations
 import importlib.util
 import re
 
+from runtime.declarations.aws_limits import (
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_VCPUS,
+    LAMBDA_MB_PER_VCPU,
+    SQS_STANDARD_MAX_BATCH_WITHOUT_WINDOW,
+)
 from runtime.errors import ConfigError
-from stacks.config import LAMBDA_MAX_MEMORY_MB, LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU, EnvironmentConfig
+from stacks.config import EnvironmentConfig
 
-SQS_STANDARD_MAX_BATCH_WITHOUT_WINDOW = 10
 # `transit_encryption_mode: required` and the parameter family naming need Redis 7 or later.
 MIN_REDIS_MAJOR = 7
 

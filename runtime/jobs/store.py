@@ -14,6 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
+from runtime.declarations.names import (
+    ACCEPTED_FOLDER,  # `<prefix>accepted/<job id>.json`, written create-only before a job is enqueued
+)
 from runtime.errors import TransientError
 from runtime.jobs.errors import IdempotencyConflict
 from runtime.jobs.model import FINISHED, PENDING, JobOutcome, channel, status_key
@@ -22,8 +25,6 @@ from runtime.observability import logger, metrics
 _ALREADY_THERE = 412  # If-None-Match: * found the outcome: the first writer's stands
 _CONCURRENT_WRITE = 409  # a concurrent conditional write to the key: try again
 _CONFLICT_RETRIES = 5
-# `<prefix>accepted/<job id>.json`: written create-only before a job is enqueued.
-ACCEPTED_FOLDER = "accepted/"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,37 +28,25 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from runtime import codec
+from runtime.declarations.integration import (  # noqa: F401 - the integration's names, read here and by local/http.py
+    CALLER_VALUE_PREFIX,
+    GATEWAY_SOURCE,
+    IAM_CALLER_VARIABLE,
+    IDEMPOTENCY_KEY_VARIABLE,
+    JWT_CALLER_VARIABLE,
+    KEY_VALUE_PREFIX,
+    REQUEST_ID_VARIABLE,
+    integration_attributes,
+)
 from runtime.pipeline.ledger import PARTITION_KEY, TTL_ATTRIBUTE
 from runtime.pipeline.plan import Failure
 
-SOURCE = "gateway"
+SOURCE = GATEWAY_SOURCE
 ITEM_PREFIX = "gw-"
-KEY_VALUE_PREFIX = "k:"
-CALLER_VALUE_PREFIX = "c:"
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 RECORD_PREFIX = "idem#"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
-
-
-# The message attributes the SQS integration sets, as HTTP API parameter mapping templates
-# (stacks/gateway.py); the local HTTP API fills in the same templates (local/http.py).
-REQUEST_ID_VARIABLE = "context.requestId"
-IDEMPOTENCY_KEY_VARIABLE = "request.header.idempotency-key"
-IAM_CALLER_VARIABLE = "context.identity.userArn"
-JWT_CALLER_VARIABLE = "context.authorizer.claims.sub"
-
-
-def integration_attributes(caller_variable: str = IAM_CALLER_VARIABLE) -> dict[str, dict[str, str]]:
-    """`MessageAttributes` of the POST /messages integration, with `${...}` variables."""
-    return {
-        codec.ATTR_SOURCE: codec.string_attribute(SOURCE),
-        codec.ATTR_REQUEST_ID: codec.string_attribute(f"${{{REQUEST_ID_VARIABLE}}}"),
-        codec.ATTR_IDEMPOTENCY_KEY: codec.string_attribute(
-            f"{KEY_VALUE_PREFIX}${{{IDEMPOTENCY_KEY_VARIABLE}}}"
-        ),
-        codec.ATTR_CALLER: codec.string_attribute(f"{CALLER_VALUE_PREFIX}${{{caller_variable}}}"),
-    }
 
 
 def fill_in(

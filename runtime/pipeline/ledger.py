@@ -28,13 +28,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from runtime.declarations.names import LEDGER_PARTITION_KEY, LEDGER_TTL_ATTRIBUTE
 from runtime.errors import TransientError
 from runtime.pipeline.errors import PlanTooLarge
 from runtime.pipeline.plan import Plan, sha256_hex
 from runtime.pipeline.result_store import S3ResultStore
 
-PARTITION_KEY = "pk"
-TTL_ATTRIBUTE = "expires_at"
+PARTITION_KEY = LEDGER_PARTITION_KEY
+TTL_ATTRIBUTE = LEDGER_TTL_ATTRIBUTE
 PLAN_ATTRIBUTE = "plan"
 PLAN_REF_ATTRIBUTE = "plan_ref"
 PLAN_SHA_ATTRIBUTE = "plan_sha"

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Annotations, Match, Template
 
 from runtime.errors import ConfigError
 from stacks.config import GatewayConfig, JobsConfig
-from stacks.gateway import ACCESS_LOG_FIELDS, completes_jobs
+from stacks.gateway import ACCESS_LOG_FIELDS
 from stacks.stage import SluiceStage
 from tests.support.stacks import build_stage, output_name, with_nag
 
@@ -181,15 +181,26 @@ def test_the_jobs_function_may_send_to_the_queue_read_outcomes_and_the_redis_sec
     assert len(permissions) == 2 and all("SourceArn" in p["Properties"] for p in permissions.values())
 
 
+def completes_jobs(router: str) -> bool:
+    """Whether the router (`package.module:attribute`) is a jobs worker: what
+    pipeline.router_completes_jobs declares, found out by importing it (synth never does)."""
+    from runtime.jobs.worker import JobsRouter
+    from runtime.pipeline.state import load_router
+
+    return isinstance(load_router(router), JobsRouter)
+
+
 def test_a_router_that_does_not_complete_jobs_is_a_synth_warning() -> None:
-    stage = build_stage("dev", {"pipeline": {"router": "runtime.examples.enrich:router"}})
+    enrich = {"router": "runtime.examples.enrich:router", "router_completes_jobs": False}
+    stage = build_stage("dev", {"pipeline": enrich})
     annotations = Annotations.from_stack(stage.stateless)
-    annotations.has_warning("*", Match.string_like_regexp("does not complete jobs"))
+    annotations.has_warning("*", Match.string_like_regexp("does not complete"))
     stage = build_stage("dev")  # the default router completes jobs (and enriches the rest)
-    Annotations.from_stack(stage.stateless).has_no_warning(
-        "*", Match.string_like_regexp("does not complete jobs")
-    )
-    assert completes_jobs("runtime.examples.jobs_worker:router")
+    Annotations.from_stack(stage.stateless).has_no_warning("*", Match.string_like_regexp("does not complete"))
+    # The declaration's default tells the truth about the default router.
+    pipeline = stage.config.pipeline
+    assert pipeline.router_completes_jobs and completes_jobs(pipeline.router)
+    assert not completes_jobs(enrich["router"])
     assert not completes_jobs("runtime.examples.hello:router")
 
 

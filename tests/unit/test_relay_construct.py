@@ -28,7 +28,7 @@ RELAY_OVERRIDES = {
     "drain_schedule": "rate(2 minutes)",
     "retry_attempts": 7,
     "max_record_age_s": 3600,
-    "partition_key_field": "customer",
+    "group_key_field": "customer",
 }
 
 
