@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 
-from tests.stacks_support import ROOT
+from tests.support.stacks import ROOT
 
 # Run in a fresh interpreter: this test process has long imported the runtime.
 BUILD_AND_LIST_MODULES = """
 import json, sys
-from tests.stacks_support import build_stage
+from tests.support.stacks import build_stage
 import app  # noqa: F401 - the CDK app's own imports
 stage = build_stage("dev")
 assert stage.stateless.gateway is not None and stage.stateless.relay is not None
