@@ -18,12 +18,12 @@ from typing import Any
 
 from local.environment import LocalEnvironment
 from local.fates import Expected
+from local.function_options import FunctionOptions, require_handlers
 from local.functions import LocalFunction
 from local.observe import queue_depth
 from local.relay import ApiStub, StreamPoller
 from local.resources import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from local.scheduler import Schedule, Scheduler, parse_interval
-from local.systems import FunctionOptions, require_handlers
 
 RELAY_PREFIX = "relay/"
 LOCAL_DRAIN_SCHEDULE = "1s"

@@ -23,11 +23,12 @@ from local.fates import (
     read_rejections,
     reconcile,
 )
+from local.function_options import FunctionOptions
 from local.gateway_system import GatewayClient, GatewaySystem
 from local.inbox import expectations_for, import_inbox
 from local.observe import RateMeter, ShareCounts, count_share, queue_depth
 from local.relay_system import RelaySystem, RelayWriter
-from local.systems import SYSTEMS, FunctionOptions, System
+from local.systems import SYSTEMS, System
 from local.writer import FileShape, Manifest, WriterSimulator
 
 POLL_S = 1.0

@@ -10,7 +10,9 @@ from typing import Any
 
 from runtime.config import JobsSettings, Settings
 from runtime.jobs import JobClients, JobsRouter, JobStore
-from runtime.jobs.service import make_store
+from runtime.jobs.api import JobsApi
+from runtime.jobs.store import make_store
+from runtime.jobs.wiring import build_jobs
 from runtime.pipeline.state import Router
 from tests.pipeline_support import Harness
 
@@ -32,6 +34,11 @@ class Jobs:
     @property
     def store(self) -> JobStore:
         return make_store(self.clients, self.settings)
+
+    @property
+    def api(self) -> JobsApi:
+        """The jobs API as the handler and the local runtime build it."""
+        return build_jobs(self.settings, self.clients)
 
     def router(self, job_router: Router, fallback: Router | None = None) -> JobsRouter:
         return JobsRouter(job_router, fallback=fallback, store=self.store)

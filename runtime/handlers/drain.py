@@ -6,13 +6,13 @@ import functools
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from runtime.clients import aws_client, make_redis
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
 from runtime.relay import metrics as names
-from runtime.relay.drain import Drain, DrainReport, check_drain_settings, make_drain
-from runtime.relay.keys import ApiKeySource
+from runtime.relay.drain import Drain, DrainReport
+from runtime.relay.wiring import build_drain, drain_clients_from_environment
 
 
 @functools.cache
@@ -20,14 +20,7 @@ def _drain() -> Drain:
     """Built on the first invocation and kept for the execution environment (pooled HTTP
     connections, the cached API key, one Redis connection pool)."""
     settings = get_settings()
-    relay = check_drain_settings(settings.require_relay())
-    return make_drain(
-        relay,
-        sqs=aws_client("sqs"),
-        dynamodb=aws_client("dynamodb"),
-        redis_client=make_redis(settings.redis),
-        api_key=ApiKeySource(aws_client("ssm"), relay.api_key_parameter, relay.api_key_cache_s),
-    )
+    return build_drain(settings, drain_clients_from_environment(settings))
 
 
 def _emit(report: DrainReport) -> None:
@@ -43,7 +36,7 @@ def _emit(report: DrainReport) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = _drain().run(lambda: context.get_remaining_time_in_millis() / 1000)
     _emit(report)
     logger.info("drain finished", extra=report.as_dict())

@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
+from runtime.config import Settings
 from runtime.errors import TransientError
 from runtime.jobs.errors import IdempotencyConflict
 from runtime.jobs.model import FINISHED, PENDING, JobOutcome, channel, status_key
@@ -191,3 +192,26 @@ class Waiter:
             if message is not None and message["type"] == "message":
                 return JobOutcome.from_json(message["data"])
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobClients:
+    """What the jobs system talks to: SQS (the state queue), S3 (the record of truth) and Redis."""
+
+    sqs: Any
+    s3: Any
+    redis: Any
+
+
+def make_store(clients: JobClients, settings: Settings) -> JobStore:
+    jobs = settings.jobs_settings()
+    bucket = jobs.results_bucket or settings.require_pipeline().results_bucket
+    return JobStore(
+        s3=clients.s3,
+        redis=clients.redis,
+        bucket=bucket,
+        prefix=jobs.results_prefix,
+        status_ttl_s=jobs.status_ttl_s,
+        inline_max_bytes=jobs.inline_max_bytes,
+        presign_ttl_s=jobs.presign_ttl_s,
+    )

@@ -17,13 +17,12 @@ import orjson
 import pytest
 import redis
 
-from local.http import REQUEST_ID_HEADER, LocalHttpApi
+from local.http import REQUEST_ID_HEADER, GatewayClients, LocalHttpApi, build_gateway
 from local.servers import MotoServer, RedisServer
 from runtime import codec
 from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
-from runtime.handlers.jobs import JobsApi
 from runtime.jobs.model import status_key
 from runtime.pipeline.gateway import ITEM_PREFIX
 from runtime.pipeline.leases import KEY_PREFIX as LEASE_PREFIX
@@ -52,12 +51,7 @@ def harness(aws: Any, redis_client: redis.Redis, redis_server: RedisServer) -> H
 
 
 def serve(jobs: Jobs) -> LocalHttpApi:
-    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
-    return LocalHttpApi(
-        sqs=jobs.h.sqs,
-        state_url=jobs.h.state_url,
-        jobs_handler=lambda event, context: api(event, lambda: context.get_remaining_time_in_millis() / 1000),
-    )
+    return build_gateway(jobs.settings, GatewayClients(sqs=jobs.h.sqs, jobs=jobs.api.handle))
 
 
 @pytest.fixture
