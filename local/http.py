@@ -36,12 +36,11 @@ from botocore.exceptions import ClientError
 
 from local.functions import LOCAL_ACCOUNT, LambdaContext
 from runtime.config import Settings
+from runtime.jobs.api import STATUS_ROUTE, SUBMIT_ROUTE
 from runtime.pipeline import gateway
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 MESSAGES_ROUTE = "POST /messages"
-SUBMIT_ROUTE = "POST /jobs"
-STATUS_ROUTE = "GET /jobs/{id}"
 _JOB_PATH = re.compile(r"^/jobs/([^/]+)$")
 API_ID = "localapi"
 # The API's contract (api/openapi.json), served as the local runtime's own description.

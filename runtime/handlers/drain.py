@@ -8,9 +8,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from runtime import metric_names as names
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
-from runtime.relay import metrics as names
 from runtime.relay.drain import Drain, DrainReport
 from runtime.relay.wiring import build_drain, drain_clients_from_environment
 
@@ -25,11 +25,11 @@ def _drain() -> Drain:
 
 def _emit(report: DrainReport) -> None:
     for name, value in (
-        (names.API_CALLS, report.api_calls),
-        (names.API_ERRORS, report.api_errors),
-        (names.API_REJECTED, report.rejected),
-        (names.DELIVERED, report.delivered),
-        (names.BREAKER_OPEN, int(report.breaker_opened or report.admission == "open")),
+        (names.RELAY_API_CALLS, report.api_calls),
+        (names.RELAY_API_ERRORS, report.api_errors),
+        (names.RELAY_API_REJECTED, report.rejected),
+        (names.RELAY_DELIVERED, report.delivered),
+        (names.RELAY_BREAKER_OPEN, int(report.breaker_opened or report.admission == "open")),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 

@@ -9,9 +9,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from runtime import metric_names as names
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
-from runtime.relay import metrics as names
 from runtime.relay.stream import StreamRelay
 from runtime.relay.wiring import build_relay, relay_clients_from_environment
 

@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from runtime import metric_names
 from runtime.config import Settings
 from runtime.jobs.errors import BadJobRequest
 from runtime.jobs.model import Answer, refused
@@ -101,7 +102,7 @@ def count(route_key: str, answer: Answer) -> None:
         logger.info(
             "jobs request refused", extra={"route": route_key, "status": answer.status, "answer": answer.body}
         )
-    metrics.add_metric(name=f"Jobs{answer.outcome.capitalize()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=metric_names.JOBS_BY_OUTCOME[answer.outcome], unit=MetricUnit.Count, value=1)
 
 
 def raw_body(request: APIGatewayProxyEventV2) -> bytes:

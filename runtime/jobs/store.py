@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
+from runtime import metric_names
 from runtime.config import Settings
 from runtime.errors import TransientError
 from runtime.jobs.errors import IdempotencyConflict
@@ -126,7 +127,7 @@ class JobStore:
             pipe.publish(channel(outcome.job_id), message)
             pipe.execute()
         except RedisError as exc:
-            metrics.add_metric(name="JobsUnannounced", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=metric_names.JOBS_UNANNOUNCED, unit=MetricUnit.Count, value=1)
             logger.warning(
                 "job outcome stored in S3 but not announced in Redis",
                 extra={"job_id": outcome.job_id, "error": repr(exc)},

@@ -19,7 +19,7 @@ from redis.retry import Retry
 
 from local.http import STATUS_ROUTE, SUBMIT_ROUTE, api_event
 from local.servers import RedisServer
-from runtime import codec
+from runtime import codec, metric_names
 from runtime.codec import ATTR_REASON
 from runtime.examples.jobs_worker import text_stats
 from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, submit_job
@@ -278,7 +278,7 @@ def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness:
     assert (binary["statusCode"], orjson.loads(binary["body"])["error"]) == (400, "invalid_json")
     assert api(api_event("DELETE", "/jobs", "DELETE /jobs"))["statusCode"] == 404
     counted = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
-    assert counted["JobsPending"] >= 2 and counted["JobsRefused"] >= 2
+    assert counted[metric_names.JOBS_PENDING] >= 2 and counted[metric_names.JOBS_REFUSED] >= 2
 
 
 # -- Redis unreachable ----------------------------------------------------------------------------

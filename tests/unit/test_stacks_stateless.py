@@ -16,6 +16,20 @@ from aws_cdk.assertions import Match, Template
 from runtime import observability
 from runtime.config import load_settings
 from runtime.errors import ConfigError
+from runtime.metric_names import (
+    BATCHES_IN_FLIGHT,
+    ENVIRONMENT_ERRORS,
+    FAILED_BATCH_RUNS,
+    FILES_LOADED,
+    HALTED_BATCHES,
+    INBOX_DEPTH,
+    OLDEST_FILE_AGE_SECONDS,
+    PLAN_MISMATCH,
+    RECORDS_SENT,
+    REDIS_UNAVAILABLE,
+    REJECTED_FILES,
+    STUCK_INBOX_FILES,
+)
 from stacks.alarms import METRIC_DIMENSIONS, METRICS_NAMESPACE, SERVICE_NAME
 from stacks.functions import (
     EFS_MOUNT_PATH,
@@ -248,14 +262,14 @@ def alarm_metric_names(template: Template) -> set[str]:
 def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
     names = alarm_metric_names(dev_t)
     for metric in (
-        "OldestFileAgeSeconds",
-        "RejectedFiles",
-        "HaltedBatches",
-        "EnvironmentErrors",
-        "FailedBatchRuns",
-        "StuckInboxFiles",
-        "PlanMismatch",
-        "RedisUnavailable",
+        OLDEST_FILE_AGE_SECONDS,
+        REJECTED_FILES,
+        HALTED_BATCHES,
+        ENVIRONMENT_ERRORS,
+        FAILED_BATCH_RUNS,
+        STUCK_INBOX_FILES,
+        PLAN_MISMATCH,
+        REDIS_UNAVAILABLE,
         "DatabaseMemoryUsagePercentage",
         "ApproximateNumberOfMessagesVisible",
         "Errors",
@@ -265,7 +279,7 @@ def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
     dev_t.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
-            "MetricName": "OldestFileAgeSeconds",
+            "MetricName": OLDEST_FILE_AGE_SECONDS,
             "Namespace": "sluice",
             "Threshold": 1800,
             "Dimensions": [{"Name": "service", "Value": "sluice"}],
@@ -312,7 +326,7 @@ def test_dlq_alarm_thresholds_differ_by_environment(dev_t: Template, prod_t: Tem
 def test_ingest_dashboard_shows_throughput_backlog_and_rejects(dev_t: Template) -> None:
     (dashboard,) = dev_t.find_resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for metric in ("RecordsSent", "FilesLoaded", "InboxDepth", "BatchesInFlight", "RejectedFiles"):
+    for metric in (RECORDS_SENT, FILES_LOADED, INBOX_DEPTH, BATCHES_IN_FLIGHT, REJECTED_FILES):
         assert metric in body, metric
 
 
