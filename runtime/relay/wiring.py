@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.clients import aws_client, make_redis
 from runtime.config import Settings
 from runtime.relay.api import ApiClient
 from runtime.relay.breaker import AttemptCounter, BreakerPolicy, CallBudget, CircuitBreaker
@@ -68,14 +69,10 @@ def build_drain(settings: Settings, clients: DrainClients) -> Drain:
 
 
 def relay_clients_from_environment() -> RelayClients:
-    from runtime.clients import aws_client
-
     return RelayClients(sqs=aws_client("sqs"))
 
 
 def drain_clients_from_environment(settings: Settings) -> DrainClients:
-    from runtime.clients import aws_client, make_redis
-
     return DrainClients(
         sqs=aws_client("sqs"),
         dynamodb=aws_client("dynamodb"),
