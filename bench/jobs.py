@@ -36,9 +36,9 @@ from local.http import SUBMIT_ROUTE, api_event
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
 from runtime.clients import AWS_CLIENT_CONFIG
 from runtime.config import JobsSettings, PipelineSettings, QueueSettings, RedisSettings, Settings
-from runtime.handlers.jobs import JobsApi
 from runtime.jobs import JobClients, JobOutcome, JobsRouter
-from runtime.jobs.service import make_store
+from runtime.jobs.store import make_store
+from runtime.jobs.wiring import build_jobs
 from runtime.pipeline import Pipeline, build_pipeline, pipeline_clients
 from runtime.pipeline.ledger import create_ledger_table
 
@@ -171,7 +171,7 @@ def jobs_overhead(aws_url: str, redis_url: str, jobs: int) -> dict[str, Any]:
     )
     poller = Poller(aws("sqs"), settings, pipeline)
     poller.start()
-    api = JobsApi(settings=settings, clients=job_clients)
+    api = build_jobs(settings, job_clients)
     e2e: list[float] = []
     worker: list[float] = []
     try:

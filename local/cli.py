@@ -24,11 +24,12 @@ from rich.live import Live
 
 from local.environment import load_local_config, local_environment
 from local.faults import SqsFaults
+from local.function_options import FunctionOptions, MissingHandler
 from local.functions import InvocationResult
 from local.report import file_report, progress_view, render_files, render_summary, summary, write_json
 from local.run import LocalRun, RunOptions, Snapshot
 from local.scheduler import parse_interval
-from local.systems import SYSTEMS, FunctionOptions, MissingHandler
+from local.systems import SYSTEMS
 from local.writer import FileShape
 from runtime.errors import ConfigError
 

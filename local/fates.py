@@ -54,9 +54,10 @@ def item_ids_in_sink_object(body: bytes) -> list[str]:
         return [item for line in body.splitlines() if line.strip() for item in _ids_in(orjson.loads(line))]
 
 
-class SinkReader:
-    """Reads each sink object once and keeps a count of every item id seen. Delivery times are
-    the objects' `LastModified` (the sink's own clock, epoch seconds), not when we looked."""
+class S3SinkObserver:
+    """The router's S3 sink, observed: reads each sink object once and keeps a count of every
+    item id seen. Delivery times are the objects' `LastModified` (the sink's own clock, epoch
+    seconds), not when we looked."""
 
     def __init__(self, s3: Any, bucket: str, prefix: str = "") -> None:
         self.s3 = s3
@@ -98,8 +99,8 @@ class SinkReader:
         return sum(self.counts.values())
 
 
-class QueueSink:
-    """The end of an ingest-only run (no router): receives every envelope on the state queue,
+class StateQueueObserver:
+    """The end of an ingest-only run (no router), observed: receives every envelope on the state queue,
     counts its item ids and deletes it. A message received twice (visibility lapsed before the
     delete) is counted twice — a duplicate on the queue is a duplicate at this end."""
 
@@ -143,7 +144,9 @@ class QueueSink:
         return sum(self.counts.values())
 
 
-class Sink(Protocol):
+class SinkObserver(Protocol):
+    """Watches one end of a run and counts every item id that reached it."""
+
     counts: Counter[str]
     first_delivery_at: float | None
     last_delivery_at: float | None
@@ -151,34 +154,34 @@ class Sink(Protocol):
     def refresh(self) -> int: ...
 
 
-class Sinks:
-    """Every end a run has (the router's S3 objects, the relay's API), read as one."""
+class SinkObservers:
+    """Every end a run has (the router's S3 objects, the relay's API), observed as one."""
 
-    def __init__(self, sinks: Iterable[Sink]) -> None:
-        self.sinks = list(sinks)
+    def __init__(self, observers: Iterable[SinkObserver]) -> None:
+        self.observers = list(observers)
 
     def refresh(self) -> int:
-        return sum(sink.refresh() for sink in self.sinks)
+        return sum(observer.refresh() for observer in self.observers)
 
     @property
     def counts(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for sink in self.sinks:
-            total.update(sink.counts)
+        for observer in self.observers:
+            total.update(observer.counts)
         return total
 
     @property
     def records(self) -> int:
-        return sum(sum(sink.counts.values()) for sink in self.sinks)
+        return sum(sum(observer.counts.values()) for observer in self.observers)
 
     @property
     def first_delivery_at(self) -> float | None:
-        times = [s.first_delivery_at for s in self.sinks if s.first_delivery_at is not None]
+        times = [o.first_delivery_at for o in self.observers if o.first_delivery_at is not None]
         return min(times) if times else None
 
     @property
     def last_delivery_at(self) -> float | None:
-        times = [s.last_delivery_at for s in self.sinks if s.last_delivery_at is not None]
+        times = [o.last_delivery_at for o in self.observers if o.last_delivery_at is not None]
         return max(times) if times else None
 
 

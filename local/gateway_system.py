@@ -19,17 +19,11 @@ import orjson
 
 from local.environment import LocalEnvironment
 from local.fates import Expected
-from local.functions import LocalFunction, handler_available, load_handler
-from local.http import REQUEST_ID_HEADER, LocalHttpApi
-from local.systems import FunctionOptions
+from local.function_options import FunctionOptions
+from local.functions import LocalFunction
+from local.http import REQUEST_ID_HEADER, GatewayClients, build_gateway
+from runtime.handlers import jobs
 from runtime.pipeline.gateway import ITEM_PREFIX
-
-
-def _jobs_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if not handler_available("jobs"):
-        return {"statusCode": 501, "body": '{"message":"runtime/handlers/jobs.py is not in this tree"}'}
-    response: dict[str, Any] = load_handler("jobs")(event, context)
-    return response
 
 
 class GatewaySystem:
@@ -39,11 +33,9 @@ class GatewaySystem:
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
         del options  # the /messages route runs no function; /jobs runs the jobs handler as is
-        names = environment.provisioned.names
-        self.api = LocalHttpApi(
-            sqs=environment.client("sqs"),
-            state_url=environment.provisioned.url(names.state_queue),
-            jobs_handler=_jobs_handler,
+        self.api = build_gateway(
+            environment.settings,
+            GatewayClients(sqs=environment.client("sqs"), jobs=jobs.handler),
             jobs_timeout_s=environment.config.jobs.timeout_s,
         )
         self.functions: list[LocalFunction] = []

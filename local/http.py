@@ -10,9 +10,10 @@ at `GET /openapi.json`):
 - `POST /jobs`, `GET /jobs/{id}` — the real jobs handler, called with a v2 event and a
   Lambda-like context whose remaining time counts down from the function's timeout.
 
-Self-contained: give it an SQS client, the state queue's URL and the jobs handler; it starts
-on a free port (`url`) and serves each request on its own thread (like concurrent Lambdas).
-Authorization is not emulated: loopback callers are trusted.
+`build_gateway(settings, clients)` wires it (the state queue from the settings; SQS and the jobs
+function as its integrations) for the local runtime and the tests alike; it starts on a free
+port (`url`) and serves each request on its own thread (like concurrent Lambdas). Authorization
+is not emulated: loopback callers are trusted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,12 +35,12 @@ import orjson
 from botocore.exceptions import ClientError
 
 from local.functions import LOCAL_ACCOUNT, LambdaContext
+from runtime.config import Settings
+from runtime.jobs.api import STATUS_ROUTE, SUBMIT_ROUTE
 from runtime.pipeline import gateway
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 MESSAGES_ROUTE = "POST /messages"
-SUBMIT_ROUTE = "POST /jobs"
-STATUS_ROUTE = "GET /jobs/{id}"
 _JOB_PATH = re.compile(r"^/jobs/([^/]+)$")
 API_ID = "localapi"
 # The API's contract (api/openapi.json), served as the local runtime's own description.
@@ -46,6 +48,8 @@ OPENAPI_ROUTE = "/openapi.json"
 OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "api" / "openapi.json"
 REQUEST_ID_HEADER = "apigw-requestid"
 STAGE = "$default"
+# API Gateway's HTTP API cuts every integration at 30 s; the jobs function's default timeout.
+JOBS_TIMEOUT_S = 29.0
 
 
 def match_route(method: str, path: str) -> tuple[str, dict[str, str]] | None:
@@ -133,7 +137,7 @@ class LocalHttpApi:
         sqs: Any,
         state_url: str,
         jobs_handler: Handler,
-        jobs_timeout_s: float = 29.0,
+        jobs_timeout_s: float = JOBS_TIMEOUT_S,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -232,6 +236,27 @@ class LocalHttpApi:
         body = response.get("body") or ""
         data = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
         return int(response.get("statusCode", 200)), dict(response.get("headers") or {}), data
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayClients:
+    """What the HTTP API integrates with: SQS (`POST /messages`) and the jobs function (a
+    Lambda handler, `(event, context) -> response`)."""
+
+    sqs: Any
+    jobs: Handler
+
+
+def build_gateway(
+    settings: Settings, clients: GatewayClients, *, jobs_timeout_s: float = JOBS_TIMEOUT_S
+) -> LocalHttpApi:
+    """The local HTTP API over `settings`' state queue (not started)."""
+    return LocalHttpApi(
+        sqs=clients.sqs,
+        state_url=settings.queues.state_url,
+        jobs_handler=clients.jobs,
+        jobs_timeout_s=jobs_timeout_s,
+    )
 
 
 class _Server(ThreadingHTTPServer):

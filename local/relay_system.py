@@ -1,6 +1,6 @@
 """The relay as a local system: INSERTs into the relay source table (a writer at a chosen rate),
 the table's stream polled by `local.relay.StreamPoller` into the real relay function, the real
-drain on its schedule posting to `local.relay.ApiStub`, and a sink that reads what the stub
+drain on its schedule posting to `local.relay.ApiStub`, and an observer that reads what the stub
 accepted. Every inserted item must be accepted by the API exactly once.
 
 A relay record is named `relay/<pk>/<sk>` and counted as one record of that "file", so the run's
@@ -18,12 +18,12 @@ from typing import Any
 
 from local.environment import LocalEnvironment
 from local.fates import Expected
+from local.function_options import FunctionOptions, require_handlers
 from local.functions import LocalFunction
 from local.observe import queue_depth
 from local.relay import ApiStub, StreamPoller
 from local.resources import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from local.scheduler import Schedule, Scheduler, parse_interval
-from local.systems import FunctionOptions, require_handlers
 
 RELAY_PREFIX = "relay/"
 LOCAL_DRAIN_SCHEDULE = "1s"
@@ -34,7 +34,7 @@ def relay_name(pk: str, sk: str) -> str:
     return f"{RELAY_PREFIX}{pk}/{sk}"
 
 
-class RelaySink:
+class RelayApiObserver:
     """The end of the relay: what the API stub accepted, as `relay/<pk>/<sk>#0` ids."""
 
     def __init__(self, stub: ApiStub, partition_key: str = TABLE_PARTITION_KEY) -> None:
@@ -134,7 +134,7 @@ class RelaySystem:
         )
         self.sqs = environment.client("sqs")
         self.queue_url = environment.provisioned.url(names.relay_queue)
-        self.sink = RelaySink(environment.api_stub)
+        self.observer = RelayApiObserver(environment.api_stub)
         self._stack = ExitStack()
 
     def start(self) -> None:
@@ -153,6 +153,6 @@ class RelaySystem:
         return {
             "stream records polled": stats.polled,
             "relay invocations": stats.invocations,
-            "API calls accepted": len(self.sink.stub.accepted()),
-            "API calls refused": len(self.sink.stub.received) - len(self.sink.stub.accepted()),
+            "API calls accepted": len(self.observer.stub.accepted()),
+            "API calls refused": len(self.observer.stub.received) - len(self.observer.stub.accepted()),
         }

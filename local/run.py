@@ -15,19 +15,20 @@ from typing import Any
 from local.environment import LocalEnvironment
 from local.fates import (
     Expected,
-    QueueSink,
     Reconciliation,
-    Sink,
-    SinkReader,
-    Sinks,
+    S3SinkObserver,
+    SinkObserver,
+    SinkObservers,
+    StateQueueObserver,
     read_rejections,
     reconcile,
 )
+from local.function_options import FunctionOptions
 from local.gateway_system import GatewayClient, GatewaySystem
 from local.inbox import expectations_for, import_inbox
 from local.observe import RateMeter, ShareCounts, count_share, queue_depth
 from local.relay_system import RelaySystem, RelayWriter
-from local.systems import SYSTEMS, FunctionOptions, System
+from local.systems import SYSTEMS, System
 from local.writer import FileShape, Manifest, WriterSimulator
 
 POLL_S = 1.0
@@ -158,7 +159,7 @@ class LocalRun:
         self.systems: list[System] = [
             SYSTEMS[name](environment, options.functions) for name in options.systems
         ]
-        self.sink = Sinks(self._sinks())
+        self.observers = SinkObservers(self._observers())
         self.relay_writer: RelayWriter | None = None
         if "relay" in options.systems:
             self.relay_writer = RelayWriter(
@@ -173,17 +174,20 @@ class LocalRun:
         self._user_expectations: list[Expected] | None = None
         self.writer: WriterSimulator | None = None
 
-    def _sinks(self) -> list[Sink]:
+    def _observers(self) -> list[SinkObserver]:
         """With the router running, the ingest's end is its sink in S3; with ingest alone, the
         state queue. The relay's end is the API stub."""
         environment, names = self.environment, self.environment.provisioned.names
-        sinks: list[Sink] = [system.sink for system in self.systems if isinstance(system, RelaySystem)]
+        observers: list[SinkObserver] = [
+            system.observer for system in self.systems if isinstance(system, RelaySystem)
+        ]
         if {"pipeline", "fifo"} & set(self.options.systems):
             prefix = environment.settings.require_pipeline().results_prefix
-            sinks.append(SinkReader(environment.client("s3"), names.results_bucket, prefix=prefix))
+            observers.append(S3SinkObserver(environment.client("s3"), names.results_bucket, prefix=prefix))
         elif "ingest" in self.options.systems:
-            sinks.append(QueueSink(environment.client("sqs"), environment.provisioned.url(names.state_queue)))
-        return sinks
+            state_url = environment.provisioned.url(names.state_queue)
+            observers.append(StateQueueObserver(environment.client("sqs"), state_url))
+        return observers
 
     # -- expectations -----------------------------------------------------------------------
 
@@ -200,11 +204,11 @@ class LocalRun:
         return written + relayed
 
     def reconcile_now(self) -> Reconciliation:
-        self.sink.refresh()
+        self.observers.refresh()
         inbox = self.environment.share / "inbox"
         return reconcile(
             self.expectations(),
-            self.sink.counts,
+            self.observers.counts,
             read_rejections(self.environment.share),
             {entry.name for entry in inbox.iterdir()},
         )
@@ -336,9 +340,9 @@ class LocalRun:
     def _report(self) -> None:
         if self.on_snapshot is None:
             return
-        self.sink.refresh()
+        self.observers.refresh()
         sqs = self.environment.client("sqs")
-        delivered = self.sink.records
+        delivered = self.observers.records
         self.on_snapshot(
             Snapshot(
                 phase=self.phase,
@@ -384,8 +388,8 @@ class LocalRun:
             files_written=len(expectations),
             started_at=self._started_wall,
             writing_s=writing_s,
-            first_delivery_at=self.sink.first_delivery_at,
-            last_delivery_at=self.sink.last_delivery_at,
+            first_delivery_at=self.observers.first_delivery_at,
+            last_delivery_at=self.observers.last_delivery_at,
             finished_at=time.time(),
             interrupted=interrupted,
             timed_out=timed_out,

@@ -16,13 +16,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 from local.environment import LocalEnvironment
 from local.esm import SqsMapping, SqsPoller
-from local.functions import InvocationResult, KillPlan, LocalFunction, handler_available, handler_module
+from local.function_options import FunctionOptions, require_handlers
+from local.functions import LocalFunction, handler_available
+from local.gateway_system import GatewaySystem
+from local.relay_system import RelaySystem
 from local.scheduler import Schedule, Scheduler, parse_interval
 
 # Local ticks instead of the config's minutes: a loader exits early when nothing is claimable,
@@ -32,32 +34,6 @@ LOCAL_SCHEDULES = {"loader": "1s", "checker": "5s", "archiver": "10s"}
 # Scheduled functions' concurrency: two loaders may race (they are built for it); the
 # checker and archiver each run alone. `--concurrency NAME=N` overrides.
 LOCAL_CONCURRENCY = {"loader": 2, "checker": 1, "archiver": 1}
-
-
-class MissingHandler(Exception):
-    """A system needs a handler that is not in runtime/handlers/ yet."""
-
-
-@dataclass(frozen=True)
-class FunctionOptions:
-    """How the run drives functions: schedules, concurrency, and crash-test isolation."""
-
-    schedules: Mapping[str, str] = field(default_factory=dict)
-    use_config_schedules: bool = False
-    concurrency: Mapping[str, int] = field(default_factory=dict)
-    isolate: frozenset[str] = frozenset()
-    kill_at: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # name -> (step, deaths)
-    on_failure: Callable[[str, int, InvocationResult], None] | None = None
-
-    def function(self, name: str, timeout_s: float, memory_mb: int) -> LocalFunction:
-        return LocalFunction(
-            name=name,
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            isolate=name in self.isolate,
-            kill=KillPlan(*self.kill_at[name]) if name in self.kill_at else None,
-            on_failure=self.on_failure,
-        )
 
 
 class System(Protocol):
@@ -71,12 +47,6 @@ class System(Protocol):
     def idle(self) -> bool: ...
 
     def counters(self) -> dict[str, int]: ...
-
-
-def require_handlers(*names: str) -> None:
-    missing = [handler_module(name) for name in names if not handler_available(name)]
-    if missing:
-        raise MissingHandler(f"needs {', '.join(missing)}, which is not in this tree yet")
 
 
 class IngestSystem:
@@ -192,23 +162,11 @@ class FifoPipelineSystem(PipelineSystem):
     fifo = True
 
 
-def _relay(environment: LocalEnvironment, options: FunctionOptions) -> System:
-    from local.relay_system import RelaySystem  # it builds on this module
-
-    return RelaySystem(environment, options)
-
-
-def _gateway(environment: LocalEnvironment, options: FunctionOptions) -> System:
-    from local.gateway_system import GatewaySystem  # it builds on this module
-
-    return GatewaySystem(environment, options)
-
-
 SystemFactory = Callable[[LocalEnvironment, FunctionOptions], System]
 SYSTEMS: dict[str, SystemFactory] = {
     "ingest": IngestSystem,
     "pipeline": PipelineSystem,
     "fifo": FifoPipelineSystem,
-    "relay": _relay,
-    "gateway": _gateway,
+    "relay": RelaySystem,
+    "gateway": GatewaySystem,
 }

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ops.target import Target
+from runtime import codec
 
-ATTRIBUTE_PREFIX = "sluice-"
 LISTING_VISIBILITY_S = 30  # messages stay hidden this long while one command walks the queue
 
 
@@ -94,12 +94,12 @@ def describe(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "message_id": message["MessageId"],
         "envelope_id": envelope_id,
-        "reason": attributes.get("sluice-reason"),
-        "step": attributes.get("sluice-step"),
-        "attempts": attributes.get("sluice-attempts"),
-        "error": attributes.get("sluice-error"),
-        "detail": attributes.get("sluice-detail"),
-        "source": attributes.get("sluice-source"),
+        "reason": attributes.get(codec.ATTR_REASON),
+        "step": attributes.get(codec.ATTR_STEP),
+        "attempts": attributes.get(codec.ATTR_ATTEMPTS),
+        "error": attributes.get(codec.ATTR_ERROR),
+        "detail": attributes.get(codec.ATTR_DETAIL),
+        "source": attributes.get(codec.ATTR_SOURCE),
         "group": system.get("MessageGroupId"),
         "receive_count": int(system.get("ApproximateReceiveCount", 0)),
         "sent_at_ms": int(system.get("SentTimestamp", 0)),
@@ -132,7 +132,7 @@ def _send_kwargs(queues: Queues, message: dict[str, Any]) -> dict[str, Any]:
     kept = {
         name: value
         for name, value in message.get("MessageAttributes", {}).items()
-        if not name.startswith(ATTRIBUTE_PREFIX)
+        if not name.startswith(codec.ATTR_PREFIX)
     }
     kwargs: dict[str, Any] = {"QueueUrl": queues.source_url, "MessageBody": message["Body"]}
     if kept:

@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.target import Target
+from runtime import metric_names
 
 REASON_SUFFIX = ".reason.json"
 
@@ -173,7 +174,7 @@ def last_runs(target: Target) -> dict[str, Any]:
     return out
 
 
-RATE_METRICS = {"files_per_s": "FilesLoaded", "records_per_s": "RecordsSent"}
+RATE_METRICS = {"files_per_s": metric_names.FILES_LOADED, "records_per_s": metric_names.RECORDS_SENT}
 
 
 def rates(target: Target, minutes: int) -> dict[str, float | None]:

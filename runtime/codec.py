@@ -42,6 +42,7 @@ MessageAttributes = Mapping[str, Mapping[str, Any]]
 
 # Message attribute names (DESIGN "Dead letters explain themselves"): one set, shared by the
 # router, the relay and tooling. Every message sluice dead-letters carries the first three.
+ATTR_PREFIX = "sluice-"  # every attribute below starts with it
 ATTR_REASON = "sluice-reason"  # a reason code
 ATTR_DETAIL = "sluice-detail"  # <= 512 characters
 ATTR_SOURCE = "sluice-source"  # system/queue

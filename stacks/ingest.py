@@ -8,6 +8,18 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime.metric_names import (
+    BATCHES_IN_FLIGHT,
+    ENVIRONMENT_ERRORS,
+    FAILED_BATCH_RUNS,
+    FILES_LOADED,
+    HALTED_BATCHES,
+    INBOX_DEPTH,
+    OLDEST_FILE_AGE_SECONDS,
+    RECORDS_SENT,
+    REJECTED_FILES,
+    STUCK_INBOX_FILES,
+)
 from stacks.alarms import (
     FIVE_MINUTES,
     ONE_MINUTE,
@@ -111,7 +123,7 @@ class IngestConstruct(Construct):
             "oldest_file_age": threshold_alarm(
                 self,
                 "OldestFileAge",
-                sluice_metric("OldestFileAgeSeconds", statistic="Maximum"),
+                sluice_metric(OLDEST_FILE_AGE_SECONDS, statistic="Maximum"),
                 threshold=thresholds.oldest_file_age_s,
                 evaluation_periods=3,
                 # The checker reports the age every run (0 when the inbox is empty): silence
@@ -122,21 +134,21 @@ class IngestConstruct(Construct):
             "rejected_files": threshold_alarm(
                 self,
                 "RejectedFiles",
-                sluice_metric("RejectedFiles", period=FIVE_MINUTES),
+                sluice_metric(REJECTED_FILES, period=FIVE_MINUTES),
                 threshold=thresholds.rejected_files_per_5min,
                 description="ingest: files quarantined under rejected/ with a reason file",
             ),
             "halted_batches": threshold_alarm(
                 self,
                 "HaltedBatches",
-                sluice_metric("HaltedBatches", period=FIVE_MINUTES),
+                sluice_metric(HALTED_BATCHES, period=FIVE_MINUTES),
                 threshold=1,
                 description="ingest: a batch under halted/ cannot be resumed safely and needs an operator",
             ),
             "environment_errors": threshold_alarm(
                 self,
                 "LoaderEnvironmentErrors",
-                sluice_metric("EnvironmentErrors", period=FIVE_MINUTES),
+                sluice_metric(ENVIRONMENT_ERRORS, period=FIVE_MINUTES),
                 threshold=1,
                 description="ingest: the environment refuses the loader (access denied, queue missing or its "
                 "MaximumMessageSize below queues.max_message_bytes, KMS key disabled); runs stop until fixed",
@@ -144,7 +156,7 @@ class IngestConstruct(Construct):
             "failed_batch_runs": threshold_alarm(
                 self,
                 "FailedBatchRuns",
-                sluice_metric("FailedBatchRuns", period=FIVE_MINUTES),
+                sluice_metric(FAILED_BATCH_RUNS, period=FIVE_MINUTES),
                 threshold=1,
                 evaluation_periods=3,
                 description="ingest: a batch keeps failing (backing off while new files load; quarantined or "
@@ -153,7 +165,7 @@ class IngestConstruct(Construct):
             "stuck_inbox_files": threshold_alarm(
                 self,
                 "StuckInboxFiles",
-                sluice_metric("StuckInboxFiles", statistic="Maximum"),
+                sluice_metric(STUCK_INBOX_FILES, statistic="Maximum"),
                 threshold=1,
                 evaluation_periods=3,
                 description="ingest: the oldest inbox files have mtimes in the future or cannot be stat'ed",
@@ -221,14 +233,14 @@ class IngestConstruct(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="records/s and files/s",
-                left=[per_second(sluice_metric("RecordsSent"), "records/s")],
-                right=[per_second(sluice_metric("FilesLoaded"), "files/s")],
+                left=[per_second(sluice_metric(RECORDS_SENT), "records/s")],
+                right=[per_second(sluice_metric(FILES_LOADED), "files/s")],
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="backlog and batches in flight",
-                left=[sluice_metric("InboxDepth", statistic="Maximum", label="inbox files")],
-                right=[sluice_metric("BatchesInFlight", statistic="Maximum", label="batches in flight")],
+                left=[sluice_metric(INBOX_DEPTH, statistic="Maximum", label="inbox files")],
+                right=[sluice_metric(BATCHES_IN_FLIGHT, statistic="Maximum", label="batches in flight")],
                 width=12,
             ),
         )
@@ -236,8 +248,8 @@ class IngestConstruct(Construct):
             cloudwatch.GraphWidget(
                 title="rejected files and halted batches",
                 left=[
-                    sluice_metric("RejectedFiles", period=FIVE_MINUTES, label="rejected"),
-                    sluice_metric("HaltedBatches", period=FIVE_MINUTES, label="halted"),
+                    sluice_metric(REJECTED_FILES, period=FIVE_MINUTES, label="rejected"),
+                    sluice_metric(HALTED_BATCHES, period=FIVE_MINUTES, label="halted"),
                 ],
                 width=12,
             ),

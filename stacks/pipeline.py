@@ -13,6 +13,7 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime.metric_names import PLAN_MISMATCH, REDIS_UNAVAILABLE
 from stacks.alarms import FIVE_MINUTES, dlq_depth_alarm, sluice_metric, threshold_alarm
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionFactory, FunctionSpec
@@ -100,7 +101,7 @@ class PipelineConstruct(Construct):
         self.plan_mismatch_alarm = threshold_alarm(
             self,
             "PlanMismatch",
-            sluice_metric("PlanMismatch", period=FIVE_MINUTES),
+            sluice_metric(PLAN_MISMATCH, period=FIVE_MINUTES),
             threshold=1,
             description="pipeline: a router run lost the create-only race to a different recorded plan "
             "(its side effects or outputs differ); the recorded plan was followed and the delivery "
@@ -109,7 +110,7 @@ class PipelineConstruct(Construct):
         self.redis_unavailable_alarm = threshold_alarm(
             self,
             "RedisUnavailable",
-            sluice_metric("RedisUnavailable", period=FIVE_MINUTES),
+            sluice_metric(REDIS_UNAVAILABLE, period=FIVE_MINUTES),
             threshold=config.alarms.redis_unavailable_invocations,
             description="pipeline: routers found Redis unreachable and ran on the ledger alone (slower, "
             "still exactly once): check the ElastiCache cluster and the network path to it",

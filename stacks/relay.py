@@ -24,8 +24,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime import metric_names as names
 from runtime.declarations.aws_limits import SQS_MAX_RECEIVE_COUNT
-from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.alarms import (
     FIVE_MINUTES,
@@ -258,8 +258,8 @@ class RelayConstruct(Construct):
         api_error_rate = cloudwatch.MathExpression(
             expression="IF(calls > 0, 100 * errors / calls, 0)",
             using_metrics={
-                "calls": sluice_metric(names.API_CALLS, period=FIVE_MINUTES),
-                "errors": sluice_metric(names.API_ERRORS, period=FIVE_MINUTES),
+                "calls": sluice_metric(names.RELAY_API_CALLS, period=FIVE_MINUTES),
+                "errors": sluice_metric(names.RELAY_API_ERRORS, period=FIVE_MINUTES),
             },
             label="relay API error %",
             period=FIVE_MINUTES,

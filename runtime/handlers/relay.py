@@ -3,29 +3,28 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from runtime.clients import aws_client
+from runtime import metric_names as names
 from runtime.config import get_settings
 from runtime.observability import logger, metrics
-from runtime.relay import metrics as names
-from runtime.relay.stream import relay_records
+from runtime.relay.stream import StreamRelay
+from runtime.relay.wiring import build_relay, relay_clients_from_environment
+
+
+@functools.cache
+def _relay() -> StreamRelay:
+    return build_relay(get_settings(), relay_clients_from_environment())
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings = get_settings()
-    relay = settings.require_relay()
-    result = relay_records(
-        event.get("Records", []),
-        sqs=aws_client("sqs"),
-        queue_url=relay.fifo_url,
-        group_key_field=relay.group_key_field,
-        max_message_bytes=settings.queues.max_message_bytes,
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result = _relay()(event.get("Records", []))
     metrics.add_metric(name=names.RELAY_SENT, unit=MetricUnit.Count, value=result.sent)
     if result.failure is not None:
         metrics.add_metric(name=names.RELAY_FAILED_RECORDS, unit=MetricUnit.Count, value=1)

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
+from runtime import metric_names
 from runtime.config import IngestSettings
 from runtime.ingest.coord import PROCESSED, TAG
 from runtime.ingest.fs import Fs, is_temporary_name
@@ -305,9 +306,9 @@ def _hour_path(timestamp: float) -> str:
 
 def _emit_metrics(result: ArchiverResult) -> None:
     for name, value in (
-        ("BatchesArchived", result.batches_archived),
-        ("LateWrites", result.late_writes),
-        ("StraysReturned", result.strays_returned),
-        ("FilesDeleted", result.files_deleted),
+        (metric_names.BATCHES_ARCHIVED, result.batches_archived),
+        (metric_names.LATE_WRITES, result.late_writes),
+        (metric_names.STRAYS_RETURNED, result.strays_returned),
+        (metric_names.FILES_DELETED, result.files_deleted),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

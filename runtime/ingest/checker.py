@@ -15,6 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from runtime import metric_names
 from runtime.ingest.claim import ensure_layout
 from runtime.ingest.coord import new_owner_token
 from runtime.ingest.fs import is_temporary_name
@@ -142,13 +143,17 @@ def _measure_file(ingest: Ingest, name: str, result: CheckerResult) -> None:
 
 def _emit_metrics(result: CheckerResult) -> None:
     for name, unit, value in (
-        ("InboxDepth", MetricUnit.Count, result.inbox_depth),
-        ("HaltedBatches", MetricUnit.Count, len(result.halted)),
-        ("OldestFileAgeSeconds", MetricUnit.Seconds, result.oldest_file_age_s),
-        ("BatchesInFlight", MetricUnit.Count, result.batches_in_flight),
-        ("ResumableBatches", MetricUnit.Count, result.resumable),
-        ("HaltedBatchesTotal", MetricUnit.Count, result.halted_batches),
-        ("RejectedFilesTotal", MetricUnit.Count, result.rejected_files),
-        ("StuckInboxFiles", MetricUnit.Count, result.future_mtime_files + result.unreadable_files),
+        (metric_names.INBOX_DEPTH, MetricUnit.Count, result.inbox_depth),
+        (metric_names.HALTED_BATCHES, MetricUnit.Count, len(result.halted)),
+        (metric_names.OLDEST_FILE_AGE_SECONDS, MetricUnit.Seconds, result.oldest_file_age_s),
+        (metric_names.BATCHES_IN_FLIGHT, MetricUnit.Count, result.batches_in_flight),
+        (metric_names.RESUMABLE_BATCHES, MetricUnit.Count, result.resumable),
+        (metric_names.HALTED_BATCHES_TOTAL, MetricUnit.Count, result.halted_batches),
+        (metric_names.REJECTED_FILES_TOTAL, MetricUnit.Count, result.rejected_files),
+        (
+            metric_names.STUCK_INBOX_FILES,
+            MetricUnit.Count,
+            result.future_mtime_files + result.unreadable_files,
+        ),
     ):
         metrics.add_metric(name=name, unit=unit, value=value)

@@ -18,6 +18,7 @@ import orjson
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
 
+from runtime import metric_names
 from runtime.errors import ConfigError, EnvironmentFailure, LeaseLost, TransientError
 from runtime.ingest.batch import BatchRun, OutOfTime
 from runtime.ingest.claim import (
@@ -131,7 +132,7 @@ def run_loader(
 
 def _emit_environment_error(detail: str) -> None:
     """One clear error and the metric its alarm watches; the run stops, no batch is charged."""
-    metrics.add_metric(name="EnvironmentErrors", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=metric_names.ENVIRONMENT_ERRORS, unit=MetricUnit.Count, value=1)
     logger.error("the environment refuses the loader; run stopped", extra={"detail": detail})
 
 
@@ -189,11 +190,11 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
 def _emit_metrics(result: LoaderResult) -> None:
     c = result.counters
     for name, value in (
-        ("RecordsSent", c["records"]),
-        ("FilesLoaded", c["files"]),
-        ("RejectedFiles", c["rejected_files"]),
-        ("HaltedBatches", c["batches_halted"]),
-        ("FailedBatchRuns", c["batch_failures"]),
+        (metric_names.RECORDS_SENT, c["records"]),
+        (metric_names.FILES_LOADED, c["files"]),
+        (metric_names.REJECTED_FILES, c["rejected_files"]),
+        (metric_names.HALTED_BATCHES, c["batches_halted"]),
+        (metric_names.FAILED_BATCH_RUNS, c["batch_failures"]),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 

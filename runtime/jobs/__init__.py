@@ -8,10 +8,10 @@ records the status in Redis with a TTL and publishes the completion.
 """
 
 from runtime.jobs.errors import BadJobRequest
-from runtime.jobs.model import JOB_FIELD, Answer, JobOutcome, new_job_id
-from runtime.jobs.service import JobClients, job_status, submit_job
-from runtime.jobs.store import JobStore
-from runtime.jobs.worker import JobsRouter, job_state
+from runtime.jobs.model import JOB_FIELD, Answer, JobOutcome, job_state, new_job_id
+from runtime.jobs.service import job_status, submit_job
+from runtime.jobs.store import JobClients, JobStore
+from runtime.jobs.worker import JobsRouter
 
 __all__ = [
     "JOB_FIELD",

@@ -28,6 +28,11 @@ FAILED: Status = "failed"
 FINISHED = (DONE, FAILED)
 
 
+def job_state(job_id: str, state: Any) -> dict[str, Any]:
+    """The pipeline state of a job: its id beside the job router's own state."""
+    return {JOB_FIELD: job_id, INNER_FIELD: state}
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

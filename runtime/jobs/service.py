@@ -42,13 +42,13 @@ from runtime.jobs.model import (
     Answer,
     JobOutcome,
     check_job_id,
+    job_state,
     keyed_job_id,
     new_job_id,
     parse_job_body,
     refused,
 )
-from runtime.jobs.store import JobStore, Waiter
-from runtime.jobs.worker import job_state
+from runtime.jobs.store import JobClients, JobStore, Waiter, make_store
 from runtime.observability import logger
 
 # What makes a jobs request answer 503: a store that failed or did not answer in time.
@@ -56,27 +56,6 @@ UNAVAILABLE = (BotoCoreError, ClientError, RedisError, TransientError)
 # Before a job is enqueued, Redis (the waiter) may use at most this share of the time left:
 # it only speeds the answer up, while acceptance and SendMessage decide it.
 REDIS_SHARE = 3
-
-
-@dataclass(frozen=True, slots=True)
-class JobClients:
-    sqs: Any
-    s3: Any
-    redis: Any
-
-
-def make_store(clients: JobClients, settings: Settings) -> JobStore:
-    jobs = settings.jobs_settings()
-    bucket = jobs.results_bucket or settings.require_pipeline().results_bucket
-    return JobStore(
-        s3=clients.s3,
-        redis=clients.redis,
-        bucket=bucket,
-        prefix=jobs.results_prefix,
-        status_ttl_s=jobs.status_ttl_s,
-        inline_max_bytes=jobs.inline_max_bytes,
-        presign_ttl_s=jobs.presign_ttl_s,
-    )
 
 
 def job_message(job_id: str, state: Any) -> bytes:

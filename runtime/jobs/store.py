@@ -14,6 +14,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from redis.exceptions import RedisError
 
+from runtime import metric_names
+from runtime.config import Settings
 from runtime.declarations.names import (
     ACCEPTED_FOLDER,  # `<prefix>accepted/<job id>.json`, written create-only before a job is enqueued
 )
@@ -126,7 +128,7 @@ class JobStore:
             pipe.publish(channel(outcome.job_id), message)
             pipe.execute()
         except RedisError as exc:
-            metrics.add_metric(name="JobsUnannounced", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=metric_names.JOBS_UNANNOUNCED, unit=MetricUnit.Count, value=1)
             logger.warning(
                 "job outcome stored in S3 but not announced in Redis",
                 extra={"job_id": outcome.job_id, "error": repr(exc)},
@@ -192,3 +194,26 @@ class Waiter:
             if message is not None and message["type"] == "message":
                 return JobOutcome.from_json(message["data"])
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobClients:
+    """What the jobs system talks to: SQS (the state queue), S3 (the record of truth) and Redis."""
+
+    sqs: Any
+    s3: Any
+    redis: Any
+
+
+def make_store(clients: JobClients, settings: Settings) -> JobStore:
+    jobs = settings.jobs_settings()
+    bucket = jobs.results_bucket or settings.require_pipeline().results_bucket
+    return JobStore(
+        s3=clients.s3,
+        redis=clients.redis,
+        bucket=bucket,
+        prefix=jobs.results_prefix,
+        status_ttl_s=jobs.status_ttl_s,
+        inline_max_bytes=jobs.inline_max_bytes,
+        presign_ttl_s=jobs.presign_ttl_s,
+    )

@@ -19,16 +19,11 @@ import threading
 from typing import Any
 
 from runtime.config import Settings
-from runtime.jobs.model import INNER_FIELD, JOB_FIELD, JobOutcome
-from runtime.jobs.store import JobStore
+from runtime.jobs.model import INNER_FIELD, JOB_FIELD, JobOutcome, job_state
+from runtime.jobs.store import JobStore, make_store
 from runtime.kill import kill_point
 from runtime.pipeline.errors import PoisonItem
 from runtime.pipeline.state import Router, State, routed_item_id
-
-
-def job_state(job_id: str, state: State) -> dict[str, Any]:
-    """The pipeline state of a job: its id beside the job router's own state."""
-    return {JOB_FIELD: job_id, INNER_FIELD: state}
 
 
 def job_id_of(state: State) -> Any:
@@ -94,11 +89,9 @@ class JobsRouter:
     def store(self) -> JobStore:
         with self._lock:
             if self._store is None:
-                from runtime.clients import aws_client, make_redis
                 from runtime.config import get_settings
-                from runtime.jobs.service import JobClients, make_store
+                from runtime.jobs.wiring import clients_from_environment
 
                 settings = self._settings or get_settings()
-                clients = JobClients(sqs=None, s3=aws_client("s3"), redis=make_redis(settings.redis))
-                self._store = make_store(clients, settings)
+                self._store = make_store(clients_from_environment(settings), settings)
             return self._store

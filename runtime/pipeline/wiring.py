@@ -22,6 +22,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
+from runtime import metric_names
 from runtime.config import Settings
 from runtime.observability import METRICS_NAMESPACE, logger, metrics
 from runtime.pipeline.batch import BatchResult, Pipeline, PipelineClients, Targets
@@ -101,23 +102,23 @@ def handle(pipeline: Pipeline, event: Mapping[str, Any], context: Any) -> Partia
 def publish(result: BatchResult) -> None:
     """Metrics (per outcome, per step name) and one structured log line per batch."""
     counters = {
-        "Messages": result.messages,
-        "SkippedDone": result.skipped_done,
-        "Bounced": result.bounced,
-        "FollowedPlans": result.followed_plans,
-        "PlanMismatch": result.plan_mismatches,
-        "RedisUnavailable": result.redis_unavailable,
-        "Redriven": result.redriven,
-        "LedgerReads": result.ledger_reads,
-        "Quarantined": result.quarantined,
-        "LedgerWrites": result.ledger_writes,
-        **{f"Items{name.capitalize()}": count for name, count in result.outcomes.items()},
+        metric_names.MESSAGES: result.messages,
+        metric_names.SKIPPED_DONE: result.skipped_done,
+        metric_names.BOUNCED: result.bounced,
+        metric_names.FOLLOWED_PLANS: result.followed_plans,
+        metric_names.PLAN_MISMATCH: result.plan_mismatches,
+        metric_names.REDIS_UNAVAILABLE: result.redis_unavailable,
+        metric_names.REDRIVEN: result.redriven,
+        metric_names.LEDGER_READS: result.ledger_reads,
+        metric_names.QUARANTINED: result.quarantined,
+        metric_names.LEDGER_WRITES: result.ledger_writes,
+        **{metric_names.ITEMS_BY_OUTCOME[name]: count for name, count in result.outcomes.items()},
     }
     for name, value in counters.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     for (step, status), count in result.steps.items():
         with single_metric(
-            name="Transitions" if status == "ok" else "TransitionFailures",
+            name=metric_names.TRANSITIONS if status == "ok" else metric_names.TRANSITION_FAILURES,
             unit=MetricUnit.Count,
             value=count,
             namespace=METRICS_NAMESPACE,

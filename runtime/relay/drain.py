@@ -50,7 +50,7 @@ from runtime.errors import ConfigError, EnvelopeError
 from runtime.kill import kill_point
 from runtime.observability import logger
 from runtime.relay.api import ApiClient, ApiResponse, Verdict
-from runtime.relay.breaker import Admission, AttemptCounter, BreakerPolicy, CallBudget, CircuitBreaker
+from runtime.relay.breaker import Admission, AttemptCounter, CallBudget, CircuitBreaker
 from runtime.relay.ledger import DeliveryLedger
 
 RECEIVE_MAX_MESSAGES = 10
@@ -452,26 +452,3 @@ class Drain:
             extra={"reason": reason, "event_id": event_id, "status": response and response.status},
         )
         self._delete(message)
-
-
-def make_drain(
-    settings: RelaySettings, *, sqs: Any, dynamodb: Any, redis_client: Any, api_key: KeySource
-) -> Drain:
-    """A drain over the given clients, its coordination state in `redis_client`."""
-    return Drain(
-        sqs=sqs,
-        ledger=DeliveryLedger(dynamodb, settings),
-        api=ApiClient(settings),
-        api_key=api_key,
-        breaker=CircuitBreaker(
-            redis_client,
-            BreakerPolicy(
-                failure_threshold=settings.breaker_failure_threshold,
-                backoff_base_s=settings.breaker_backoff_base_s,
-                backoff_cap_s=settings.breaker_backoff_cap_s,
-            ),
-        ),
-        budget=CallBudget(redis_client, settings.calls_per_minute, settings.burst_calls),
-        settings=settings,
-        attempts=AttemptCounter(redis_client, settings.max_age_s),
-    )

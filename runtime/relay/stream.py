@@ -163,3 +163,22 @@ def relay_records(
             return result
         result.sent += len(batch)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRelay:
+    """The relay function's core bound to its queue and client (`build_relay`)."""
+
+    sqs: Any
+    queue_url: str
+    group_key_field: str
+    max_message_bytes: int = codec.SQS_MAX_MESSAGE_BYTES
+
+    def __call__(self, records: Sequence[Mapping[str, Any]]) -> RelayResult:
+        return relay_records(
+            records,
+            sqs=self.sqs,
+            queue_url=self.queue_url,
+            group_key_field=self.group_key_field,
+            max_message_bytes=self.max_message_bytes,
+        )

@@ -13,7 +13,7 @@ import pytest
 import redis
 from moto import mock_aws
 
-from local.http import REQUEST_ID_HEADER, LocalHttpApi
+from local.http import REQUEST_ID_HEADER, GatewayClients, build_gateway
 from local.servers import RedisServer
 from runtime import codec
 from runtime.examples import enrich
@@ -34,7 +34,7 @@ def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Ha
 
 def post(harness: Harness, body: Any, key: str | None = None) -> str:
     """POST /messages; the request id its answer names."""
-    api = LocalHttpApi(sqs=harness.sqs, state_url=harness.state_url, jobs_handler=lambda e, c: {})
+    api = build_gateway(harness.settings, GatewayClients(sqs=harness.sqs, jobs=lambda e, c: {}))
     headers = {"content-type": "application/json", **({"Idempotency-Key": key} if key else {})}
     status, answer_headers, _body = api.answer("POST", "/messages", headers, orjson.dumps(body))
     assert status == 200

@@ -18,10 +18,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from local.servers import RedisServer
-from runtime import codec
+from runtime import codec, metric_names
 from runtime.codec import ATTR_REASON
 from runtime.examples.jobs_worker import text_stats
-from runtime.handlers.jobs import JobsApi
 from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, submit_job
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
 from runtime.observability import metrics
@@ -269,7 +268,7 @@ def test_get_refuses_a_malformed_id_and_does_not_know_an_unknown_one(harness: Ha
 def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness: Harness) -> None:
     metrics.clear_metrics()
     jobs = Jobs.create(harness, wait_s=0.1)
-    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
+    api = jobs.api
     posted = api(http_api_event("http_api_v2_iam", body=b'{"text": "hi"}'))
     assert posted["statusCode"] == 202 and posted["headers"]["location"].startswith("/jobs/")
     job_id = orjson.loads(posted["body"])["job_id"]
@@ -281,7 +280,7 @@ def test_the_handler_dispatches_on_the_route_key_and_counts_its_answers(harness:
         api(http_api_event("http_api_v2_iam", method="DELETE", route_key="DELETE /jobs"))["statusCode"] == 404
     )
     counted = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
-    assert counted["JobsPending"] >= 2 and counted["JobsRefused"] >= 2
+    assert counted[metric_names.JOBS_PENDING] >= 2 and counted[metric_names.JOBS_REFUSED] >= 2
 
 
 # -- Redis unreachable ----------------------------------------------------------------------------
@@ -432,7 +431,7 @@ def test_an_idempotency_key_names_one_job_per_caller_and_refuses_another_body(ha
 
 def test_the_handler_takes_the_idempotency_key_scoped_by_the_caller(harness: Harness) -> None:
     jobs = Jobs.create(harness, wait_s=0.1)
-    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
+    api = jobs.api
 
     def post(key: str, user: str) -> dict[str, Any]:
         event = http_api_event("http_api_v2_iam", body=b'{"text": "k"}', headers={"Idempotency-Key": key})

@@ -10,9 +10,9 @@ import orjson
 
 from local.fates import (
     Expected,
-    QueueSink,
     Rejection,
-    SinkReader,
+    S3SinkObserver,
+    StateQueueObserver,
     item_ids_in_sink_object,
     read_rejections,
     reconcile,
@@ -117,7 +117,7 @@ def test_the_s3_sink_reader_reads_each_object_once(aws: Any) -> None:
     s3.create_bucket(Bucket="sink")
     s3.put_object(Bucket="sink", Key="results/e1.json", Body=orjson.dumps({"items": [{"id": "f#0"}]}))
     s3.put_object(Bucket="sink", Key="other/x.json", Body=b"[]")
-    reader = SinkReader(s3, "sink", prefix="results/")
+    reader = S3SinkObserver(s3, "sink", prefix="results/")
     assert reader.refresh() == 1
     assert reader.refresh() == 0
     s3.put_object(
@@ -137,6 +137,6 @@ def test_the_queue_sink_consumes_envelopes(aws: Any) -> None:
         "items": [{"id": "f#0", "step": 0, "attempt": 0, "state": {}}],
     }
     sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps(body).decode())
-    sink = QueueSink(sqs, url)
+    sink = StateQueueObserver(sqs, url)
     assert sink.refresh() == 1 and sink.counts == Counter({"f#0": 1})
     assert sink.refresh() == 0

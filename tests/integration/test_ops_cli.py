@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from local.environment import LocalEnvironment, load_local_config, local_environment
 from local.serve import write_state
 from ops.cli import main
+from runtime import codec
 
 REASONS = ("mutation_failed", "time budget")
 
@@ -48,12 +49,12 @@ def _dead_letter(env: LocalEnvironment, queue: str, envelope_id: str, reason: st
         return {"DataType": "String", "StringValue": value}
 
     attributes = {
-        "sluice-reason": text(reason),
-        "sluice-source": text("pipeline/state"),
-        "sluice-step": text("greet"),
-        "sluice-attempts": text("5"),
-        "sluice-error": text("ValueError"),
-        "sluice-detail": text("made on purpose"),
+        codec.ATTR_REASON: text(reason),
+        codec.ATTR_SOURCE: text("pipeline/state"),
+        codec.ATTR_STEP: text("greet"),
+        codec.ATTR_ATTEMPTS: text("5"),
+        codec.ATTR_ERROR: text("ValueError"),
+        codec.ATTR_DETAIL: text("made on purpose"),
     }
     env.client("sqs").send_message(
         QueueUrl=env.provisioned.url(queue),

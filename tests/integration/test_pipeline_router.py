@@ -13,7 +13,7 @@ import redis
 from moto import mock_aws
 
 from local.servers import RedisServer
-from runtime import codec
+from runtime import codec, metric_names
 from runtime.codec import ATTR_REASON, ATTR_SOURCE
 from runtime.examples.hello import router as hello_router
 from runtime.pipeline import Pipeline, PoisonItem, mutation
@@ -392,8 +392,8 @@ def test_metrics_name_plan_mismatches_and_steps(capsys: pytest.CaptureFixture[st
     invocation({}, None)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     emf = [line for line in lines if "_aws" in line]
-    assert any(line.get("PlanMismatch") == [1.0] for line in emf)
-    assert any(line.get("Transitions") == [3.0] and line.get("step") == "add_name" for line in emf)
+    assert any(line.get(metric_names.PLAN_MISMATCH) == [1.0] for line in emf)
+    assert any(line.get(metric_names.TRANSITIONS) == [3.0] and line.get("step") == "add_name" for line in emf)
 
 
 def test_the_router_function_runs_its_pipeline_and_flushes_its_metrics(

@@ -17,13 +17,12 @@ from moto import mock_aws
 
 from local.relay import ApiStub, StubResponse
 from runtime import codec
-from runtime.config import RelaySettings
+from runtime.config import RelaySettings, Settings
 from runtime.relay.api import ApiResponse
 from runtime.relay.breaker import BREAKER_KEY
-from runtime.relay.drain import Drain, DrainReport, make_drain, retry_visibility_s
-from runtime.relay.keys import ApiKeySource
+from runtime.relay.drain import Drain, DrainReport, retry_visibility_s
 from runtime.relay.ledger import DeliveryLedger
-from runtime.relay.stream import relay_records
+from runtime.relay.wiring import DrainClients, RelayClients, build_drain, build_relay
 from tests.support.relay import stream_record
 
 API_KEY = "test-key-never-logged-7f3a"
@@ -32,7 +31,8 @@ REGION = "us-east-1"
 
 
 class Env:
-    """Everything one drain test needs; `drain()` builds a Drain like the handler does."""
+    """Everything one drain test needs; `drain()` is the Drain the handler would build (kept, as
+    the handler keeps it, until the settings change; overrides build another)."""
 
     def __init__(self, redis_client: redis.Redis, stub: ApiStub) -> None:
         self.redis = redis_client
@@ -60,8 +60,9 @@ class Env:
             BillingMode="PAY_PER_REQUEST",
         )
         self.ssm.put_parameter(Name=PARAMETER, Value=API_KEY, Type="SecureString")
+        self.clients = DrainClients(sqs=self.sqs, dynamodb=self.dynamodb, redis=self.redis, ssm=self.ssm)
         self.settings = self.make_settings()
-        self.key_source = ApiKeySource(self.ssm, PARAMETER, self.settings.api_key_cache_s)
+        self._drain: Drain | None = None
 
     def _count_read(self, **_: Any) -> None:
         self.parameter_reads += 1
@@ -88,23 +89,25 @@ class Env:
         }
         return RelaySettings(**{**values, **overrides})
 
+    def configure(self, **overrides: Any) -> None:
+        """New settings for every later run (and a new drain, as a new deployment would)."""
+        self.settings = self.make_settings(**overrides)
+        self._drain = None
+
     def drain(self, **overrides: Any) -> Drain:
-        settings = self.make_settings(**overrides) if overrides else self.settings
-        return make_drain(
-            settings, sqs=self.sqs, dynamodb=self.dynamodb, redis_client=self.redis, api_key=self.key_source
-        )
+        if overrides:
+            return build_drain(Settings(relay=self.make_settings(**overrides)), self.clients)
+        if self._drain is None:
+            self._drain = build_drain(Settings(relay=self.settings), self.clients)
+        return self._drain
 
     def run(self, **overrides: Any) -> DrainReport:
         return self.drain(**overrides).run(lambda: 30.0)
 
     def enqueue(self, *records: tuple[int, str]) -> None:
         """Relay INSERT records (sequence number, partition key) the way the relay function does."""
-        result = relay_records(
-            [stream_record(seq, pk, {"seq": seq}) for seq, pk in records],
-            sqs=self.sqs,
-            queue_url=self.fifo_url,
-            group_key_field="pk",
-        )
+        relay = build_relay(Settings(relay=self.settings), RelayClients(sqs=self.sqs))
+        result = relay([stream_record(seq, pk, {"seq": seq}) for seq, pk in records])
         assert result.batch_item_failures() == []
 
     def counts(self, url: str | None = None) -> tuple[int, int]:
@@ -238,7 +241,7 @@ def test_a_timeout_is_retried(env: Env) -> None:
 
 
 def test_the_api_key_is_read_once_per_cache_period(env: Env) -> None:
-    env.key_source = ApiKeySource(env.ssm, PARAMETER, max_age_s=1)
+    env.configure(api_key_cache_s=1)
     env.enqueue((1, "a"), (2, "b"))
     env.run()
     env.enqueue((3, "c"))

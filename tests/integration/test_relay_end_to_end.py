@@ -20,6 +20,7 @@ from local.servers import MotoServer, RedisServer
 from runtime.clients import aws_client
 from runtime.config import RedisSettings, RelaySettings, Settings, get_settings, to_environ
 from runtime.handlers import drain as drain_handler
+from runtime.handlers import relay as relay_handler
 from runtime.relay.breaker import BREAKER_KEY
 from runtime.relay.drain import IN_FLIGHT_MARGIN_S
 from tests.support.aws import AwsClientFactory
@@ -80,6 +81,7 @@ def _clear_caches() -> None:
     get_settings.cache_clear()
     aws_client.cache_clear()
     drain_handler._drain.cache_clear()
+    relay_handler._relay.cache_clear()
 
 
 def _provision(aws: AwsClientFactory) -> tuple[str, str, str]:

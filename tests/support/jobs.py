@@ -8,11 +8,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from local.http import LocalHttpApi
+from local.http import GatewayClients, LocalHttpApi, build_gateway
 from runtime.config import JobsSettings, Settings
-from runtime.handlers.jobs import JobsApi
 from runtime.jobs import JobClients, JobsRouter, JobStore
-from runtime.jobs.service import make_store
+from runtime.jobs.api import JobsApi
+from runtime.jobs.store import make_store
+from runtime.jobs.wiring import build_jobs
 from runtime.pipeline.state import Router
 from tests.support.pipeline import Harness
 
@@ -34,6 +35,11 @@ class Jobs:
     @property
     def store(self) -> JobStore:
         return make_store(self.clients, self.settings)
+
+    @property
+    def api(self) -> JobsApi:
+        """The jobs API as the handler and the local runtime build it."""
+        return build_jobs(self.settings, self.clients)
 
     def router(self, job_router: Router, fallback: Router | None = None) -> JobsRouter:
         return JobsRouter(job_router, fallback=fallback, store=self.store)
@@ -73,9 +79,4 @@ class Worker(threading.Thread):
 def serve(jobs: Jobs) -> LocalHttpApi:
     """The local HTTP API with the real jobs handler on `jobs`' settings and clients (a context
     manager: it serves on loopback while entered)."""
-    api = JobsApi(settings=jobs.settings, clients=jobs.clients)
-    return LocalHttpApi(
-        sqs=jobs.h.sqs,
-        state_url=jobs.h.state_url,
-        jobs_handler=lambda event, context: api(event, lambda: context.get_remaining_time_in_millis() / 1000),
-    )
+    return build_gateway(jobs.settings, GatewayClients(sqs=jobs.h.sqs, jobs=jobs.api.handle))

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 
 from local.http import SUBMIT_ROUTE, api_event
 from local.scheduler import scheduled_event
-from runtime.handlers.jobs import caller_of
+from runtime.jobs.api import caller_of
 from tests.support.events import http_api_event, load_event
 
 

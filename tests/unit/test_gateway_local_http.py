@@ -15,7 +15,17 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from moto import mock_aws
 
-from local.http import MESSAGES_ROUTE, STATUS_ROUTE, SUBMIT_ROUTE, LocalHttpApi, api_event, match_route
+from local.http import (
+    MESSAGES_ROUTE,
+    STATUS_ROUTE,
+    SUBMIT_ROUTE,
+    GatewayClients,
+    LocalHttpApi,
+    api_event,
+    build_gateway,
+    match_route,
+)
+from runtime.config import QueueSettings, Settings
 
 
 def test_routes_match_as_the_api_declares_them() -> None:
@@ -50,7 +60,8 @@ def api() -> Iterator[tuple[LocalHttpApi, Any]]:
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         url = sqs.create_queue(QueueName="state")["QueueUrl"]
-        with LocalHttpApi(sqs=sqs, state_url=url, jobs_handler=lambda _e, _c: {}) as server:
+        settings = Settings(queues=QueueSettings(state_url=url))
+        with build_gateway(settings, GatewayClients(sqs=sqs, jobs=lambda _e, _c: {})) as server:
             yield server, sqs
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 
+from runtime import codec
 from runtime.errors import ConfigError
 from stacks.config import GatewayConfig, JobsConfig
 from stacks.gateway import ACCESS_LOG_FIELDS
@@ -68,13 +69,13 @@ def test_post_messages_sends_the_whole_body_to_the_state_queue(dev_t: Template) 
     assert parameters["MessageBody"] == "$request.body"
     # Tagged from the request's context; a missing header or caller still gives a non-empty value.
     assert json.loads(parameters["MessageAttributes"]) == {
-        "sluice-source": {"DataType": "String", "StringValue": "gateway"},
-        "sluice-request-id": {"DataType": "String", "StringValue": "${context.requestId}"},
-        "sluice-idempotency-key": {
+        codec.ATTR_SOURCE: {"DataType": "String", "StringValue": "gateway"},
+        codec.ATTR_REQUEST_ID: {"DataType": "String", "StringValue": "${context.requestId}"},
+        codec.ATTR_IDEMPOTENCY_KEY: {
             "DataType": "String",
             "StringValue": "k:${request.header.idempotency-key}",
         },
-        "sluice-caller": {"DataType": "String", "StringValue": "c:${context.identity.userArn}"},
+        codec.ATTR_CALLER: {"DataType": "String", "StringValue": "c:${context.identity.userArn}"},
     }
     queue = output_name(parameters["QueueUrl"])  # the stateful stack's state queue
     assert "StateQueue" in queue and "DeadLetter" not in queue
@@ -114,7 +115,7 @@ def test_every_route_requires_iam_authorization_by_default(dev_t: Template) -> N
 def test_a_jwt_authorizer_guards_every_route_when_configured() -> None:
     template = Template.from_stack(build_stage("dev", {"gateway": JWT}).stateless)
     integration = only(template, "AWS::ApiGatewayV2::Integration", {"IntegrationSubtype": "SQS-SendMessage"})
-    caller = json.loads(integration["RequestParameters"]["MessageAttributes"])["sluice-caller"]
+    caller = json.loads(integration["RequestParameters"]["MessageAttributes"])[codec.ATTR_CALLER]
     assert caller["StringValue"] == "c:${context.authorizer.claims.sub}"
     authorizer = only(template, "AWS::ApiGatewayV2::Authorizer")
     assert authorizer["AuthorizerType"] == "JWT"

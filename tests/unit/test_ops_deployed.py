@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from moto import mock_aws
 
 from ops.cli import main
+from runtime import metric_names
 
 STATEFUL = {
     "Resources": {
@@ -73,7 +74,7 @@ def test_status_of_a_deployed_environment(deployed: None) -> None:
         Namespace="sluice",
         MetricData=[
             {"MetricName": name, "Dimensions": [{"Name": "service", "Value": "sluice"}], "Value": value}
-            for name, value in (("FilesLoaded", 600), ("RecordsSent", 1200))
+            for name, value in ((metric_names.FILES_LOADED, 600), (metric_names.RECORDS_SENT, 1200))
         ],
     )
     sqs = boto3.client("sqs", region_name="us-east-1")

@@ -13,8 +13,8 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
+from runtime import metric_names as names
 from runtime.config import load_settings
-from runtime.relay import metrics as names
 from runtime.relay.filters import INSERT_ONLY
 from stacks.relay import DRAIN_HANDLER, RELAY_HANDLER, RelayConstruct
 from stacks.stage import SluiceStage
@@ -176,12 +176,12 @@ def test_alarms_cover_queue_age_dead_letters_and_the_api_error_rate(template: Te
     )
     alarms = template.find_resources("AWS::CloudWatch::Alarm")
     rendered = json.dumps(alarms)
-    assert names.API_CALLS in rendered and names.API_ERRORS in rendered
+    assert names.RELAY_API_CALLS in rendered and names.RELAY_API_ERRORS in rendered
     assert re.search(r"relay: messages in the dead-letter queue", rendered)
     error_rate = [
         a
         for a in alarms.values()
-        if "Metrics" in a["Properties"] and names.API_ERRORS in json.dumps(a["Properties"]["Metrics"])
+        if "Metrics" in a["Properties"] and names.RELAY_API_ERRORS in json.dumps(a["Properties"]["Metrics"])
     ]
     assert len(error_rate) == 1
     for metric in error_rate[0]["Properties"]["Metrics"]:

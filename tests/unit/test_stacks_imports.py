@@ -29,7 +29,7 @@ ALLOWED_RUNTIME = {
     "runtime.examples",  # the package only: the router check asks where its module is, not for it
     "runtime.relay",
     "runtime.relay.filters",
-    "runtime.relay.metrics",
+    "runtime.metric_names",
 }
 
 

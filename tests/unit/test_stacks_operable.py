@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 from constructs import IConstruct
 
 from runtime.errors import ConfigError
+from runtime.metric_names import OLDEST_FILE_AGE_SECONDS
 from stacks.stage import SluiceStage
 from tests.support.stacks import actions_of, build_stage, statements_of_function
 
@@ -200,7 +201,7 @@ def test_every_function_has_an_error_alarm(stateless_t: Template) -> None:
 
 def test_a_silent_checker_breaches_the_oldest_file_age_alarm(stateless_t: Template) -> None:
     stateless_t.has_resource_properties(
-        "AWS::CloudWatch::Alarm", {"MetricName": "OldestFileAgeSeconds", "TreatMissingData": "breaching"}
+        "AWS::CloudWatch::Alarm", {"MetricName": OLDEST_FILE_AGE_SECONDS, "TreatMissingData": "breaching"}
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
 
-from runtime import observability
+from runtime import metric_names, observability
 from runtime.config import load_settings
 from runtime.errors import ConfigError
 from stacks.alarms import METRIC_DIMENSIONS, METRICS_NAMESPACE, SERVICE_NAME
@@ -250,14 +250,14 @@ def alarm_metric_names(template: Template) -> set[str]:
 def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
     names = alarm_metric_names(dev_t)
     for metric in (
-        "OldestFileAgeSeconds",
-        "RejectedFiles",
-        "HaltedBatches",
-        "EnvironmentErrors",
-        "FailedBatchRuns",
-        "StuckInboxFiles",
-        "PlanMismatch",
-        "RedisUnavailable",
+        metric_names.OLDEST_FILE_AGE_SECONDS,
+        metric_names.REJECTED_FILES,
+        metric_names.HALTED_BATCHES,
+        metric_names.ENVIRONMENT_ERRORS,
+        metric_names.FAILED_BATCH_RUNS,
+        metric_names.STUCK_INBOX_FILES,
+        metric_names.PLAN_MISMATCH,
+        metric_names.REDIS_UNAVAILABLE,
         "DatabaseMemoryUsagePercentage",
         "ApproximateNumberOfMessagesVisible",
         "Errors",
@@ -267,7 +267,7 @@ def test_ingest_and_pipeline_alarms(dev_t: Template) -> None:
     dev_t.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
-            "MetricName": "OldestFileAgeSeconds",
+            "MetricName": metric_names.OLDEST_FILE_AGE_SECONDS,
             "Namespace": "sluice",
             "Threshold": 1800,
             "Dimensions": [{"Name": "service", "Value": "sluice"}],
@@ -314,7 +314,13 @@ def test_dlq_alarm_thresholds_differ_by_environment(dev_t: Template, prod_t: Tem
 def test_ingest_dashboard_shows_throughput_backlog_and_rejects(dev_t: Template) -> None:
     (dashboard,) = dev_t.find_resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for metric in ("RecordsSent", "FilesLoaded", "InboxDepth", "BatchesInFlight", "RejectedFiles"):
+    for metric in (
+        metric_names.RECORDS_SENT,
+        metric_names.FILES_LOADED,
+        metric_names.INBOX_DEPTH,
+        metric_names.BATCHES_IN_FLIGHT,
+        metric_names.REJECTED_FILES,
+    ):
         assert metric in body, metric
 
 
