@@ -1,8 +1,10 @@
 """ingest: the filesystem -> SQS loader and its checker (DESIGN "The ingest batch protocol").
 
 Layers, bottom up: `fs` (every EFS operation, injectable), `coord` (Redis leases and acks,
-fenced Lua), `sender` (SQS sink), `parse` (junk, JSON, projection, items), `claim` / `batch`
-(the protocol), `loader` / `checker` (the cores the handlers call).
+fenced Lua), `sender` (part senders: SQS, or nowhere), `parse` (junk, JSON, projection, items);
+the protocol's steps in order: `selection` (listing and settle checks), `readahead` (the next
+selection made while a batch runs), `claim`, `header`, `batch` (parts, commit); `loader` /
+`checker` / `archiver` (the cores the handlers call) and `wiring` (`build_ingest`).
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from runtime import codec
-from runtime.ingest.claim import return_strays
 from runtime.ingest.errors import BatchFailed, BatchMustHalt, RejectedFile
 from runtime.ingest.fs import FileStat
+from runtime.ingest.header import return_strays
 from runtime.ingest.model import CODE_VERSION, Header, Ingest, Member, PartRecord
 from runtime.ingest.moves import finish_unlink, quarantine, quarantined_as, rename_checked, was_quarantined
 from runtime.ingest.parallel import WorkerPool, parallel_map

@@ -16,7 +16,6 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from runtime import metric_names
-from runtime.ingest.claim import ensure_layout
 from runtime.ingest.coord import new_owner_token
 from runtime.ingest.fs import is_temporary_name
 from runtime.ingest.layout import REASON_SUFFIX, batch_time
@@ -46,7 +45,7 @@ class CheckerResult:
 
 
 def run_checker(ingest: Ingest) -> CheckerResult:
-    ensure_layout(ingest)
+    ingest.ensure_layout()
     result = CheckerResult(requeued_expired=ingest.coord.requeue_expired())
     _scan_claimed(ingest, result)
     _measure_backlog(ingest, result)

@@ -150,6 +150,12 @@ class Fs:
         self._read_op()
         return _file_stat(os.stat(path, follow_symlinks=False))
 
+    def stat_if_exists(self, path: str) -> FileStat | None:
+        try:
+            return self.stat(path)
+        except FileNotFoundError:
+            return None
+
     def exists(self, path: str) -> bool:
         try:
             self.stat(path)

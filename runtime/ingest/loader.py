@@ -21,23 +21,18 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runtime import metric_names
 from runtime.errors import ConfigError, EnvironmentFailure, LeaseLost, TransientError
 from runtime.ingest.batch import BatchRun, OutOfTime
-from runtime.ingest.claim import (
-    InboxListing,
-    Selections,
-    claim_selected,
-    ensure_layout,
-    load_header,
-    publish_header,
-)
+from runtime.ingest.claim import claim_selected
 from runtime.ingest.coord import Taken, new_owner_token
 from runtime.ingest.errors import BatchFailed, BatchMustHalt
 from runtime.ingest.failures import SendRejected, os_failure
 from runtime.ingest.fs import is_temporary_name
+from runtime.ingest.header import load_header, publish_header
 from runtime.ingest.layout import batch_time, new_batch_id
 from runtime.ingest.model import Ingest, PartRecord
 from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
 from runtime.ingest.processes import EVERYTHING, Outcomes, Share, run_shares
+from runtime.ingest.readahead import Selections
 from runtime.ingest.sender import check_sink
 from runtime.observability import logger, metrics
 
@@ -163,10 +158,10 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
     started = time.monotonic()
     ops_before = (ingest.fs.ops.reads, ingest.fs.ops.writes)
     calls_before, units_before = ingest.sink.calls, ingest.sink.billing_units
-    ensure_layout(ingest)
+    ingest.ensure_layout()
     threads = ingest.settings.read_threads
     pool = WorkerPool(threads) if threads > 1 else None
-    selections = Selections(ingest, pool, InboxListing(ingest, share), remaining_s)
+    selections = Selections(ingest, pool, share, remaining_s)
     try:
         while remaining_s() > ingest.settings.deadline_margin_s and _one_batch(
             ingest, pool, selections, remaining_s
@@ -215,7 +210,8 @@ def _one_batch(
     batch = new_batch_id()
 
     def claim_and_run() -> None:
-        header = claim_selected(ingest, batch, token, pool, selection)
+        claimed = claim_selected(ingest, batch, token, pool, selection)
+        header = publish_header(ingest, batch, pool, selection.settled, claimed)
         selections.prepare_next()
         BatchRun(ingest, header, token, pool, remaining_s, preread=selection.preread_for(header)).run()
 

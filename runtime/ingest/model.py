@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -170,3 +171,9 @@ class Ingest:
     @property
     def packing(self) -> Packing:
         return Packing.from_settings(self.settings, self.max_message_bytes)
+
+    def ensure_layout(self) -> None:
+        """The top-level directories (inbox/, claimed/, processed/...), made where missing."""
+        for directory in self.layout.top_level_dirs():
+            if not os.path.isdir(directory):
+                self.fs.makedirs(directory)

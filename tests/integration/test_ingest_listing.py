@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from runtime.ingest.claim import LISTING_KEEP_FACTOR, OLDEST_SLICE_FACTOR, InboxListing
+from runtime.ingest.selection import LISTING_KEEP_FACTOR, OLDEST_SLICE_FACTOR, InboxListing
 from runtime.ingest.sender import DiscardingSink
 from tests.support.ingest import make_ingest, write_file
 

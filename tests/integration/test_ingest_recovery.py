@@ -21,11 +21,13 @@ from runtime.errors import EnvironmentFailure, LeaseLost
 from runtime.ingest import Fs, SqsSink, run_checker, run_loader
 from runtime.ingest import coord as keys
 from runtime.ingest.batch import BatchRun
-from runtime.ingest.claim import InboxListing, claim_selected, ensure_layout, select_settled
+from runtime.ingest.claim import claim_selected
 from runtime.ingest.coord import new_owner_token
+from runtime.ingest.header import publish_header
 from runtime.ingest.layout import new_batch_id
 from runtime.ingest.loader import halt_batch, resume
 from runtime.ingest.model import Ingest, PartRecord
+from runtime.ingest.selection import InboxListing, select_settled
 from runtime.kill import KILLED_EXIT_CODE
 from tests.support.ingest import (
     client_is_tidy,
@@ -154,9 +156,11 @@ def test_kill_at_each_step_then_resume(
 
 
 def _claim(ingest: Ingest, token: str) -> Any:
-    ensure_layout(ingest)
+    ingest.ensure_layout()
     selection = select_settled(ingest, None, InboxListing(ingest))
-    return claim_selected(ingest, new_batch_id(), token, None, selection)
+    batch = new_batch_id()
+    claimed = claim_selected(ingest, batch, token, None, selection)
+    return publish_header(ingest, batch, None, selection.settled, claimed)
 
 
 def test_a_stale_loader_cannot_ack_commit_halt_or_quarantine(
