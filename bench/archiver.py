@@ -19,7 +19,7 @@ from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
 from runtime.ingest.loader import run_loader
 from runtime.ingest.model import Ingest
-from runtime.ingest.sender import DiscardingSink
+from runtime.ingest.sender import DiscardingPartSender
 
 
 def archiver_with_latency(redis_url: str, files: int, threads: int = 64) -> Measurement:
@@ -36,7 +36,7 @@ def archiver_with_latency(redis_url: str, files: int, threads: int = 64) -> Meas
             max_message_bytes=1_048_576,
             fs=Fs(),
             coord=Coordinator(client),
-            sink=DiscardingSink(),
+            sender=DiscardingPartSender(),
             layout=Layout(str(root)),
         )
         run_loader(ingest, lambda: 1e9)

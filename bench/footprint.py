@@ -22,7 +22,7 @@ from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
 from runtime.ingest.loader import run_loader
 from runtime.ingest.model import Ingest
-from runtime.ingest.sender import DiscardingSink
+from runtime.ingest.sender import DiscardingPartSender
 
 ARRIVAL_FILES_PER_S = 6000
 
@@ -46,7 +46,7 @@ def _ingest(root: Path, client: redis.Redis, **overrides: object) -> Ingest:
         max_message_bytes=1_048_576,
         fs=Fs(),
         coord=Coordinator(client),
-        sink=DiscardingSink(),
+        sender=DiscardingPartSender(),
         layout=Layout(str(root)),
     )
 

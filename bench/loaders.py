@@ -1,5 +1,5 @@
 """Loader scenarios: baseline vs sluice through the moto server, and the sluice loader core
-alone (discarding sink; warm page cache, and with DESIGN's EFS latency model)."""
+alone (discarding part sender; warm page cache, and with DESIGN's EFS latency model)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
 from runtime.ingest.loader import LoaderResult, run_loader
 from runtime.ingest.model import Ingest
-from runtime.ingest.sender import DiscardingSink, Sink, SqsSink
+from runtime.ingest.sender import DiscardingPartSender, PartSender, SqsPartSender
 
 LAMBDA_MAX_S = 900.0  # a benchmark invocation has Lambda's longest timeout
 # DESIGN "Defaults and names": the EFS latency model.
@@ -89,7 +89,7 @@ class LoaderIngest:
     latency: bool = False  # DESIGN's EFS latency model
     max_message_bytes: int = 1_048_576
 
-    def __call__(self, sink: Sink | None = None) -> Ingest:
+    def __call__(self, sender: PartSender | None = None) -> Ingest:
         settings = IngestSettings(
             root=self.root,
             settle_s=1.0,
@@ -103,16 +103,16 @@ class LoaderIngest:
             max_message_bytes=self.max_message_bytes,
             fs=LatencyFs() if self.latency else Fs(),
             coord=Coordinator(redis.Redis.from_url(self.redis_url)),
-            sink=sink or DiscardingSink(),
+            sender=sender or DiscardingPartSender(),
             layout=Layout(self.root),
         )
 
 
-def _run_sluice(build: LoaderIngest, sink: Sink | None = None) -> LoaderResult:
+def _run_sluice(build: LoaderIngest, sender: PartSender | None = None) -> LoaderResult:
     """One loader invocation; helper processes (if any) build their `Ingest` with `build` and
     discard what they pack."""
     deadline = time.monotonic() + LAMBDA_MAX_S
-    return run_loader(build(sink), lambda: deadline - time.monotonic(), helper_ingest=build)
+    return run_loader(build(sender), lambda: deadline - time.monotonic(), helper_ingest=build)
 
 
 def _fresh_share(shape: Shape) -> Path:
@@ -155,7 +155,7 @@ def sluice_through_moto(servers: Servers, shape: Shape, threads: int = 16) -> Me
     try:
         with Stopwatch() as watch:
             build = LoaderIngest(str(root), servers.fresh_redis_url(), threads)
-            result = _run_sluice(build, SqsSink(sqs, queue))
+            result = _run_sluice(build, SqsPartSender(sqs, queue))
     finally:
         shutil.rmtree(root)
     return _from_loader(f"sluice:{shape.key}", watch, result, meter)
@@ -170,7 +170,7 @@ def sluice_core(
     processes: int = 1,
     name: str = "",
 ) -> Measurement:
-    """The loader core alone: a discarding sink, so only parsing, packing, EFS and Redis count.
+    """The loader core alone: a discarding part sender, so only parsing, packing, EFS and Redis count.
     With `processes` above 1, one invocation's processes together (start-up included)."""
     root = _fresh_share(shape)
     build = LoaderIngest(str(root), servers.fresh_redis_url(), threads, processes, latency)

@@ -8,17 +8,16 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from runtime import clients
 from runtime.config import get_settings
 from runtime.ingest.archiver import Archiver
-from runtime.ingest.fs import Fs
+from runtime.ingest.wiring import build_ingest, clients_from_settings
 from runtime.observability import logger, metrics
 
 
 @functools.cache
 def _archiver() -> Archiver:
     settings = get_settings()
-    return Archiver(settings=settings.require_ingest(), fs=Fs(), redis=clients.make_redis(settings.redis))
+    return Archiver.for_ingest(build_ingest(settings, clients_from_settings(settings, sends=False)))
 
 
 @logger.inject_lambda_context

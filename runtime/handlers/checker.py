@@ -10,13 +10,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from runtime.config import get_settings
 from runtime.ingest.checker import run_checker
 from runtime.ingest.model import Ingest
-from runtime.ingest.wiring import ingest_from_settings
+from runtime.ingest.wiring import build_ingest, clients_from_settings
 from runtime.observability import logger, metrics
 
 
 @functools.cache
 def _ingest() -> Ingest:
-    return ingest_from_settings(get_settings(), with_sink=False)
+    settings = get_settings()
+    return build_ingest(settings, clients_from_settings(settings, sends=False))
 
 
 @logger.inject_lambda_context

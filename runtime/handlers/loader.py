@@ -8,10 +8,18 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from runtime.config import get_settings
 from runtime.ingest.loader import run_loader
 from runtime.ingest.model import Counters, Ingest
-from runtime.ingest.wiring import ingest_from_environment
+from runtime.ingest.wiring import build_ingest, clients_from_settings
 from runtime.observability import logger, metrics
+
+
+def ingest_from_environment() -> Ingest:
+    """The loader's `Ingest` from the settings in the environment, with its own clients: this
+    process's, and each helper process's (module-level, so it pickles to a helper by name)."""
+    settings = get_settings()
+    return build_ingest(settings, clients_from_settings(settings))
 
 
 @functools.cache

@@ -15,18 +15,18 @@ from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
 from runtime.ingest.loader import LoaderResult, run_loader
 from runtime.ingest.model import Counters, Ingest
-from runtime.ingest.sender import DiscardingSink, SqsSink
+from runtime.ingest.sender import DiscardingPartSender, SqsPartSender
 
 __all__ = [
     "CheckerResult",
     "Coordinator",
     "Counters",
-    "DiscardingSink",
+    "DiscardingPartSender",
     "Fs",
     "Ingest",
     "Layout",
     "LoaderResult",
-    "SqsSink",
+    "SqsPartSender",
     "run_checker",
     "run_loader",
 ]

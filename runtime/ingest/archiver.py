@@ -34,7 +34,7 @@ from runtime.config import IngestSettings
 from runtime.ingest.coord import PROCESSED, TAG
 from runtime.ingest.fs import Fs, is_temporary_name
 from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, Layout, reason_name
-from runtime.ingest.model import Header, Member
+from runtime.ingest.model import Header, Ingest, Member
 from runtime.ingest.moves import move_directory, reason_document
 from runtime.ingest.parse import FILE_TOO_LARGE
 from runtime.kill import kill_point
@@ -43,6 +43,8 @@ from runtime.observability import logger, metrics
 LATE_WRITE = "late_write"
 ARCHIVER_LOCK = f"{TAG}:archiver"
 ARCHIVE_DIR = "archive"
+# Stats and unlinks in flight within a batch: on EFS each waits a round trip.
+ARCHIVER_THREADS = 32
 
 RemainingSeconds = Callable[[], float]
 
@@ -70,8 +72,13 @@ class Archiver:
     settings: IngestSettings
     fs: Fs
     redis: redis.Redis
-    threads: int = 32
+    threads: int = ARCHIVER_THREADS
     clock: Callable[[], float] = time.time
+
+    @classmethod
+    def for_ingest(cls, ingest: Ingest, *, threads: int = ARCHIVER_THREADS) -> Archiver:
+        """The archiver of the ingest system `build_ingest` wired: its settings, EFS and Redis."""
+        return cls(settings=ingest.settings, fs=ingest.fs, redis=ingest.coord.redis, threads=threads)
 
     @property
     def layout(self) -> Layout:

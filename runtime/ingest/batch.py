@@ -128,7 +128,7 @@ class BatchRun:
         self._pending_bytes = 0
         # Groups of parts on their way on the pool (each published, sent, acknowledged): their
         # EFS writes and SQS calls overlap the parsing. A FIFO queue takes them in order.
-        concurrent = self.pool is not None and not self.crash_isolation and not self.ingest.sink.ordered
+        concurrent = self.pool is not None and not self.crash_isolation and not self.ingest.sender.ordered
         self._shipping = Shipping(self.pool if concurrent else None, SHIPMENTS_IN_FLIGHT)
         self._file_starts: list[int] = []  # global record number where each loaded file starts
         self._file_indexes: list[int] = []  # header index of each loaded file
@@ -345,7 +345,7 @@ class BatchRun:
                 self._publish(outgoing.record)
         parts = [outgoing.part for outgoing in group]
         kill_point("part.published")
-        self.ingest.sink.send(parts)
+        self.ingest.sender.send(parts)
         kill_point("part.sent")
         self.ingest.coord.ack(self.batch, self.token, self.ingest.settings.lease_s, [p.index for p in parts])
         self._last_renewal = time.monotonic()

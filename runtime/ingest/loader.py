@@ -33,7 +33,7 @@ from runtime.ingest.moves import move_directory
 from runtime.ingest.parallel import WorkerPool
 from runtime.ingest.processes import EVERYTHING, Outcomes, Share, run_shares
 from runtime.ingest.readahead import Selections
-from runtime.ingest.sender import check_sink
+from runtime.ingest.sender import check_part_sender
 from runtime.observability import logger, metrics
 
 RemainingSeconds = Callable[[], float]
@@ -97,7 +97,7 @@ def run_loader(
     processes = ingest.settings.processes
     started = time.monotonic()
     try:
-        check_sink(ingest.sink, ingest.max_message_bytes)  # once per run, before any claim
+        check_part_sender(ingest.sender, ingest.max_message_bytes)  # once per run, before any claim
     except EnvironmentFailure as refused:
         _emit_environment_error(str(refused))
         raise
@@ -157,7 +157,7 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
     """One process's loop over the inbox names in `share`."""
     started = time.monotonic()
     ops_before = (ingest.fs.ops.reads, ingest.fs.ops.writes)
-    calls_before, units_before = ingest.sink.calls, ingest.sink.billing_units
+    calls_before, units_before = ingest.sender.calls, ingest.sender.billing_units
     ingest.ensure_layout()
     threads = ingest.settings.read_threads
     pool = WorkerPool(threads) if threads > 1 else None
@@ -175,8 +175,8 @@ def load_share(ingest: Ingest, remaining_s: RemainingSeconds, share: Share) -> L
         counters=ingest.counters.as_dict(),
         efs_read_ops=ingest.fs.ops.reads - ops_before[0],
         efs_write_ops=ingest.fs.ops.writes - ops_before[1],
-        sqs_calls=ingest.sink.calls - calls_before,
-        billing_units=ingest.sink.billing_units - units_before,
+        sqs_calls=ingest.sender.calls - calls_before,
+        billing_units=ingest.sender.billing_units - units_before,
         elapsed_s=time.monotonic() - started,
         environment_error=ingest.environment_error,
     )

@@ -13,7 +13,7 @@ from runtime.config import IngestSettings
 from runtime.ingest.coord import Coordinator
 from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
-from runtime.ingest.sender import Sink
+from runtime.ingest.sender import PartSender
 
 # Bump when the way bodies are built from a header changes; a resumed batch whose recomputed
 # bodies differ from its recorded parts halts whatever this says.
@@ -163,7 +163,7 @@ class Ingest:
     max_message_bytes: int
     fs: Fs
     coord: Coordinator
-    sink: Sink
+    sender: PartSender
     layout: Layout
     counters: Counters = field(default_factory=Counters)
     environment_error: str = ""  # set when the environment refused this run (it stopped)

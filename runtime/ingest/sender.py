@@ -1,7 +1,8 @@
-"""Where packed parts go: an SQS queue (SendMessageBatch) or, for benchmarks, nowhere.
+"""Part senders: where packed parts go, an SQS queue (SendMessageBatch) or, for benchmarks,
+nowhere.
 
-A sink either accepts every part it is given or raises; the loader acknowledges a part only
-after `send` returned. The SQS sink groups parts into calls of at most 10 entries and 1 MiB
+A part sender either accepts every part it is given or raises; the loader acknowledges a part only
+after `send` returned. The SQS sender groups parts into calls of at most 10 entries and 1 MiB
 and retries the entries a call reports failed, with exponential backoff and jitter.
 """
 
@@ -23,10 +24,10 @@ MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = SQS_MAX_MESSAGE_BYTES
 
 
-__all__ = ["DiscardingSink", "SendRejected", "Sink", "SqsSink", "check_sink"]
+__all__ = ["DiscardingPartSender", "PartSender", "SendRejected", "SqsPartSender", "check_part_sender"]
 
 
-class Sink(Protocol):
+class PartSender(Protocol):
     calls: int
     billing_units: int
     ordered: bool  # parts must arrive in the order they are sent (a FIFO queue)
@@ -34,7 +35,7 @@ class Sink(Protocol):
     def send(self, parts: Sequence[PackedPart]) -> None: ...
 
 
-class DiscardingSink:
+class DiscardingPartSender:
     """Accepts everything and keeps nothing (benchmarks of the loader core)."""
 
     ordered = False
@@ -53,10 +54,10 @@ class DiscardingSink:
             self.parts += len(parts)
 
 
-def check_sink(sink: Sink, max_message_bytes: int) -> None:
+def check_part_sender(sender: PartSender, max_message_bytes: int) -> None:
     """Once per run: a queue that cannot take what the loader packs stops it at once."""
-    if isinstance(sink, SqsSink):
-        sink.check_limit(max_message_bytes)
+    if isinstance(sender, SqsPartSender):
+        sender.check_limit(max_message_bytes)
 
 
 def call_groups(parts: Sequence[PackedPart]) -> list[list[PackedPart]]:
@@ -80,7 +81,7 @@ def group_billing_units(group: Sequence[PackedPart]) -> int:
     return billing_units(sum(part.size for part in group))
 
 
-class SqsSink:
+class SqsPartSender:
     """SendMessageBatch to one queue; FIFO when `group_id` is given (dedup id = envelope id)."""
 
     def __init__(

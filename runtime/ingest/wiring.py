@@ -1,55 +1,72 @@
-"""Builds an `Ingest` from validated settings with the default clients (the handlers' lazy
-path; tests and benchmarks build `Ingest` themselves with the clients they want)."""
+"""The ingest system's one wiring: `build_ingest(settings, clients)` makes the `Ingest` that a
+loader, checker or archiver run uses. It constructs, never connects: the clients come in — the
+handlers' real ones (`clients_from_settings`), the tests' and benchmarks' own (a file system
+that injects faults or latency, a part sender that captures or discards)."""
 
 from __future__ import annotations
 
-from runtime import clients
-from runtime.config import Settings, get_settings
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from runtime.clients import aws_client, make_redis
+from runtime.config import Settings
 from runtime.errors import ConfigError
 from runtime.ingest.coord import Coordinator
 from runtime.ingest.fs import Fs
 from runtime.ingest.layout import Layout
 from runtime.ingest.model import Ingest
-from runtime.ingest.sender import SqsSink
+from runtime.ingest.sender import PartSender, SqsPartSender
 
 
-def sink_for(settings: Settings) -> SqsSink:
-    ingest, queues = settings.require_ingest(), settings.queues
-    if ingest.target == "fifo":
-        if not queues.fifo_url:
-            raise ConfigError("SLUICE_QUEUES__FIFO_URL is required with SLUICE_INGEST__TARGET=fifo")
-        return SqsSink(clients.aws_client("sqs"), queues.fifo_url, group_id=queues.fifo_message_group_id)
-    if not queues.state_url:
-        raise ConfigError("SLUICE_QUEUES__STATE_URL is required for the loader")
-    return SqsSink(clients.aws_client("sqs"), queues.state_url)
+@dataclass(frozen=True)
+class IngestClients:
+    """What the ingest system talks to: EFS (through `Fs`), Redis, and where packed parts go."""
+
+    fs: Fs
+    redis: redis.Redis
+    sender: PartSender
 
 
-def ingest_from_settings(settings: Settings, *, with_sink: bool = True) -> Ingest:
+def build_ingest(settings: Settings, clients: IngestClients) -> Ingest:
     ingest = settings.require_ingest()
-    coord = Coordinator(clients.make_redis(settings.redis))
-    sink = sink_for(settings) if with_sink else _NoSink()
     return Ingest(
         settings=ingest,
         max_message_bytes=settings.queues.max_message_bytes,
-        fs=Fs(),
-        coord=coord,
-        sink=sink,
+        fs=clients.fs,
+        coord=Coordinator(clients.redis),
+        sender=clients.sender,
         layout=Layout(ingest.root),
     )
 
 
-def ingest_from_environment() -> Ingest:
-    """A loader helper process's `Ingest`: settings from the environment it inherited, its own
-    clients (module-level, so it pickles to a spawned process by name)."""
-    return ingest_from_settings(get_settings())
+def clients_from_settings(settings: Settings, *, sends: bool = True) -> IngestClients:
+    """The real clients (boto3 honours AWS_ENDPOINT_URL, which points the local runtime's at
+    moto). `sends=False` for the checker and archiver: their sender refuses every part."""
+    sender = part_sender_for(settings, aws_client("sqs")) if sends else _NoPartSender()
+    return IngestClients(fs=Fs(), redis=make_redis(settings.redis), sender=sender)
 
 
-class _NoSink:
-    """The checker sends nothing; a sink that refuses makes that a loud error, not a drop."""
+def part_sender_for(settings: Settings, sqs: Any) -> SqsPartSender:
+    """The loader's queue: the state queue, or the FIFO one with `ingest.target=fifo`."""
+    ingest, queues = settings.require_ingest(), settings.queues
+    if ingest.target == "fifo":
+        if not queues.fifo_url:
+            raise ConfigError("SLUICE_QUEUES__FIFO_URL is required with SLUICE_INGEST__TARGET=fifo")
+        return SqsPartSender(sqs, queues.fifo_url, group_id=queues.fifo_message_group_id)
+    if not queues.state_url:
+        raise ConfigError("SLUICE_QUEUES__STATE_URL is required for the loader")
+    return SqsPartSender(sqs, queues.state_url)
+
+
+class _NoPartSender:
+    """The checker and archiver send nothing; a sender that refuses makes that a loud error,
+    not a drop."""
 
     calls = 0
     billing_units = 0
     ordered = True
 
     def send(self, parts: object) -> None:
-        raise ConfigError("the checker has no queue to send to")
+        raise ConfigError("the checker and archiver have no queue to send to")

@@ -18,12 +18,11 @@ from runtime.ingest.archiver import ARCHIVER_LOCK, Archiver
 from runtime.ingest.coord import PROCESSED
 from runtime.ingest.fs import Fs
 from runtime.ingest.loader import run_loader
-from runtime.ingest.sender import DiscardingSink
+from runtime.ingest.sender import DiscardingPartSender
 from tests.support.ingest import (
     REPO_ROOT,
     forever,
     handler_environment,
-    ingest_settings,
     make_ingest,
     write_corpus,
 )
@@ -32,7 +31,7 @@ from tests.support.ingest import (
 def _load(root: Path, client: redis.Redis, files: int = 6) -> str:
     """Load a small corpus into one committed batch; returns the batch id."""
     write_corpus(root, files, 3)
-    result = run_loader(make_ingest(root, client, DiscardingSink()), forever)
+    result = run_loader(make_ingest(root, client, DiscardingPartSender()), forever)
     assert result.counters["batches_committed"] == 1
     (batch,) = os.listdir(root / "processed")
     return batch
@@ -40,7 +39,7 @@ def _load(root: Path, client: redis.Redis, files: int = 6) -> str:
 
 def _archiver(root: Path, client: redis.Redis, **overrides: Any) -> Archiver:
     values = {"archive_after_s": 0, **overrides}
-    return Archiver(settings=ingest_settings(root, **values), fs=Fs(), redis=client, threads=4)
+    return Archiver.for_ingest(make_ingest(root, client, DiscardingPartSender(), **values), threads=4)
 
 
 def _archived(root: Path, batch: str) -> list[Path]:

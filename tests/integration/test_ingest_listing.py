@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from runtime.ingest.selection import LISTING_KEEP_FACTOR, OLDEST_SLICE_FACTOR, InboxListing
-from runtime.ingest.sender import DiscardingSink
+from runtime.ingest.sender import DiscardingPartSender
 from tests.support.ingest import make_ingest, write_file
 
 
@@ -17,7 +17,7 @@ def test_listing_holds_only_the_oldest_names_and_refills(tmp_path: Path, redis_c
         write_file(tmp_path, f"2026-11-25T13-{index:05d}.json", b"{}")
     (tmp_path / "inbox" / "subdir").mkdir()
     write_file(tmp_path, ".hidden.json", b"{}")
-    ingest = make_ingest(tmp_path, redis_client, DiscardingSink(), batch_max_files=2)
+    ingest = make_ingest(tmp_path, redis_client, DiscardingPartSender(), batch_max_files=2)
     listing = InboxListing(ingest)
     handed_out: list[str] = []
     while batch := listing.oldest_slice():

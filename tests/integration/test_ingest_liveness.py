@@ -4,7 +4,7 @@ Each trigger found against main gets a test here: the bad input is in the inbox 
 loader run, good files are written after it, and a second run delivers them (exactly once);
 the bad input has its fate with a reason in rejected/ or halted/. `max_crash_runs=1` and no
 backoff make the charged runs and the crash-isolation run happen within the first run.
-Real redis-server and moto; faults come from `Fs` subclasses and sinks that refuse.
+Real redis-server and moto; faults come from `Fs` subclasses and part senders that refuse.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import redis
 
 from runtime import codec
 from runtime.errors import EnvironmentFailure, TransientError
-from runtime.ingest import Fs, SqsSink, run_checker, run_loader
+from runtime.ingest import Fs, SqsPartSender, run_checker, run_loader
 from runtime.ingest import batch as batch_module
 from runtime.ingest import coord as keys
 from runtime.ingest.fs import FileStat
@@ -44,10 +44,10 @@ from tests.support.ingest import (
 )
 
 
-def loader(root: Path, client: redis.Redis, sink: Any, **overrides: Any) -> Ingest:
+def loader(root: Path, client: redis.Redis, sender: Any, **overrides: Any) -> Ingest:
     values: dict[str, Any] = {"max_crash_runs": 1, "failure_backoff_s": 0.0}
     values.update(overrides)
-    return make_ingest(root, client, sink, **values)
+    return make_ingest(root, client, sender, **values)
 
 
 def two_runs(
@@ -56,16 +56,16 @@ def two_runs(
     sqs: Any,
     queue_url: str,
     *,
-    first_sink: Any = None,
+    first_sender: Any = None,
     fs: Fs | None = None,
     **overrides: Any,
 ) -> tuple[LoaderResult, set[str]]:
     """Run 1 over what is in the inbox; good files written after it; run 2; the good files'
     records are on the queue exactly once (with whatever run 1 delivered)."""
-    sink = first_sink or SqsSink(sqs, queue_url)
-    first = run_loader(loader(root, client, sink, fs=fs, **overrides), forever)
+    sender = first_sender or SqsPartSender(sqs, queue_url)
+    first = run_loader(loader(root, client, sender, fs=fs, **overrides), forever)
     good = write_corpus(root, files=4, records_per_file=3, prefix="2026-11-25T15")
-    run_loader(loader(root, client, SqsSink(sqs, queue_url), fs=fs, **overrides), forever)
+    run_loader(loader(root, client, SqsPartSender(sqs, queue_url), fs=fs, **overrides), forever)
     return first, good
 
 
@@ -168,17 +168,17 @@ def test_a_queue_limit_below_the_packing_stops_the_run_until_fixed(
     url = sqs.create_queue(QueueName="small", Attributes={"MaximumMessageSize": "1024"})["QueueUrl"]
     expected = write_corpus(tmp_path, files=3, records_per_file=40)
     with pytest.raises(EnvironmentFailure):
-        run_loader(loader(tmp_path, redis_client, SqsSink(sqs, url)), forever)
+        run_loader(loader(tmp_path, redis_client, SqsPartSender(sqs, url)), forever)
     assert redis_client.hlen(keys.RUNS) == 0 and not (tmp_path / "claimed").exists(), "nothing claimed"
 
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": str(SMALL_MESSAGE_BYTES)})
     good = write_corpus(tmp_path, files=2, records_per_file=3, prefix="2026-11-25T15")
-    run_loader(loader(tmp_path, redis_client, SqsSink(sqs, url)), forever)
+    run_loader(loader(tmp_path, redis_client, SqsPartSender(sqs, url)), forever)
     assert_exactly_once(queue_ids(sqs, url), expected | good)
     nothing_left(tmp_path, redis_client)
 
 
-class RefusingSink(SqsSink):
+class RefusingSender(SqsPartSender):
     """SQS refusing, as the sender's fault, every part that carries one file's records."""
 
     def __init__(self, sqs: Any, url: str, needle: bytes) -> None:
@@ -196,7 +196,7 @@ def test_a_part_sqs_refuses_for_good_halts_its_batch_and_the_inbox_moves_on(
 ) -> None:
     write_file(tmp_path, "2026-11-25T12-refused.json", orjson.dumps({"refuse": "me"}))
     first, good = two_runs(
-        tmp_path, redis_client, sqs, queue_url, first_sink=RefusingSink(sqs, queue_url, b"refuse")
+        tmp_path, redis_client, sqs, queue_url, first_sender=RefusingSender(sqs, queue_url, b"refuse")
     )
 
     assert first.counters["batch_failures"] == 2 and first.counters["batches_halted"] == 1
@@ -212,7 +212,7 @@ def test_a_transient_refusal_releases_uncharged_and_ends_the_run(
 ) -> None:
     expected = write_corpus(tmp_path, files=3, records_per_file=3)
 
-    class Throttled(SqsSink):
+    class Throttled(SqsPartSender):
         def send(self, parts: Any) -> None:
             raise TransientError("RequestThrottled after boto3's retries")
 
@@ -220,7 +220,7 @@ def test_a_transient_refusal_releases_uncharged_and_ends_the_run(
     assert first.counters["transient_failures"] == 1 and first.counters["batch_failures"] == 0
     [batch] = [b.decode() for b in redis_client.zrange(keys.RESUMABLE, 0, -1)]
     assert int(redis_client.hget(keys.RUNS, batch) or 0) == 0, "uncharged"
-    run_loader(loader(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    run_loader(loader(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
     assert_exactly_once(queue_ids(sqs, queue_url), expected)
     nothing_left(tmp_path, redis_client)
 
@@ -309,9 +309,9 @@ def test_with_a_backoff_the_failing_batch_waits_while_new_files_load(
     fs = FailingFs(bad, at_open=False, code=errno.EIO)
     settings = {"fs": fs, "failure_backoff_s": 60.0, "max_crash_runs": 2}
 
-    run_loader(loader(tmp_path, redis_client, SqsSink(sqs, queue_url), **settings), forever)
+    run_loader(loader(tmp_path, redis_client, SqsPartSender(sqs, queue_url), **settings), forever)
     good = write_corpus(tmp_path, files=3, records_per_file=2, prefix="2026-11-25T15")
-    second = run_loader(loader(tmp_path, redis_client, SqsSink(sqs, queue_url), **settings), forever)
+    second = run_loader(loader(tmp_path, redis_client, SqsPartSender(sqs, queue_url), **settings), forever)
 
     assert second.counters["batches_resumed"] == 0, "backing off: not retried ahead of new files"
     assert_exactly_once(queue_ids(sqs, queue_url), good)
@@ -368,7 +368,7 @@ def test_a_second_hard_link_is_loaded_never_unlinked_unsent(
         os.link(path, tmp_path / "elsewhere" / path.name)
     expected = {f"{large.name}#{i}" for i in range(100)} | {f"{small.name}#0"}
 
-    class FailsOnce(SqsSink):
+    class FailsOnce(SqsPartSender):
         failed = False
 
         def send(self, parts: Any) -> None:
@@ -377,7 +377,7 @@ def test_a_second_hard_link_is_loaded_never_unlinked_unsent(
                 raise TransientError("throttled")
             super().send(parts)
 
-    first, good = two_runs(tmp_path, redis_client, sqs, queue_url, first_sink=FailsOnce(sqs, queue_url))
+    first, good = two_runs(tmp_path, redis_client, sqs, queue_url, first_sender=FailsOnce(sqs, queue_url))
 
     assert first.counters["transient_failures"] == 1
     assert_exactly_once(queue_ids(sqs, queue_url), good | expected)
@@ -401,7 +401,7 @@ def test_files_that_never_settle_do_not_starve_the_inbox(
     far = write_file(tmp_path, "2026-11-25T10-far-future.json", b'{"a": 1}')
     os.utime(far, (time.time() + 86_400, time.time() + 86_400))
 
-    checked = run_checker(loader(tmp_path, redis_client, SqsSink(sqs, queue_url), max_clock_skew_s=300))
+    checked = run_checker(loader(tmp_path, redis_client, SqsPartSender(sqs, queue_url), max_clock_skew_s=300))
     assert checked.future_mtime_files == 1 and checked.oldest_file_age_s >= 0
 
     _, good = two_runs(tmp_path, redis_client, sqs, queue_url, batch_max_files=2, max_clock_skew_s=300)

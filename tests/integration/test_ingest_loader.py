@@ -17,7 +17,7 @@ import orjson
 import redis
 
 from runtime.codec import decode
-from runtime.ingest import Fs, SqsSink, run_loader
+from runtime.ingest import Fs, SqsPartSender, run_loader
 from runtime.ingest import coord as keys
 from runtime.ingest.batch import SHIPMENTS_IN_FLIGHT
 from runtime.ingest.fs import FileStat
@@ -48,7 +48,7 @@ def test_every_record_once_in_parts_that_match_their_records(
     tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
 ) -> None:
     expected = write_corpus(tmp_path, files=60, records_per_file=7)
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), batch_max_files=25)
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), batch_max_files=25)
 
     result = run_loader(ingest, forever)
 
@@ -75,8 +75,8 @@ def test_fifo_target_uses_the_envelope_id_for_dedup(
 ) -> None:
     url = sqs.create_queue(QueueName="state.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     expected = write_corpus(tmp_path, files=30, records_per_file=40)
-    sink = SqsSink(sqs, url, group_id="g1")
-    run_loader(make_ingest(tmp_path, redis_client, sink, fs=EfsLikeFs(), read_threads=8), forever)
+    sender = SqsPartSender(sqs, url, group_id="g1")
+    run_loader(make_ingest(tmp_path, redis_client, sender, fs=EfsLikeFs(), read_threads=8), forever)
 
     messages = drain(sqs, url)
     assert_exactly_once([m["body"] for m in messages], expected)
@@ -113,7 +113,7 @@ def test_bad_input_table(tmp_path: Path, redis_client: redis.Redis, sqs: Any, qu
     write_file(tmp_path, "c-partial.json.tmp", b'{"half": ')
     write_file(tmp_path, ".c-hidden.json", b'{"x": 1}')
 
-    result = run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    result = run_loader(make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
 
     assert_exactly_once(bodies(sqs, queue_url), good)
     expected_reasons = {name: code for name, (_, code) in bad.items()}
@@ -142,7 +142,7 @@ def test_projection_selects_fields(
     ingest = make_ingest(
         tmp_path,
         redis_client,
-        SqsSink(sqs, queue_url),
+        SqsPartSender(sqs, queue_url),
         projection={"ab": {"path": "a.b", "missing": "null"}, "c": {"path": "c", "missing": "omit"}},
     )
     run_loader(ingest, forever)
@@ -159,7 +159,7 @@ def test_noncharacters_reach_the_queue_escaped(
     tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
 ) -> None:
     write_file(tmp_path, "nc.json", orjson.dumps({"s": "a\ufffeb\uffffc"}))
-    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    run_loader(make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
     [body] = bodies(sqs, queue_url)
     assert "\ufffe".encode() not in body and "\uffff".encode() not in body and b"\\ufffe" in body
     assert decode(body).items[0].state == {"s": "a\ufffeb\uffffc"}
@@ -179,7 +179,7 @@ def test_writer_still_writing(tmp_path: Path, redis_client: redis.Redis, sqs: An
                     handle.write(b"\n" + orjson.dumps(record(2, 1)))
             super().rename(source, target)
 
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), fs=GrowsBeforeClaim())
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), fs=GrowsBeforeClaim())
     result = run_loader(ingest, forever)
 
     assert set(item_ids(bodies(sqs, queue_url))) == {"w-settled.json#0"}
@@ -217,7 +217,7 @@ def test_vanished_file_and_stale_claim_after_header(
             return published
 
     result = run_loader(
-        make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), fs=Interfering()), forever
+        make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), fs=Interfering()), forever
     )
     assert result.counters["vanished_files"] == 1
     assert result.counters["returned_to_inbox"] == 1
@@ -226,7 +226,7 @@ def test_vanished_file_and_stale_claim_after_header(
     assert_exactly_once(first, expected)
 
     os.utime(tmp_path / "inbox" / "z-late.json", (1, 1))  # settled now
-    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    run_loader(make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
     assert set(item_ids(bodies(sqs, queue_url))) == {"z-late.json#0"}
 
 
@@ -269,7 +269,12 @@ def test_threaded_path_under_efs_like_latency(
     write_file(tmp_path, "c-big.json", big)
     expected |= {f"c-big.json#{i}" for i in range(200)}
     ingest = make_ingest(
-        tmp_path, redis_client, SqsSink(sqs, queue_url), fs=EfsLikeFs(), batch_max_files=60, read_threads=8
+        tmp_path,
+        redis_client,
+        SqsPartSender(sqs, queue_url),
+        fs=EfsLikeFs(),
+        batch_max_files=60,
+        read_threads=8,
     )
 
     result = run_loader(ingest, forever)
@@ -287,8 +292,10 @@ def test_two_loaders_selecting_ahead_under_latency_share_one_inbox(
     expected = write_corpus(tmp_path, files=120, records_per_file=2)
 
     def loader() -> Any:
-        sink = SqsSink(sqs, queue_url)
-        ingest = make_ingest(tmp_path, redis_client, sink, fs=EfsLikeFs(), batch_max_files=15, read_threads=8)
+        sender = SqsPartSender(sqs, queue_url)
+        ingest = make_ingest(
+            tmp_path, redis_client, sender, fs=EfsLikeFs(), batch_max_files=15, read_threads=8
+        )
         return run_loader(ingest, forever)
 
     with ThreadPoolExecutor(2) as loaders:
@@ -300,7 +307,7 @@ def test_two_loaders_selecting_ahead_under_latency_share_one_inbox(
     assert not files_in(tmp_path, "inbox") and not files_in(tmp_path, "claimed")
 
 
-class SlowFailingSink:
+class SlowFailingSender:
     """Each send takes a while; the batch's second group of parts (whichever thread starts it
     first) fails as the sender's fault. Notes, as each send ends, whether the batch had already
     been handed back."""
@@ -331,13 +338,13 @@ def test_a_failed_shipment_is_waited_for_before_the_batch_is_handed_back(
     # One batch of more groups of parts than may be in flight: the failure surfaces while
     # later groups are still on their way.
     write_corpus(tmp_path, files=600, records_per_file=20)
-    sink = SlowFailingSink(redis_client)
-    ingest = make_ingest(tmp_path, redis_client, sink, read_threads=8, batch_max_files=600)
+    sender = SlowFailingSender(redis_client)
+    ingest = make_ingest(tmp_path, redis_client, sender, read_threads=8, batch_max_files=600)
 
     result = run_loader(ingest, forever)
 
-    assert sink.calls > SHIPMENTS_IN_FLIGHT, "shipments were in flight when one failed"
-    assert sink.ended_after_release == 0, "a shipment was still sending after its batch was released"
+    assert sender.calls > SHIPMENTS_IN_FLIGHT, "shipments were in flight when one failed"
+    assert sender.ended_after_release == 0, "a shipment was still sending after its batch was released"
     # SQS refusing as the sender's fault is this batch's failure: counted, handed back charged.
     assert result.counters["batch_failures"] == 1 and result.counters["batches_released"] == 0
     assert redis_client.zcard(keys.RESUMABLE) == 1, "the batch is handed back, to be resumed"

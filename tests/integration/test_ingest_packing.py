@@ -1,5 +1,5 @@
 """Packing through the loader never exceeds the limit in bytes and never sends an empty
-message; SendMessageBatch calls hold at most 10 entries and 1 MiB (the SQS sink with
+message; SendMessageBatch calls hold at most 10 entries and 1 MiB (the SQS part sender with
 in-process moto)."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from moto import mock_aws
 
 from runtime import codec
 from runtime.errors import MessageTooLarge
-from runtime.ingest import SqsSink, run_loader
+from runtime.ingest import SqsPartSender, run_loader
 from runtime.ingest.sender import MAX_BATCH_BYTES, call_groups
 from tests.support.ingest import assert_exactly_once, forever, make_ingest, write_file
 
 
-class CapturingSink:
+class CapturingSender:
     """Keeps what it is given (pure packing checks need the bodies, not a queue), in order."""
 
     ordered = True
@@ -51,12 +51,12 @@ def test_parts_never_exceed_the_limit_and_are_never_empty(
         ]
         write_file(tmp_path, f"f{f:03d}.json", orjson.dumps(records))
         expected.update(f"f{f:03d}.json#{i}" for i in range(len(records)))
-    sink = CapturingSink()
+    sender = CapturingSender()
 
-    run_loader(make_ingest(tmp_path, redis_client, sink, max_message_bytes=limit), forever)
+    run_loader(make_ingest(tmp_path, redis_client, sender, max_message_bytes=limit), forever)
 
-    assert_exactly_once([p.body for p in sink.parts], expected)
-    for part in sink.parts:
+    assert_exactly_once([p.body for p in sender.parts], expected)
+    for part in sender.parts:
         assert 0 < len(part.body) <= limit and part.count >= 1
         assert "\uffff".encode() not in part.body
         decoded = codec.decode(part.body)
@@ -81,7 +81,7 @@ def in_process_sqs() -> Iterator[Any]:
         yield boto3.client("sqs", region_name="us-east-1")
 
 
-def test_sqs_sink_retries_entries_that_failed(in_process_sqs: Any) -> None:
+def test_sqs_part_sender_retries_entries_that_failed(in_process_sqs: Any) -> None:
     url = in_process_sqs.create_queue(QueueName="q")["QueueUrl"]
 
     class FlakyClient:
@@ -107,9 +107,9 @@ def test_sqs_sink_retries_entries_that_failed(in_process_sqs: Any) -> None:
         codec.PackedPart(index=k, id=f"b/{k}", body=b'{"k":%d}' % k, count=1, first=0, last=0, size=7)
         for k in range(3)
     ]
-    sink = SqsSink(FlakyClient(), url, sleep=lambda _: None)
-    sink.send(parts)
-    assert sink.calls == 2
+    sender = SqsPartSender(FlakyClient(), url, sleep=lambda _: None)
+    sender.send(parts)
+    assert sender.calls == 2
     received = in_process_sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert sorted(m["Body"] for m in received) == sorted(p.body.decode() for p in parts)
 
@@ -156,7 +156,7 @@ def test_too_large_is_decided_for_the_widest_part_id(tmp_path: Path, redis_clien
     """A record that fits alone in any part of the batch is sent; one byte more is rejected,
     wherever in the batch it would land (the part number's width never decides)."""
     limit = 1024
-    ingest = make_ingest(tmp_path, redis_client, CapturingSink(), max_message_bytes=limit)
+    ingest = make_ingest(tmp_path, redis_client, CapturingSender(), max_message_bytes=limit)
     batch_id_length = len("20261125T130955.123Z-1a2b3c4d")
     item_limit = limit - codec.envelope_overhead("b" * batch_id_length + "/" + "9" * 9)
 
@@ -169,8 +169,8 @@ def test_too_large_is_decided_for_the_widest_part_id(tmp_path: Path, redis_clien
 
     run_loader(ingest, forever)
 
-    sink = ingest.sink
-    assert isinstance(sink, CapturingSink)
-    assert [i.id for p in sink.parts for i in codec.decode(p.body).items] == ["a-fits.json#0"]
+    sender = ingest.sender
+    assert isinstance(sender, CapturingSender)
+    assert [i.id for p in sender.parts for i in codec.decode(p.body).items] == ["a-fits.json#0"]
     reason = orjson.loads(next((tmp_path / "rejected").glob("*/b-over.json.reason.json")).read_bytes())
     assert reason["code"] == "record_too_large"

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from runtime.errors import ConfigError
-from runtime.ingest import DiscardingSink, run_loader
+from runtime.ingest import DiscardingPartSender, run_loader
 from runtime.ingest.loader import LoaderResult
 from runtime.ingest.processes import HelperFailed, Share, run_shares
 from tests.support.ingest import forever, make_ingest
@@ -50,7 +50,7 @@ def test_results_combine_by_summing_what_each_process_did() -> None:
 
 
 def test_several_processes_need_a_factory_for_the_helpers(tmp_path: Path, redis_client: redis.Redis) -> None:
-    ingest = make_ingest(tmp_path, redis_client, DiscardingSink(), processes=2)
+    ingest = make_ingest(tmp_path, redis_client, DiscardingPartSender(), processes=2)
     with pytest.raises(ConfigError, match=r"ingest\.processes is 2"):
         run_loader(ingest, forever)
 

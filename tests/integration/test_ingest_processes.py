@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from runtime.ingest import SqsSink, run_checker
+from runtime.ingest import SqsPartSender, run_checker
 from runtime.ingest.processes import Share
 from runtime.kill import KILLED_EXIT_CODE
 from tests.support.ingest import (
@@ -79,7 +79,7 @@ def test_a_helper_that_dies_fails_the_invocation_and_its_batch_is_resumed(
     assert died.returncode != 0, "a dead helper must fail the invocation"
     assert f"exited with code {KILLED_EXIT_CODE} before reporting" in died.stderr
     expire_leases(redis_client)
-    run_checker(make_ingest(tmp_path, redis_client, SqsSink(loader.sqs, loader.queue_url)))
+    run_checker(make_ingest(tmp_path, redis_client, SqsPartSender(loader.sqs, loader.queue_url)))
     assert run_handler(loader.env).returncode == 0
     loader.arrived_once()
     assert _everything_processed(tmp_path) and client_is_tidy(redis_client)

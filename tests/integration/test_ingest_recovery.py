@@ -18,7 +18,7 @@ import redis
 
 from runtime import codec
 from runtime.errors import EnvironmentFailure, LeaseLost
-from runtime.ingest import Fs, SqsSink, run_checker, run_loader
+from runtime.ingest import Fs, SqsPartSender, run_checker, run_loader
 from runtime.ingest import coord as keys
 from runtime.ingest.batch import BatchRun
 from runtime.ingest.claim import claim_selected
@@ -98,7 +98,7 @@ def assert_exactly_once_by_envelope(root: Path, bodies: list[bytes], expected: s
 
 def recover(root: Path, client: redis.Redis, sqs: Any, queue_url: str, *, redis_lost: bool) -> Ingest:
     """What the schedule does after a crash: the checker hands the batch back, a loader runs."""
-    ingest = make_ingest(root, client, SqsSink(sqs, queue_url))
+    ingest = make_ingest(root, client, SqsPartSender(sqs, queue_url))
     if redis_lost:
         client.flushall()
         age_claimed(root, ingest.settings.lease_s + 1)
@@ -167,7 +167,7 @@ def test_a_stale_loader_cannot_ack_commit_halt_or_quarantine(
     tmp_path: Path, redis_client: redis.Redis, sqs: Any, queue_url: str
 ) -> None:
     expected = write_corpus(tmp_path, files=8, records_per_file=25)
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url))
     stale_token = new_owner_token()
     header = _claim(ingest, stale_token)
     batch = header.batch
@@ -247,7 +247,7 @@ def test_enoent_after_a_successful_rename_loses_nothing(
                 os.rename(late, Path(path).parent / late.name)
             return published
 
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), fs=AlsoAStaleClaim())
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), fs=AlsoAStaleClaim())
     run_loader(ingest, forever)
 
     assert ingest.counters.batches_committed == 1 and ingest.counters.vanished_files == 0
@@ -263,7 +263,7 @@ def test_a_file_that_kills_the_loader_is_quarantined_as_crash(
     poison = "2026-11-25T13-00005-poison.json"
     write_file(tmp_path, poison, orjson.dumps([record(99, i) for i in range(3)]))
     env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url, max_crash_runs=1)
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), max_crash_runs=1)
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), max_crash_runs=1)
 
     for run in range(2):  # a normal run dies; then a crash-isolation run dies on the same file
         died = run_handler(env, kill_at=f"parse.file={poison}")
@@ -293,7 +293,9 @@ def test_checker_halts_a_batch_past_the_resend_horizon(
     claimed.rename(claimed.with_name(old_batch))
     redis_client.flushall()
 
-    result = run_checker(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), resend_horizon_s=3600))
+    result = run_checker(
+        make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), resend_horizon_s=3600)
+    )
 
     assert result.halted == [old_batch]
     assert (tmp_path / "halted" / old_batch / ".header.json").exists()
@@ -311,12 +313,12 @@ def test_out_of_time_releases_the_batch_and_the_next_run_resumes_it(
         calls += 1
         return 600.0 if calls <= 4 else 0.0
 
-    first = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url), read_threads=1)
+    first = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url), read_threads=1)
     run_loader(first, runs_out_after_three_files)
     assert first.counters.batches_released == 1 and first.counters.batches_committed == 0
     assert redis_client.zcard(keys.RESUMABLE) == 1, "released straight back, no checker needed"
 
-    second = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+    second = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url))
     run_loader(second, forever)
     assert second.counters.batches_resumed == 1 and second.counters.batches_committed == 1
     assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
@@ -351,14 +353,14 @@ def test_an_unreachable_queue_stops_the_run_and_charges_no_batch(
     anything is claimed; once the queue is back, everything is delivered, no batch charged."""
     expected = write_corpus(tmp_path, files=6, records_per_file=25)
     sqs.delete_queue(QueueUrl=queue_url)
-    failing = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url, sleep=lambda _: None))
+    failing = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url, sleep=lambda _: None))
     with pytest.raises(EnvironmentFailure):
         run_loader(failing, forever)
     assert failing.counters.batches_claimed == 0 and failing.counters.rejected_files == 0
     assert redis_client.hlen(keys.RUNS) == 0 and redis_client.hlen(keys.CURSORS) == 0
 
     assert sqs.create_queue(QueueName="state")["QueueUrl"] == queue_url
-    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    run_loader(make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
     assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
     assert client_is_tidy(redis_client)
 
@@ -370,7 +372,7 @@ def test_a_queue_lost_mid_batch_releases_it_uncharged(
     count undone), the run stops with the error, and the next run delivers everything."""
     expected = write_corpus(tmp_path, files=6, records_per_file=25)
 
-    class VanishingQueue(SqsSink):
+    class VanishingQueue(SqsPartSender):
         def send(self, parts: Any) -> None:
             sqs.delete_queue(QueueUrl=queue_url)
             super().send(parts)
@@ -384,7 +386,7 @@ def test_a_queue_lost_mid_batch_releases_it_uncharged(
     assert int(redis_client.hget(keys.RUNS, batch) or 0) == 0, "never charged"
 
     assert sqs.create_queue(QueueName="state")["QueueUrl"] == queue_url
-    run_loader(make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url)), forever)
+    run_loader(make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url)), forever)
     assert_exactly_once_by_envelope(tmp_path, [m["body"] for m in drain(sqs, queue_url)], expected)
     assert client_is_tidy(redis_client)
 
@@ -414,7 +416,7 @@ def test_checker_hands_back_a_batch_redis_forgot_only_once_it_is_quiet(
     env = handler_environment(tmp_path, redis_server.url, moto.url, queue_url)
     assert run_handler(env, kill_at="part.sent").returncode == KILLED_EXIT_CODE
     redis_client.flushall()
-    ingest = make_ingest(tmp_path, redis_client, SqsSink(sqs, queue_url))
+    ingest = make_ingest(tmp_path, redis_client, SqsPartSender(sqs, queue_url))
 
     assert run_checker(ingest).requeued_unknown == [], "recent activity: its loader may be alive"
     age_claimed(tmp_path, ingest.settings.lease_s + 1)
