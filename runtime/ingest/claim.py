@@ -1,6 +1,6 @@
-"""The claim (DESIGN "The ingest batch protocol", step 2): lease a new batch, rename the
-selected files into its directory and move the entries set aside to rejected/. The header that
-fixes the batch's membership is published next (`header.py`)."""
+"""The claim (docs/ingest.md#2-claim): lease a new batch, rename the selected files into its
+directory and move the entries set aside to rejected/. The header that fixes the batch's
+membership is published next (`header.py`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The header (DESIGN "The ingest batch protocol", steps 2 and 4): a batch's membership, read
-from its directory after the claim and published write-once; members that changed since their
-settle check and strays the header does not name go back to the inbox."""
+"""The header (docs/ingest.md#2-claim, #4-commit): a batch's membership, read from its
+directory after the claim and published write-once; members that changed since their settle
+check, and strays the header does not name, go back to the inbox."""
 
 from __future__ import annotations
 

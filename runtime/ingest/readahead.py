@@ -1,5 +1,4 @@
-"""Read-ahead (DESIGN "The ingest batch protocol", step 1): the next batch's selection, made
-while this batch runs."""
+"""Read-ahead: the next batch's selection, made while this batch runs (docs/ingest.md#1-settle)."""
 
 from __future__ import annotations
 

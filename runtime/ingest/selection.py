@@ -1,5 +1,4 @@
-"""Listing and selection: which inbox files the next claim takes (DESIGN "The ingest batch
-protocol", step 1).
+"""Listing and selection: which inbox files the next claim takes (docs/ingest.md#1-settle).
 
 The loader lists the oldest names of the inbox (`InboxListing`), then settle-checks a slice of
 them (`select_settled`): settled regular files are selected for the claim, entries that get a
