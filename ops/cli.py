@@ -305,14 +305,14 @@ def halted() -> None:
 
 
 def _local_sender(target: Target, queue_url: str | None) -> Any:
-    """The loader's sink on a local queue (re-sending parts needs it; nothing else does)."""
+    """The loader's part sender on a local queue (re-sending parts needs it; nothing else does)."""
     if queue_url is None:
         return None
     from runtime.config import QueueSettings
-    from runtime.ingest.sender import SqsSink
+    from runtime.ingest.sender import SqsPartSender
 
     group = QueueSettings().fifo_message_group_id if queue_url.endswith(".fifo") else None
-    return SqsSink(target.client("sqs"), queue_url, group_id=group)
+    return SqsPartSender(target.client("sqs"), queue_url, group_id=group)
 
 
 def operate(target: Target, request: dict[str, Any], queue_url: str | None = None) -> Any:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runtime import codec
+from runtime.clients import aws_client
 from runtime.config import Settings
 from runtime.ingest.archiver import LATE_WRITE
 from runtime.ingest.batch import LARGEST_PART_NUMBER
@@ -46,7 +47,7 @@ from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, PARTS_DIR, REASON
 from runtime.ingest.model import Header, PartRecord
 from runtime.ingest.moves import quarantined_as, was_quarantined
 from runtime.ingest.parse import compile_projection, file_items, parse_records
-from runtime.ingest.wiring import sink_for
+from runtime.ingest.wiring import part_sender_for
 
 # The stateless stack's output naming the operations function's URL (stacks/operations.py writes
 # it, `sluice --env NAME ingest …` reads it).
@@ -63,7 +64,7 @@ class Refused(RuntimeError):
 
 
 class PartSender(Protocol):
-    """Sends parts to the loader's queue under their ids (the loader's SQS sink)."""
+    """Sends parts to the loader's queue under their ids (the loader's `SqsPartSender`)."""
 
     def send(self, parts: Sequence[codec.PackedPart]) -> None: ...
 
@@ -387,7 +388,7 @@ def _resend_parts(share: Path, batch: str, apply: bool, sender: PartSender | Non
     for part, record in plan:  # a part is never sent before its record is on the share
         if record is not None:
             _write_once_matching(batch_dir / PARTS_DIR / f"{part.index}.json", record.to_json())
-    sender.send([part for part, _record in plan])  # the sink groups them into SendMessageBatch calls
+    sender.send([part for part, _record in plan])  # the sender groups them into SendMessageBatch calls
     with contextlib.suppress(FileExistsError):  # an earlier apply that stopped before the rename
         _write_new(batch_dir / COMMITTED_NAME, str(time.time()).encode())
     os.rename(batch_dir, share / "processed" / batch)
@@ -443,5 +444,5 @@ class Operations:
 
 def build_operations(settings: Settings) -> Operations:
     """The operations function's wiring: the mounted share (ingest.root) and the loader's own
-    queue sink (`runtime.ingest.wiring.sink_for`), so a re-sent part goes where the loader sends."""
-    return Operations(Path(settings.require_ingest().root), sink_for(settings))
+    queue (`runtime.ingest.wiring.part_sender_for`), so a re-sent part goes where the loader sends."""
+    return Operations(Path(settings.require_ingest().root), part_sender_for(settings, aws_client("sqs")))

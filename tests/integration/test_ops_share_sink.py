@@ -15,7 +15,7 @@ import orjson
 import redis
 
 from local.servers import MotoServer, RedisServer
-from runtime.ingest import SqsSink, run_loader
+from runtime.ingest import SqsPartSender, run_loader
 from runtime.ingest.archiver import Archiver
 from runtime.ingest.fs import Fs
 from runtime.operations import Operations
@@ -42,7 +42,7 @@ def _ndjson(prefix: str, count: int) -> bytes:
 
 
 def _load(root: Path, client: redis.Redis, h: Harness, **settings: Any) -> None:
-    result = run_loader(make_ingest(root, client, SqsSink(h.sqs, h.state_url), **settings), forever)
+    result = run_loader(make_ingest(root, client, SqsPartSender(h.sqs, h.state_url), **settings), forever)
     assert result.counters["batches_committed"] >= 1, result.counters
 
 
@@ -98,7 +98,7 @@ def test_replayed_files_and_resent_parts_reach_the_sink_exactly_once(
     h.run(sink_everything)
 
     # The operator, through the same core the operations function runs.
-    operations = Operations(root, SqsSink(h.sqs, h.state_url))
+    operations = Operations(root, SqsPartSender(h.sqs, h.state_url))
     rejected = {
         row["file"].split("/", 1)[1]: row["file"] for row in operations.perform({"action": "rejected.ls"})
     }
