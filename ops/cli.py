@@ -319,15 +319,16 @@ def operate(target: Target, request: dict[str, Any], queue_url: str | None = Non
     """One share operation: on the local share here, or signed to the deployed operations
     function (its URL from the stateless stack's outputs); a refusal exits non-zero with its reason."""
     from ops.remote import RemoteError, call
-    from runtime.operations import FUNCTION_URL_OUTPUT, BadRequest, Operations, Refused
+    from runtime.declarations.names import OPERATIONS_URL_OUTPUT
+    from runtime.operations import BadRequest, Operations, Refused
 
     try:
         if target.share is not None:
             return Operations(target.share, _local_sender(target, queue_url)).perform(request)
-        url = target.outputs.get(FUNCTION_URL_OUTPUT)
+        url = target.outputs.get(OPERATIONS_URL_OUTPUT)
         if not url:
             raise click.ClickException(
-                f"{target.name}: no {FUNCTION_URL_OUTPUT} output; deploy this version's stateless stack"
+                f"{target.name}: no {OPERATIONS_URL_OUTPUT} output; deploy this version's stateless stack"
             )
         return call(url, request)
     except (Refused, BadRequest, RemoteError) as exc:

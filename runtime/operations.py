@@ -49,9 +49,6 @@ from runtime.ingest.moves import quarantined_as, was_quarantined
 from runtime.ingest.parse import compile_projection, file_items, parse_records
 from runtime.ingest.wiring import part_sender_for
 
-# The stateless stack's output naming the operations function's URL (stacks/operations.py writes
-# it, `sluice --env NAME ingest …` reads it).
-FUNCTION_URL_OUTPUT = "OperationsFunctionUrl"
 REPLAYED_SUFFIX = ".replayed.json"
 BATCH_PLACES = ("claimed", "processed", "halted")
 MEMBERS, RESEND_PARTS = "members", "resend-parts"

@@ -16,7 +16,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.operations import FUNCTION_URL_OUTPUT
+from runtime.declarations.names import OPERATIONS_URL_OUTPUT
 from stacks.config import EnvironmentConfig
 from stacks.functions import FunctionSpec
 from stacks.nag import Ack, acknowledge
@@ -69,7 +69,7 @@ class OperationsConstruct(Construct):
         self.url = self.function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.AWS_IAM)
         cdk.CfnOutput(
             self,
-            FUNCTION_URL_OUTPUT,
+            OPERATIONS_URL_OUTPUT,
             value=self.url.url,
             description="the operations function's URL (AWS_IAM auth): `sluice --env NAME ingest …`",
-        ).override_logical_id(FUNCTION_URL_OUTPUT)
+        ).override_logical_id(OPERATIONS_URL_OUTPUT)

@@ -16,3 +16,6 @@ SOURCE_SORT_KEY = "sk"
 # Jobs live under this prefix of the results bucket; acceptance records under its `accepted/`.
 JOBS_RESULTS_PREFIX = "jobs/"
 ACCEPTED_FOLDER = "accepted/"
+
+# The stateless stack's output naming the operations function's URL (`sluice --env` reads it).
+OPERATIONS_URL_OUTPUT = "OperationsFunctionUrl"

@@ -28,9 +28,10 @@ from local.servers import FAKE_AWS_ENVIRONMENT
 from ops.cli import main
 from ops.remote import RemoteRefused, call
 from runtime import config as runtime_config
+from runtime.declarations.names import OPERATIONS_URL_OUTPUT
 from runtime.handlers import operations as handler_module
 from runtime.ingest.model import Header, Member, Packing
-from runtime.operations import FUNCTION_URL_OUTPUT, part_record, recompute_parts
+from runtime.operations import part_record, recompute_parts
 
 CONTEXT: Any = LambdaContext("operations", 30)  # local's context stands in for Lambda's
 CALLER = {
@@ -278,7 +279,7 @@ def test_the_cli_signs_its_requests_and_reads_the_url_from_the_stack(
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     stateless = {
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {FUNCTION_URL_OUTPUT: {"Value": function_url}},
+        "Outputs": {OPERATIONS_URL_OUTPUT: {"Value": function_url}},
     }
     for stack in ("stateful", "stateless"):
         cfn.create_stack(StackName=f"sluice-t-{stack}", TemplateBody=json.dumps(stateless))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from runtime.operations import FUNCTION_URL_OUTPUT
+from runtime.declarations.names import OPERATIONS_URL_OUTPUT
 from stacks.functions import EFS_MOUNT_PATH
 from stacks.stage import SluiceStage
 from tests.support.stacks import actions_of, build_stage, statements_of_function
@@ -49,7 +49,7 @@ def test_the_function_is_reached_only_through_an_iam_authenticated_url(template:
         if p["Properties"].get("FunctionName") in ({"Ref": logical_id}, {"Fn::GetAtt": [logical_id, "Arn"]})
     ]
     template.has_output(
-        FUNCTION_URL_OUTPUT,
+        OPERATIONS_URL_OUTPUT,
         {"Value": {"Fn::GetAtt": [Match.string_like_regexp("^Operations"), "FunctionUrl"]}},
     )
 
