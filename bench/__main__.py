@@ -39,7 +39,7 @@ from bench.router import failing_envelope, router_alone
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
 from runtime.config import IngestSettings
 
-ARRIVAL_FILES_PER_S = 6000  # the ingest target (DESIGN), for the archiver's keep-up ratio
+ARRIVAL_FILES_PER_S = 6000  # the ingest target (docs/ingest.md), for the archiver's keep-up ratio
 E2E_RATE = 6000.0  # records/s the writer simulator produces in the end-to-end scenario
 READ_THREADS = IngestSettings.model_fields["read_threads"].default  # what the loader ships with
 COMMITTED_RESULTS = Path(__file__).resolve().parent / "results-committed.json"

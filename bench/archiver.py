@@ -1,5 +1,5 @@
-"""The archiver against DESIGN's EFS latency model (1 ms reads, 2.7 ms writes), compared with
-the arrival rate it must keep up with."""
+"""The archiver against the EFS latency model (docs/ingest.md#the-efs-latency-model) (1 ms
+reads, 2.7 ms writes), compared with the arrival rate it must keep up with."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Memory footprints: the loader's peak RSS with a huge inbox (DESIGN: 1,000,000 files), and
+"""Memory footprints: the loader's peak RSS with a huge inbox (docs/ingest.md#1-settle: 1,000,000 files), and
 what Redis holds per batch in flight or committed, from which the steady state at the target
 arrival rate follows (6,000 files/s, the archiver on its schedule)."""
 

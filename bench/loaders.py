@@ -1,5 +1,6 @@
 """Loader scenarios: baseline vs sluice through the moto server, and the sluice loader core
-alone (discarding part sender; warm page cache, and with DESIGN's EFS latency model)."""
+alone (discarding part sender; warm page cache, and with the EFS latency model:
+docs/ingest.md#the-efs-latency-model)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from runtime.ingest.model import Ingest
 from runtime.ingest.sender import DiscardingPartSender, PartSender, SqsPartSender
 
 LAMBDA_MAX_S = 900.0  # a benchmark invocation has Lambda's longest timeout
-# DESIGN "Defaults and names": the EFS latency model.
+# docs/ingest.md#the-efs-latency-model: the EFS latency model.
 EFS_READ_LATENCY_S = 0.001
 EFS_WRITE_LATENCY_S = 0.0027
 
@@ -86,7 +87,7 @@ class LoaderIngest:
     redis_url: str
     threads: int
     processes: int = 1
-    latency: bool = False  # DESIGN's EFS latency model
+    latency: bool = False  # the EFS latency model (docs/ingest.md#the-efs-latency-model)
     max_message_bytes: int = 1_048_576
 
     def __call__(self, sender: PartSender | None = None) -> Ingest:
@@ -183,9 +184,10 @@ def sluice_core(
 
 
 def syscall_floor(shape: Shape) -> Measurement:
-    """What this file system allows at best: the operations DESIGN requires per file (open +
-    fstat + read + close to settle, one rename to claim, a stat after it) in a tight loop with
-    nothing else. A loader core on the same disk can approach this, never pass it."""
+    """What this file system allows at best: the operations the ingest protocol
+    (docs/ingest.md#the-efs-latency-model) requires per file (open + fstat + read + close to
+    settle, one rename to claim, a stat after it) in a tight loop with nothing else. A
+    loader core on the same disk can approach this, never pass it."""
     root = _fresh_share(shape)
     inbox, claimed = root / "inbox", root / "claimed"
     claimed.mkdir()

@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime.codec import attributes_size, billing_units
 
-# us-east-1 list prices (DESIGN "Defaults and names"); the output says so.
+# us-east-1 list prices (docs/operations.md#what-it-will-cost-sluice-cost); the output says so.
 PRICE_REGION = "us-east-1"
 SQS_STANDARD_PER_MILLION_UNITS = 0.40
 SQS_FIFO_PER_MILLION_UNITS = 0.50

@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.002,
         metavar="P",
-        help="probability that a bad file (DESIGN's bad-input table) is written beside a good one",
+        help="probability that a bad file (docs/bad-input.md#files-ingest) is written beside a good one",
     )
     writer.add_argument("--seed", type=int, help="seed for the writer's choices")
     writer.add_argument(

@@ -42,7 +42,8 @@ def load_local_config(env: str = "dev", overrides: Mapping[str, Any] | None = No
     if overrides:
         context = {**context, "local": _deep_merge(context.get("local") or {}, overrides)}
     config = load_environment(context, env, local=True)
-    # DESIGN: the local block follows the same rules as a deploy (bar what ships to Lambda).
+    # docs/architecture.md#the-local-runtime: the local block follows the same rules as a
+    # deploy (bar what ships to Lambda).
     validate_for_synth(config, deployed=False)
     return config
 

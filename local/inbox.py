@@ -3,10 +3,10 @@ inbox the way a writer would have left them — regular files by content (mtime 
 as symlinks (their targets are never opened, here or by the loader), FIFOs as FIFOs,
 directories as empty directories — and DIR is never modified.
 
-What each entry must become follows DESIGN's bad-input table where the kind of entry decides
-it (directories and temporary names are skipped, special entries rejected); a regular file's
-fate is observed, and its record count is taken from the loader's own parser so a delivered
-file with a missing record is caught.
+What each entry must become follows the bad-input table (docs/bad-input.md#files-ingest)
+where the kind of entry decides it (directories and temporary names are skipped, special
+entries rejected); a regular file's fate is observed, and its record count is taken from the
+loader's own parser so a delivered file with a missing record is caught.
 """
 
 from __future__ import annotations

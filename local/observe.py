@@ -61,7 +61,7 @@ def _count_archive(directory: Path) -> tuple[int, int]:
 
 
 def count_share(share: Path) -> ShareCounts:
-    """Files by place (DESIGN "Where state lives"); parts = `.parts/<k>.json` published."""
+    """Files by place (docs/ingest.md#the-efs-layout); parts = `.parts/<k>.json` published."""
     inbox = share / "inbox"
     in_inbox = (
         sum(1 for entry in os.scandir(inbox) if not entry.name.startswith(".")) if inbox.is_dir() else 0

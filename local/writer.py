@@ -3,9 +3,9 @@
 Files are named by a timestamp (plus a sequence number, so a name is never reused), start with
 junk comment lines, hold `records_per_file` records of about `record_bytes` each, and are written
 **non-atomically**: created under their final name, written in several pieces, then closed —
-the loader must wait for them to settle. A share of files is bad input from DESIGN's table, each
-with the fate it must meet; every file written goes into a `Manifest` that the run summary
-checks against what reached the sink.
+the loader must wait for them to settle. A share of files is bad input from the bad-input table
+(docs/bad-input.md#files-ingest), each with the fate it must meet; every file written goes into
+a `Manifest` that the run summary checks against what reached the sink.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class BadKind:
     codes: frozenset[str] = frozenset()
 
 
-# DESIGN "Bad input": every row the writer can produce, with the codes that are right for it. A
+# docs/bad-input.md#files-ingest: every row the writer can produce, with the codes that are right for it. A
 # file of nothing but comments may be `empty` or `no_json` (the table lists both for that row).
 BAD_KINDS: tuple[BadKind, ...] = (
     BadKind("empty", "rejected", frozenset({"empty"})),

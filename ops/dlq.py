@@ -1,5 +1,5 @@
 """`sluice dlq ls|show|redrive QUEUE`: dead letters with the reasons sluice attached
-(`sluice-*` message attributes, DESIGN "Dead letters explain themselves"), and redrive.
+(`sluice-*` message attributes, docs/bad-input.md#dead-letter-attributes), and redrive.
 
 Redrive sends each chosen message's body unchanged to the queue whose redrive policy names the
 DLQ (so its envelope id is kept and the router's ledger still deduplicates), in the order the DLQ

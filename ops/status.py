@@ -27,7 +27,8 @@ def _entries(path: Path) -> list[os.DirEntry[str]]:
 
 
 def share_status(share: Path, now: float | None = None) -> dict[str, Any]:
-    """Counts read from the share's layout (DESIGN: inbox/ claimed/ processed/ halted/ rejected/)."""
+    """Counts read from the share's layout (docs/ingest.md#the-efs-layout: inbox/ claimed/ processed/
+    halted/ rejected/)."""
     now = time.time() if now is None else now
     inbox = [e for e in _entries(share / "inbox") if e.is_file(follow_symlinks=False)]
     oldest = min((e.stat(follow_symlinks=False).st_mtime for e in inbox), default=None)

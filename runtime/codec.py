@@ -40,7 +40,7 @@ _NONCHARACTER_LEAD = b"\xef\xbf"
 
 MessageAttributes = Mapping[str, Mapping[str, Any]]
 
-# Message attribute names (DESIGN "Dead letters explain themselves"): one set, shared by the
+# Message attribute names (docs/bad-input.md#dead-letter-attributes): one set, shared by the
 # router, the relay and tooling. Every message sluice dead-letters carries the first three.
 ATTR_PREFIX = "sluice-"  # every attribute below starts with it
 ATTR_REASON = "sluice-reason"  # a reason code

@@ -1,6 +1,6 @@
 """Operations on the share: the core of `sluice ingest rejected|halted …`, run by the CLI on a
 local share and by the operations function (in the VPC, the share mounted) for a deployed one.
-Anything that moves data is a dry run unless `apply` (DESIGN "The ingest batch protocol").
+Anything that moves data is a dry run unless `apply` (docs/ingest.md#the-protocol).
 
 Replay puts a rejected file back in `inbox/` only when that cannot duplicate a record:
 - nothing of it was sent (`bytes_sent` 0) and no `.parts/` record of its batch exists anywhere

@@ -67,7 +67,7 @@ def ingest_settings(config: EnvironmentConfig, resources: Resources) -> IngestSe
         root=resources.ingest_root,
         lease_s=ingest.lease_s,
         max_file_bytes=ingest.file_limit_bytes,
-        # DESIGN step 8: a committed batch is archived once no loader that could still hold it
+        # docs/ingest.md#8-archive: a committed batch is archived once no loader that could still hold it
         # is alive — past its lease plus one more loader run.
         archive_after_s=ingest.lease_s + ingest.loader_timeout_s,
     )

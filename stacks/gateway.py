@@ -1,4 +1,4 @@
-"""gateway and jobs: one HTTP API (DESIGN "The systems it must contain").
+"""gateway and jobs: one HTTP API (docs/architecture.md#the-five-systems).
 
 - `POST /messages` goes straight to the state queue through an SQS-SendMessage service
   integration (no function in front): the whole request body is the message body

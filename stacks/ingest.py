@@ -1,5 +1,5 @@
 """ingest: the EFS inbox → SQS loader, its checker and archiver, on schedules, with alarms and
-a dashboard (DESIGN "The systems", "The ingest batch protocol")."""
+a dashboard (docs/architecture.md#the-five-systems, docs/ingest.md#the-protocol)."""
 
 from __future__ import annotations
 

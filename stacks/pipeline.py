@@ -1,5 +1,5 @@
 """pipeline: the SQS state-machine routers on the standard state queue and on the FIFO queue
-(DESIGN "Router idempotency and retries"), their grants and alarms."""
+(docs/pipeline.md#the-protocol-standard-queues), their grants and alarms."""
 
 from __future__ import annotations
 

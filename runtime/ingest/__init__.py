@@ -1,4 +1,4 @@
-"""ingest: the filesystem -> SQS loader and its checker (DESIGN "The ingest batch protocol").
+"""ingest: the filesystem -> SQS loader and its checker (docs/ingest.md#the-protocol).
 
 Layers, bottom up: `fs` (every EFS operation, injectable), `coord` (Redis leases and acks,
 fenced Lua), `sender` (part senders: SQS, or nowhere), `parse` (junk, JSON, projection, items);

@@ -1,4 +1,4 @@
-"""The archiver (DESIGN "The ingest batch protocol", step 8): committed batches out of the way.
+"""The archiver (docs/ingest.md#8-archive): committed batches out of the way.
 
 For each `processed/<batch>/` whose `.committed` stamp is older than the lease plus the
 loader's timeout (so no loader that could still touch it is alive):

@@ -1,5 +1,5 @@
 """One run over one batch: parts, acknowledgments, commit, and the fates of what goes wrong
-(DESIGN "The ingest batch protocol", steps 3 to 7).
+(docs/ingest.md#3-parts to #7-fencing).
 
 A batch's parts are a pure function of its header and the first `size` bytes of each member,
 so a fresh run and a resumed one compute the same bodies; every part is checked against (or

@@ -1,5 +1,5 @@
 """The checker's core: hand back batches nobody is working on, halt those past the resend
-horizon, and report the backlog (DESIGN "The ingest batch protocol", step 5).
+horizon, and report the backlog (docs/ingest.md#5-resume).
 
 A batch comes back when its lease expired or was released (Redis), or when it sits in
 claimed/ unknown to Redis (Redis lost it) and has been quiet for longer than a lease.

@@ -1,6 +1,6 @@
 """Redis coordination for ingest: leases, acknowledgments, run counts, the seed's sets.
 
-Redis only coordinates (DESIGN "Where state lives"): losing all of it costs re-sent parts
+Redis only coordinates (docs/architecture.md#where-state-lives): losing all of it costs re-sent parts
 under their own ids, never a lost record. Every write a loader makes is one Lua script that
 first checks the caller's owner token and the lease deadline against Redis `TIME` (the
 fence); renewal never re-creates a lease that is gone. All keys share the `{sluice:ingest}`

@@ -1,4 +1,4 @@
-"""The three classes of failure (DESIGN "Bad input"), decided in one place.
+"""The three classes of failure (docs/bad-input.md#three-classes-of-failure), decided in one place.
 
 - **transient** (throttling, including 4xx codes like `RequestThrottled` and `KmsThrottled`;
   5xx; timeouts; connection errors): `TransientError` — the run ends there, the batch goes

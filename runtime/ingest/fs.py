@@ -1,9 +1,10 @@
 """Every EFS operation the ingest protocol performs, in one thin, injectable class.
 
 The protocol code never calls `os` directly: a benchmark wraps `Fs` to add EFS latency
-(DESIGN: 1 ms per read operation, 2.7 ms per write or metadata-changing operation) and tests
-subclass it to inject faults (a rename that answers ENOENT after succeeding, an EIO). Each
-method counts the operations it performs so a run can report EFS operations per file.
+(docs/ingest.md#the-efs-latency-model: 1 ms per read operation, 2.7 ms per write or
+metadata-changing operation) and tests subclass it to inject faults (a rename that answers
+ENOENT after succeeding, an EIO). Each method counts the operations it performs so a run can
+report EFS operations per file.
 """
 
 from __future__ import annotations

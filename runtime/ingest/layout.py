@@ -1,4 +1,4 @@
-"""The EFS layout (DESIGN "Where state lives") and batch ids.
+"""The EFS layout (docs/ingest.md#the-efs-layout) and batch ids.
 
 ```
 inbox/<name>                        claimed/<batch>/<name>, .header.json, .parts/<k>.json, .committed

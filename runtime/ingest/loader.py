@@ -219,8 +219,9 @@ def _one_batch(
 
 
 def _guarded(ingest: Ingest, batch: str, token: str, runs: int, work: Callable[[], None]) -> bool:
-    """Map each way a run can end to its fate, in one place (DESIGN "Bad input": transient,
-    environment-wide, batch-specific). False when the loop should stop."""
+    """Map each way a run can end to its fate, in one place
+    (docs/bad-input.md#three-classes-of-failure: transient, environment-wide,
+    batch-specific). False when the loop should stop."""
     counters = ingest.counters
     try:
         work()

@@ -1,6 +1,6 @@
 """Moves whose targets may already exist (rejected/, halted/) and moves that must survive a
 retried rename: EFS keeps no reply cache, so ENOENT or EEXIST from a non-idempotent operation
-means "stat both sides and decide", never "skip" (DESIGN "Where state lives").
+means "stat both sides and decide", never "skip" (docs/ingest.md#efs-rules).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import orjson
 from runtime import codec
 from runtime.ingest.errors import RejectedFile
 
-# Reason codes (DESIGN "Bad input").
+# Reason codes (docs/bad-input.md#files-ingest).
 EMPTY = "empty"
 NO_JSON = "no_json"
 INVALID_JSON = "invalid_json"
@@ -115,7 +115,7 @@ def _non_record_json(data: bytes) -> str | None:
     return None
 
 
-# Numbers (DESIGN "Bad input"): integers travel exactly or the file is rejected; other numbers
+# Numbers (docs/bad-input.md#numbers): integers travel exactly or the file is rejected; other numbers
 # travel as IEEE 754 doubles. orjson turns an integer outside [-2**63, 2**64) into a double and
 # refuses a number that overflows one, so a file that may hold either (a long run of digits,
 # a three-digit exponent: found by one regex pass) is checked again by the standard library,

@@ -3,7 +3,7 @@
 A plan records each item's outcome (one letter per item, in item order) and every output the
 envelope produces: its derived id, the sha256 of its body, the body itself and, for a dead
 letter, its message attributes. A redelivery replays a stored plan exactly as recorded — the
-router is not called again (DESIGN "Ledger first"). The ledger stores the plan inline while the
+router is not called again (docs/pipeline.md#2-ledger-first). The ledger stores the plan inline while the
 item fits DynamoDB's 400 KB, else in a create-only S3 object the item points to
 (`runtime.pipeline.ledger`).
 

@@ -18,10 +18,11 @@ Per message, in group order:
    and, once open, ends the run;
    any other 4xx -> to the DLQ with the response (status, body excerpt), then delete.
 
-Nothing expires unseen: every dead letter is the drain's own, with DESIGN's attributes
-(`sluice-reason`, `-detail`, `-source`, `-attempts`, `-status`, `-response`), and synth checks
-that `max_age_s` plus the longest wait between two receives stays inside the queue's retention.
-A receive long-polls (`receive_wait_s`) before the run ends on an empty answer.
+Nothing expires unseen: every dead letter is the drain's own, with the dead-letter
+attributes (docs/bad-input.md#dead-letter-attributes) (`sluice-reason`, `-detail`,
+`-source`, `-attempts`, `-status`, `-response`), and synth checks that `max_age_s`
+plus the longest wait between two receives stays inside the queue's retention. A
+receive long-polls (`receive_wait_s`) before the run ends on an empty answer.
 
 The one window left: a crash after the API's 2xx and before the delivery record is written.
 The message comes back and is sent again, with the same idempotency key, which is what lets the
@@ -419,8 +420,9 @@ class Drain:
         detail: str = "",
         attempts: int | None = None,
     ) -> None:
-        """Move a message to the DLQ with why (DESIGN's dead-letter attributes), then delete it.
-        Only the drain does this: the queue's own redrive (maxReceiveCount) is a backstop."""
+        """Move a message to the DLQ with why (the dead-letter attributes:
+        docs/bad-input.md#dead-letter-attributes), then delete it. Only the drain does this: the
+        queue's own redrive (maxReceiveCount) is a backstop."""
         attributes = {
             codec.ATTR_REASON: codec.string_attribute(reason),
             codec.ATTR_SOURCE: codec.string_attribute(self._source),

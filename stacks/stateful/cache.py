@@ -56,7 +56,7 @@ def build_cache(
         description="sluice Redis: isolated data subnets",
         subnet_ids=network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED).subnet_ids,
     )
-    # Redis only coordinates (DESIGN "Where state lives"): it must refuse writes when full
+    # Redis only coordinates (docs/architecture.md#where-state-lives): it must refuse writes when full
     # rather than silently evict leases that carry a TTL, so the memory alarm can act.
     parameters = elasticache.CfnParameterGroup(
         stack,

@@ -26,8 +26,8 @@ def _records(count: int, width: int = 20) -> bytes:
 
 
 def make_corpus(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """A directory covering every row of DESIGN's bad-input table that a user's directory can
-    hold, and what each entry must become."""
+    """A directory covering every row of the bad-input table (docs/bad-input.md#files-ingest)
+    that a user's directory can hold, and what each entry must become."""
     inbox = root / "mine"
     outside = root / "outside"
     inbox.mkdir()

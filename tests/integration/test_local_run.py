@@ -145,8 +145,9 @@ def test_loaders_racing_on_one_inbox_send_each_record_once(tmp_path: Path) -> No
 
 
 def _expire_leases(redis_url: str) -> int:
-    """What the checker would see once the lease length has passed (DESIGN: expire a lease by
-    rewriting its score, never by waiting)."""
+    """What the checker would see once the lease length has passed
+    (docs/architecture.md#testing-the-protocols: expire a lease by rewriting its score, never
+    by waiting)."""
     client = redis.Redis.from_url(redis_url)
     try:
         leases = client.zrange(PROCESSING, 0, -1)
@@ -191,7 +192,7 @@ def test_redis_restarted_mid_run_loses_and_duplicates_nothing(
 ) -> None:
     """Restarted with its AOF, or empty (as ElastiCache comes back). Empty, Redis forgets every
     lease and ack set: the bound on re-sends is the recorded parts of the batches still in
-    `claimed/` at that moment (DESIGN step 5), each under its own id, which the router's ledger
+    `claimed/` at that moment (docs/ingest.md#5-resume), each under its own id, which the router's ledger
     recognises — never a duplicate at the sink."""
     run = Run(tmp_path, "--redis-url", aof_redis.url, "--duration", "4", "--bad-share", "0")
     run.wait_for_line("writing", timeout_s=30)  # the first progress line: ~2 s into writing

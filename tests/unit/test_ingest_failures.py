@@ -1,5 +1,5 @@
-"""The three classes of failure (DESIGN "Bad input"), decided in one place: pure logic on the
-exceptions botocore and the kernel raise."""
+"""The three classes of failure (docs/bad-input.md#three-classes-of-failure), decided in one
+place: pure logic on the exceptions botocore and the kernel raise."""
 
 from __future__ import annotations
 
