@@ -24,7 +24,7 @@ from rich.live import Live
 
 from local.environment import load_local_config, local_environment
 from local.faults import SqsFaults
-from local.function_options import FunctionOptions, MissingHandler
+from local.function_options import FunctionOptions
 from local.functions import InvocationResult
 from local.report import file_report, progress_view, render_files, render_summary, summary, write_json
 from local.run import LocalRun, RunOptions, Snapshot
@@ -392,9 +392,6 @@ def main(argv: list[str] | None = None) -> int:
         options = dataclasses.replace(options, relay_rate=relay_rate, gateway_rate=args.gateway_rate)
         try:
             return _run(console, args, options, config)
-        except MissingHandler as exc:
-            console.print(f"[red]cannot run {', '.join(options.systems)}: {exc}[/]")
-            return EXIT_USAGE
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; servers and the temporary share were cleaned up[/]")
             return EXIT_INTERRUPTED

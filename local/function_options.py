@@ -1,16 +1,12 @@
-"""How a local run drives its functions (schedules, concurrency, crash-test isolation), and the
-handlers a system needs before it can run. Every system (`local.systems`) builds on this."""
+"""How a local run drives its functions (schedules, concurrency, crash-test isolation). Every
+system (`local.systems`) builds on this."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from local.functions import InvocationResult, KillPlan, LocalFunction, handler_available, handler_module
-
-
-class MissingHandler(Exception):
-    """A system needs a handler that is not in runtime/handlers/ yet."""
+from local.functions import InvocationResult, KillPlan, LocalFunction
 
 
 @dataclass(frozen=True)
@@ -33,9 +29,3 @@ class FunctionOptions:
             kill=KillPlan(*self.kill_at[name]) if name in self.kill_at else None,
             on_failure=self.on_failure,
         )
-
-
-def require_handlers(*names: str) -> None:
-    missing = [handler_module(name) for name in names if not handler_available(name)]
-    if missing:
-        raise MissingHandler(f"needs {', '.join(missing)}, which is not in this tree yet")

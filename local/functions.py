@@ -10,7 +10,6 @@ only that invocation, the way a crashed Lambda sandbox ends.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -57,14 +56,6 @@ class LambdaContext:
 
 def handler_module(name: str) -> str:
     return f"{HANDLER_PACKAGE}.{name.replace('-', '_')}"
-
-
-def handler_available(name: str) -> bool:
-    """True once `runtime/handlers/<name>.py` exists (the handlers land one by one)."""
-    try:
-        return importlib.util.find_spec(handler_module(name)) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def load_handler(name: str) -> Handler:

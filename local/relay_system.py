@@ -18,7 +18,7 @@ from typing import Any
 
 from local.environment import LocalEnvironment
 from local.fates import Expected
-from local.function_options import FunctionOptions, require_handlers
+from local.function_options import FunctionOptions
 from local.functions import LocalFunction
 from local.observe import queue_depth
 from local.relay import ApiStub, StreamPoller
@@ -108,7 +108,6 @@ class RelaySystem:
     name = "relay"
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        require_handlers("relay", "drain")
         if environment.api_stub is None:
             raise ValueError("the relay system needs the environment's API stub (api_stub=True)")
         config, names = environment.config, environment.provisioned.names

@@ -21,8 +21,8 @@ from typing import Protocol
 
 from local.environment import LocalEnvironment
 from local.esm import SqsMapping, SqsPoller
-from local.function_options import FunctionOptions, require_handlers
-from local.functions import LocalFunction, handler_available
+from local.function_options import FunctionOptions
+from local.functions import LocalFunction
 from local.gateway_system import GatewaySystem
 from local.relay_system import RelaySystem
 from local.scheduler import Schedule, Scheduler, parse_interval
@@ -50,13 +50,11 @@ class System(Protocol):
 
 
 class IngestSystem:
-    """The scheduled ingest functions. The loader is required; the checker and archiver run
-    when their handlers exist (a run without them cannot recover an abandoned batch)."""
+    """The scheduled ingest functions: loader, checker and archiver."""
 
     name = "ingest"
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        require_handlers("loader")
         ingest = environment.config.ingest
         memory = environment.config.functions.memory_mb
         timeouts = {
@@ -72,10 +70,7 @@ class IngestSystem:
         reserved = environment.config.functions.reserved_concurrency
         schedules = []
         self.functions = []
-        self.missing = [name for name in timeouts if not handler_available(name)]
         for name, timeout_s in timeouts.items():
-            if name in self.missing:
-                continue
             function = options.function(name, timeout_s, memory)
             rate = options.schedules.get(name) or (
                 config_rates[name] if options.use_config_schedules else LOCAL_SCHEDULES[name]
@@ -110,7 +105,6 @@ class PipelineSystem:
     fifo = False
 
     def __init__(self, environment: LocalEnvironment, options: FunctionOptions) -> None:
-        require_handlers(self.function_name)
         pipeline = environment.config.pipeline
         names = environment.provisioned.names
         router = options.function(
