@@ -4,49 +4,16 @@ every queue and dead-letter queue, alarms in ALARM and the last run of each sche
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.target import Target
 from runtime import metric_names
-
-REASON_SUFFIX = ".reason.json"
-
-
-def _entries(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except FileNotFoundError:
-        return []
-
-
-def share_status(share: Path, now: float | None = None) -> dict[str, Any]:
-    """Counts read from the share's layout (docs/ingest.md#the-efs-layout: inbox/ claimed/ processed/
-    halted/ rejected/)."""
-    now = time.time() if now is None else now
-    inbox = [e for e in _entries(share / "inbox") if e.is_file(follow_symlinks=False)]
-    oldest = min((e.stat(follow_symlinks=False).st_mtime for e in inbox), default=None)
-    rejected = [
-        f.name.removesuffix(REASON_SUFFIX)
-        for batch in _entries(share / "rejected")
-        if batch.is_dir()
-        for f in _entries(Path(batch.path))
-        if f.name.endswith(REASON_SUFFIX)
-    ]
-    return {
-        "inbox_files": len(inbox),
-        "oldest_inbox_file_age_s": None if oldest is None else round(now - oldest, 1),
-        "claimed_batches": sum(1 for e in _entries(share / "claimed") if e.is_dir()),
-        "processed_batches": sum(1 for e in _entries(share / "processed") if e.is_dir()),
-        "halted_batches": sum(1 for e in _entries(share / "halted") if e.is_dir()),
-        "rejected_files": len(rejected),
-    }
+from runtime.declarations.names import OPERATIONS_URL_OUTPUT
+from runtime.operations import share_status
 
 
 def redis_status(redis_url: str) -> dict[str, Any]:
@@ -199,13 +166,29 @@ def rates(target: Target, minutes: int) -> dict[str, float | None]:
     return out
 
 
+def read_share(target: Target) -> dict[str, Any] | str:
+    """The share's counts: read here (`--local`), or asked of the environment's operations
+    function (deployed: EFS is only reachable from the VPC). What stops the answer is said."""
+    if target.share is not None:
+        return share_status(target.share)
+    url = target.outputs.get(OPERATIONS_URL_OUTPUT)
+    if not url:
+        return f"no {OPERATIONS_URL_OUTPUT} output: deploy this version's stateless stack to see the share"
+    from ops.remote import RemoteError, call
+
+    try:
+        answer = call(url, {"action": "share.status"})
+    except (RemoteError, BotoCoreError, OSError) as exc:
+        return f"the operations function did not answer: {exc}"
+    return (
+        answer if isinstance(answer, dict) else f"unexpected answer from the operations function: {answer!r}"
+    )
+
+
 def collect(target: Target, minutes: int = 5) -> dict[str, Any]:
     document: dict[str, Any] = {"environment": target.name, "at": datetime.now(UTC).isoformat()}
     ingest: dict[str, Any] = {}
-    if target.share is not None:
-        ingest["share"] = share_status(target.share)
-    else:
-        ingest["share"] = "not reachable from here (EFS is in the VPC; see the dashboard)"
+    ingest["share"] = read_share(target)
     if target.redis_url is not None:
         ingest["redis"] = redis_status(target.redis_url)
     document["ingest"] = ingest

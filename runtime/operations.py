@@ -392,16 +392,41 @@ def _resend_parts(share: Path, batch: str, apply: bool, sender: PartSender | Non
     return document
 
 
-# -- one request, as the CLI (local) and the operations function (deployed) make it ------------
+# -- what the share holds, for `sluice status` ---------------------------------------------------
 
-ACTIONS = (
-    "rejected.ls",
-    "rejected.show",
-    "rejected.replay",
-    "halted.ls",
-    "halted.show",
-    "halted.resume",
-)
+
+def _entries(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def share_status(share: Path, now: float | None = None) -> dict[str, Any]:
+    """Counts read from the share's layout (docs/ingest.md#the-efs-layout): the inbox's backlog and
+    its oldest file's age, batches claimed, processed (not archived yet) and halted, files rejected."""
+    now = time.time() if now is None else now
+    inbox = [e for e in _entries(share / "inbox") if e.is_file(follow_symlinks=False)]
+    oldest = min((e.stat(follow_symlinks=False).st_mtime for e in inbox), default=None)
+    rejected = [
+        f.name
+        for batch in _entries(share / "rejected")
+        if batch.is_dir()
+        for f in _entries(Path(batch.path))
+        if f.name.endswith(REASON_SUFFIX)
+    ]
+    return {
+        "inbox_files": len(inbox),
+        "oldest_inbox_file_age_s": None if oldest is None else round(now - oldest, 1),
+        "claimed_batches": sum(1 for e in _entries(share / "claimed") if e.is_dir()),
+        "processed_batches": sum(1 for e in _entries(share / "processed") if e.is_dir()),
+        "halted_batches": sum(1 for e in _entries(share / "halted") if e.is_dir()),
+        "rejected_files": len(rejected),
+    }
+
+
+# -- one request, as the CLI (local) and the operations function (deployed) make it ------------
 
 
 class BadRequest(ValueError):
@@ -419,24 +444,24 @@ class Operations:
         """`{"action": "halted.resume", "batch": …, "choice": …, "apply": false}` → its answer;
         raises Refused (unsafe, with the reason) or BadRequest."""
         action, apply = request.get("action"), request.get("apply") is True
+        share = self.share
+        answers: dict[str, Callable[[], Any]] = {
+            "share.status": lambda: share_status(share),
+            "rejected.ls": lambda: rejected_list(share),
+            "rejected.show": lambda: rejected_show(share, str(request["file"])),
+            "rejected.replay": lambda: rejected_replay(share, str(request["file"]), apply),
+            "halted.ls": lambda: halted_list(share),
+            "halted.show": lambda: halted_show(share, str(request["batch"])),
+            "halted.resume": lambda: halted_resume(
+                share, str(request["batch"]), str(request["choice"]), apply, self.sender
+            ),
+        }
+        if not isinstance(action, str) or action not in answers:
+            raise BadRequest(f"unknown action {action!r}; actions: {', '.join(answers)}")
         try:
-            match action:
-                case "rejected.ls":
-                    return rejected_list(self.share)
-                case "rejected.show":
-                    return rejected_show(self.share, str(request["file"]))
-                case "rejected.replay":
-                    return rejected_replay(self.share, str(request["file"]), apply)
-                case "halted.ls":
-                    return halted_list(self.share)
-                case "halted.show":
-                    return halted_show(self.share, str(request["batch"]))
-                case "halted.resume":
-                    batch, choice = str(request["batch"]), str(request["choice"])
-                    return halted_resume(self.share, batch, choice, apply, self.sender)
+            return answers[action]()
         except KeyError as missing:
             raise BadRequest(f"{action} needs {missing}") from None
-        raise BadRequest(f"unknown action {action!r}; actions: {', '.join(ACTIONS)}")
 
 
 def build_operations(settings: Settings) -> Operations:

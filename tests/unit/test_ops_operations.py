@@ -296,6 +296,33 @@ def test_the_cli_signs_its_requests_and_reads_the_url_from_the_stack(
     assert len(FunctionUrl.seen) == 3 and all(a.startswith("AWS4-HMAC-SHA256") for a in FunctionUrl.seen)
 
 
+def test_deployed_status_reads_the_share_through_the_operations_function(
+    share: tuple[Path, str, Any], function_url: str
+) -> None:
+    """EFS is only reachable from the VPC: `sluice status --env` asks the operations function for
+    the share's counts, and a halted batch there is something a person must see (exit 1)."""
+    root, _url, _sqs = share
+    _reject(root, "b1", "bad.json", b"{", "invalid_json", 0)
+    _halted_batch(root, "b2", files=2, recorded=1)
+    (root / "inbox" / "waiting.json").write_bytes(b"{}")
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stateless = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {OPERATIONS_URL_OUTPUT: {"Value": function_url}},
+    }
+    for stack in ("stateful", "stateless"):
+        cfn.create_stack(StackName=f"sluice-t-{stack}", TemplateBody=json.dumps(stateless))
+
+    result = CliRunner().invoke(main, ["status", "--env", "t", "--json"])
+
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.output)
+    counts = document["ingest"]["share"]
+    assert (counts["inbox_files"], counts["halted_batches"], counts["rejected_files"]) == (1, 1, 1)
+    assert "1 halted batch(es) in halted/" in document["attention"]
+    assert FunctionUrl.seen and all(a.startswith("AWS4-HMAC-SHA256") for a in FunctionUrl.seen)
+
+
 def test_a_request_whose_signature_does_not_match_is_turned_away(function_url: str) -> None:
     session = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="not-the-secret", aws_session_token="testing"
