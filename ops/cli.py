@@ -324,7 +324,8 @@ def operate(target: Target, request: dict[str, Any], queue_url: str | None = Non
 
     try:
         if target.share is not None:
-            return Operations(target.share, _local_sender(target, queue_url)).perform(request)
+            operations = Operations(target.share, _local_sender(target, queue_url), target.dedup_horizon_s)
+            return operations.perform(request)
         url = target.outputs.get(OPERATIONS_URL_OUTPUT)
         if not url:
             raise click.ClickException(

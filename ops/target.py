@@ -42,6 +42,9 @@ class Target:
     share: Path | None = None
     redis_url: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    # Local only (deployed, the operations function reads its own): how long the router's ledger
+    # recognises a part, which bounds when re-sending a halted batch's parts is safe.
+    dedup_horizon_s: float | None = None
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str) -> Any:
@@ -61,6 +64,7 @@ class Target:
         state = json.loads(state_file.read_text())
         import os
 
+        from local.environment import load_local_config
         from local.servers import FAKE_AWS_ENVIRONMENT
 
         for name, value in FAKE_AWS_ENVIRONMENT.items():
@@ -72,6 +76,7 @@ class Target:
             queue_urls=list(state["queue_urls"].values()),
             share=Path(state["share"]),
             redis_url=state["redis_url"],
+            dedup_horizon_s=load_local_config(state["env"]).dedup_horizon_s,
         )
 
     @classmethod

@@ -44,8 +44,8 @@ def aws_client(service: str) -> Any:
 
 # How long a read of the Redis AUTH token is trusted. Each new connection authenticates with the
 # cached token, so after the secret changes every new connection uses the new token within this
-# many seconds; the AUTH rotation runbook (README) waits at least this long between storing the
-# new token and making Redis refuse the old one.
+# many seconds; the AUTH rotation runbook (docs/operations.md#rotating-the-redis-auth-token) waits
+# at least this long between storing the new token and making Redis refuse the old one.
 AUTH_TOKEN_MAX_AGE_S = 300.0
 
 

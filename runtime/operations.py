@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,14 @@ from runtime.ingest.archiver import LATE_WRITE
 from runtime.ingest.batch import LARGEST_PART_NUMBER
 from runtime.ingest.errors import RejectedFile
 from runtime.ingest.fs import Fs
-from runtime.ingest.layout import COMMITTED_NAME, HEADER_NAME, PARTS_DIR, REASON_SUFFIX, fitted_name
+from runtime.ingest.layout import (
+    COMMITTED_NAME,
+    HEADER_NAME,
+    PARTS_DIR,
+    REASON_SUFFIX,
+    batch_time,
+    fitted_name,
+)
 from runtime.ingest.model import Header, PartRecord
 from runtime.ingest.moves import quarantined_as, was_quarantined
 from runtime.ingest.parse import compile_projection, file_items, parse_records
@@ -53,6 +61,8 @@ REPLAYED_SUFFIX = ".replayed.json"
 BATCH_PLACES = ("claimed", "processed", "halted")
 MEMBERS, RESEND_PARTS = "members", "resend-parts"
 CHOICES = (MEMBERS, RESEND_PARTS)
+# Time left for the routers to process re-sent parts before the ledger forgets them (at most).
+RESEND_MARGIN_S = 3600
 OK = "ok"
 
 
@@ -72,8 +82,9 @@ class PartSender(Protocol):
 def _write_new(target: Path, data: bytes) -> None:
     """`data` at `target`, which must not exist: temporary name, fsync, then link (EEXIST
     raises: the name was taken meanwhile)."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as out:
+    # Unique and created exclusively: two operations (two sandboxes) never share a temporary file.
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    with open(temporary, "xb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
@@ -185,12 +196,18 @@ def rejected_replay(share: Path, file: str, apply: bool) -> dict[str, Any]:
     batch, name = file.split("/", 1)
     if apply:
         data = (share / "rejected" / file).read_bytes()[start:]
+        # The marker first, created exclusively: a replay that dies after it never runs twice (a
+        # retry is refused as already replayed; the operator checks inbox/ for the file), where
+        # an inbox file first and a marker after could be loaded, then replayed again.
+        marker = {"replayed_to": f"inbox/{target}", "from_byte": start, "at": time.time()}
+        try:
+            _write_new(share / "rejected" / batch / f".{name}{REPLAYED_SUFFIX}", json.dumps(marker).encode())
+        except FileExistsError:
+            raise Refused(f"refusing to replay {file}: already replayed") from None
         try:
             _write_new(share / "inbox" / target, data)
         except FileExistsError:
             raise Refused(f"refusing to replay {file}: inbox/{target} appeared meanwhile") from None
-        marker = {"replayed_to": f"inbox/{target}", "from_byte": start, "at": time.time()}
-        (share / "rejected" / batch / f".{name}{REPLAYED_SUFFIX}").write_text(json.dumps(marker))
     return {"file": file, "to": f"inbox/{target}", "from_byte": start, "applied": apply}
 
 
@@ -206,7 +223,7 @@ def _recorded(batch_dir: Path) -> dict[int, PartRecord]:
     return {record.k: record for record in records}
 
 
-def halted_list(share: Path) -> list[dict[str, Any]]:
+def halted_list(share: Path, dedup_horizon_s: float | None = None) -> list[dict[str, Any]]:
     rows = []
     for batch in _dirs(share / "halted"):
         note = batch / ".halted.json"
@@ -217,18 +234,42 @@ def halted_list(share: Path) -> list[dict[str, Any]]:
                 "members": len(_members(batch)),
                 "header": (batch / HEADER_NAME).is_file(),
                 "parts_recorded": len(list((batch / PARTS_DIR).glob("*.json"))),
-                "choices": halted_choices(share, batch.name),
+                "choices": halted_choices(share, batch.name, dedup_horizon_s),
             }
         )
     return rows
 
 
-def halted_choices(share: Path, batch: str) -> dict[str, str]:
+def _resend_window_refusal(batch: str, dedup_horizon_s: float | None, now: float) -> str | None:
+    """Why re-sent parts might not be recognised any more, if so. The router's ledger remembers a
+    part's plan for the dedup horizon after it processed the part, which was after the claim: a
+    re-send within that window (less a margin for the routers to process it) is deduplicated;
+    later, a part the routers did process would be processed a second time."""
+    if dedup_horizon_s is None:
+        return "the router ledger's dedup horizon is not known here (SLUICE_PIPELINE__DEDUP_HORIZON_S)"
+    claimed = batch_time(batch)
+    if claimed is None:
+        return f"{batch} is not a batch id sluice made: its claim time is unknown"
+    age_s = now - claimed.timestamp()
+    margin_s = min(RESEND_MARGIN_S, dedup_horizon_s / 10)
+    if age_s + margin_s >= dedup_horizon_s:
+        return (
+            f"claimed {age_s / 3600:.1f} h ago; the ledger recognises its parts for "
+            f"{dedup_horizon_s / 3600:.1f} h after the claim (less {margin_s / 60:.0f} min to process them): "
+            "a re-send could be processed twice — hand its records to downstream yourself"
+        )
+    return None
+
+
+def halted_choices(share: Path, batch: str, dedup_horizon_s: float | None = None) -> dict[str, str]:
     """Each resume choice with 'ok' (and what it would do) or why it is refused."""
     parts = _parts_records(share, batch)
     members = f"refused: {len(parts)} .parts/ record(s) exist; members may have been sent" if parts else OK
     try:
         recomputed = _resend_plan(share, batch)
+        window = _resend_window_refusal(batch, dedup_horizon_s, time.time())
+        if window is not None:
+            raise Refused(window)
     except Refused as exc:
         resend = f"refused: {exc}"
     else:
@@ -237,8 +278,8 @@ def halted_choices(share: Path, batch: str) -> dict[str, str]:
     return {MEMBERS: members, RESEND_PARTS: resend}
 
 
-def halted_show(share: Path, batch: str) -> dict[str, Any]:
-    row = next((r for r in halted_list(share) if r["batch"] == batch), None)
+def halted_show(share: Path, batch: str, dedup_horizon_s: float | None = None) -> dict[str, Any]:
+    row = next((r for r in halted_list(share, dedup_horizon_s) if r["batch"] == batch), None)
     if row is None:
         raise Refused(f"no halted batch {batch}")
     batch_dir = share / "halted" / batch
@@ -255,9 +296,15 @@ def halted_show(share: Path, batch: str) -> dict[str, Any]:
 
 
 def halted_resume(
-    share: Path, batch: str, choice: str, apply: bool, sender: PartSender | None = None
+    share: Path,
+    batch: str,
+    choice: str,
+    apply: bool,
+    *,
+    sender: PartSender | None = None,
+    dedup_horizon_s: float | None = None,
 ) -> dict[str, Any]:
-    shown = halted_show(share, batch)
+    shown = halted_show(share, batch, dedup_horizon_s)
     verdict = shown["choices"].get(choice)
     if verdict is None:
         raise Refused(f"unknown choice {choice}; choices: {', '.join(shown['choices'])}")
@@ -265,13 +312,34 @@ def halted_resume(
         raise Refused(f"{choice} for {batch}: {verdict}")
     if choice == RESEND_PARTS:
         return _resend_parts(share, batch, apply, sender)
-    clashes = [name for name in shown["member_names"] if (share / "inbox" / name).exists()]
+    returned = _members_to_return(share, batch, shown["member_names"])
+    clashes = [name for name in returned if (share / "inbox" / name).exists()]
     if clashes:
         raise Refused(f"inbox already has {', '.join(clashes)}")
     if apply:
-        for name in shown["member_names"]:
-            os.rename(share / "halted" / batch / name, share / "inbox" / name)
-    return {"batch": batch, "choice": choice, "returned": shown["member_names"], "applied": apply}
+        for name in returned:
+            # link + unlink, not rename: a same-named file that reached inbox/ meanwhile is refused,
+            # never replaced.
+            try:
+                os.link(share / "halted" / batch / name, share / "inbox" / name)
+            except FileExistsError:
+                raise Refused(f"inbox/{name} appeared meanwhile; {name} stays in halted/{batch}") from None
+            os.unlink(share / "halted" / batch / name)
+    return {"batch": batch, "choice": choice, "returned": returned, "applied": apply}
+
+
+def _members_to_return(share: Path, batch: str, names: list[str]) -> list[str]:
+    """The members to give back: not one whose quarantine was interrupted between its link into
+    rejected/ and its unlink here (the rejected copy is the same file, and replaying it would
+    load it a second time)."""
+    fs, rejected = Fs(), share / "rejected" / batch
+    returned = []
+    for name in names:
+        st = os.lstat(share / "halted" / batch / name)
+        if st.st_nlink > 1 and quarantined_as(fs, st.st_ino, str(rejected), name) is not None:
+            continue
+        returned.append(name)
+    return returned
 
 
 # -- re-sending a halted batch's parts ---------------------------------------------------------
@@ -439,21 +507,29 @@ class Operations:
 
     share: Path
     sender: PartSender | None = None
+    # How long the router's ledger recognises a part (the environment's dedup horizon): bounds
+    # when `resend-parts` is safe. None: unknown, and re-sending is refused.
+    dedup_horizon_s: float | None = None
 
     def perform(self, request: dict[str, Any]) -> Any:
         """`{"action": "halted.resume", "batch": …, "choice": …, "apply": false}` → its answer;
         raises Refused (unsafe, with the reason) or BadRequest."""
         action, apply = request.get("action"), request.get("apply") is True
-        share = self.share
+        share, horizon = self.share, self.dedup_horizon_s
         answers: dict[str, Callable[[], Any]] = {
             "share.status": lambda: share_status(share),
             "rejected.ls": lambda: rejected_list(share),
             "rejected.show": lambda: rejected_show(share, str(request["file"])),
             "rejected.replay": lambda: rejected_replay(share, str(request["file"]), apply),
-            "halted.ls": lambda: halted_list(share),
-            "halted.show": lambda: halted_show(share, str(request["batch"])),
+            "halted.ls": lambda: halted_list(share, horizon),
+            "halted.show": lambda: halted_show(share, str(request["batch"]), horizon),
             "halted.resume": lambda: halted_resume(
-                share, str(request["batch"]), str(request["choice"]), apply, self.sender
+                share,
+                str(request["batch"]),
+                str(request["choice"]),
+                apply,
+                sender=self.sender,
+                dedup_horizon_s=horizon,
             ),
         }
         if not isinstance(action, str) or action not in answers:
@@ -467,4 +543,8 @@ class Operations:
 def build_operations(settings: Settings) -> Operations:
     """The operations function's wiring: the mounted share (ingest.root) and the loader's own
     queue (`runtime.ingest.wiring.part_sender_for`), so a re-sent part goes where the loader sends."""
-    return Operations(Path(settings.require_ingest().root), part_sender_for(settings, aws_client("sqs")))
+    return Operations(
+        Path(settings.require_ingest().root),
+        part_sender_for(settings, aws_client("sqs")),
+        dedup_horizon_s=settings.pipeline.dedup_horizon_s if settings.pipeline is not None else None,
+    )

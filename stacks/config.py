@@ -38,7 +38,6 @@ from runtime.declarations.settings import (
     IngestTunables,
     JobsTunables,
     PipelineTunables,
-    ProjectionRule,
     QueueTunables,
     RelayTunables,
 )
@@ -55,7 +54,6 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
 # An ingest projection rule, as cdk.json spells it.
-ProjectionField = ProjectionRule
 
 
 class Frozen(BaseModel):

@@ -221,7 +221,7 @@ class IngestConstruct(Construct):
             threshold=config.alarms.efs_throughput_percent,
             evaluation_periods=5,
             description=f"EFS {config.ingest.efs_throughput_mode}: metered I/O near the permitted "
-            "throughput (and, on elastic, the bill); see README on packing files",
+            "throughput (and, on elastic, the bill); see `sluice cost` (records per file is the lever)",
         )
 
     # -- dashboard --------------------------------------------------------------------------------

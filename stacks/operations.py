@@ -61,7 +61,7 @@ class OperationsConstruct(Construct):
                 memory_mb=config.ingest.loader_memory_mb,
                 description="sluice operations: rejected files and halted batches on the share, for `sluice`",
                 mount_efs=True,
-                sections=frozenset({"ingest"}),
+                sections=frozenset({"ingest", "pipeline"}),  # pipeline: the dedup horizon bounds resend-parts
             ),
         )
         target_queue.grant_send_messages(self.function)

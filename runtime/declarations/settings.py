@@ -4,7 +4,7 @@ A `*Tunables` section holds the settings an environment's `cdk.json` block sets 
 reads unchanged. Both sides are built from it: `stacks.config` extends each with what only the
 deployment needs (timeouts, schedules, batch sizes), and the `*Settings` sections below extend
 it with what the stacks compute or create (queue URLs, leases, derived limits), which is what a
-function validates at run time (`runtime.config`). `stacks.contract.function_environment` copies
+function validates at run time (`runtime.config`). `stacks.contract.function_settings` copies
 every declared tunable across, so a new setting is one line here and reaches the Lambda.
 
 Settings travel as `SLUICE_*` environment variables, nested sections joined by `__`

@@ -135,7 +135,7 @@ class Answer:
     status: int
     body: dict[str, Any] | bytes
     headers: dict[str, str] = field(default_factory=dict)
-    outcome: str = "refused"  # what it told the client: done, failed, pending, refused, unknown
+    outcome: str = "refused"  # what it told the client: done, failed, pending, refused, unavailable, unknown
 
     def response(self) -> dict[str, Any]:
         body = self.body if isinstance(self.body, bytes) else orjson.dumps(self.body)

@@ -14,7 +14,8 @@ but its outputs cannot be replayed (`LegacyPlan`).
 
 Output ids are `derived_id(envelope id, slot)`, with slots that follow from the outcomes in
 item order: `n<k>` for the k-th packed next envelope, `r<i>` / `p<i>` for item i's retry or
-poison message, `c` for the continuation. The sink object is keyed by the envelope id itself.
+poison message, `c` (then `c1`, `c2`… when they overflow) for the continuation. The sink
+object is keyed by the envelope id itself.
 """
 
 from __future__ import annotations

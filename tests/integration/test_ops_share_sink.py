@@ -98,7 +98,7 @@ def test_replayed_files_and_resent_parts_reach_the_sink_exactly_once(
     h.run(sink_everything)
 
     # The operator, through the same core the operations function runs.
-    operations = Operations(root, SqsPartSender(h.sqs, h.state_url))
+    operations = Operations(root, SqsPartSender(h.sqs, h.state_url), dedup_horizon_s=86_400)
     rejected = {
         row["file"].split("/", 1)[1]: row["file"] for row in operations.perform({"action": "rejected.ls"})
     }

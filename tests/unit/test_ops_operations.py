@@ -6,7 +6,9 @@ checks the signature with botocore before handing the request to that same handl
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -28,8 +30,10 @@ from local.servers import FAKE_AWS_ENVIRONMENT
 from ops.cli import main
 from ops.remote import RemoteRefused, call
 from runtime import config as runtime_config
+from runtime import operations as operations_core
 from runtime.declarations.names import OPERATIONS_URL_OUTPUT
 from runtime.handlers import operations as handler_module
+from runtime.ingest.layout import new_batch_id
 from runtime.ingest.model import Header, Member, Packing
 from runtime.operations import part_record, recompute_parts
 
@@ -40,6 +44,14 @@ CALLER = {
     "userArn": "arn:aws:iam::123456789012:user/operator",
     "userId": "AIDAEXAMPLE",
 }
+
+
+# The ledger recognises a part for a day after its claim; the batches below are claimed hours ago.
+DEDUP_HORIZON_S = 86_400
+# Halted batches claimed two hours ago (batch ids carry their claim time), well inside the horizon.
+BATCH_H1, BATCH_H2, BATCH_H3 = (
+    new_batch_id(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)) for _ in range(3)
+)
 
 
 def function_url_event(request: Any, caller: dict[str, Any] | None = CALLER) -> dict[str, Any]:
@@ -66,6 +78,7 @@ def share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
         url = sqs.create_queue(QueueName="sluice-t-state")["QueueUrl"]
         monkeypatch.setenv("SLUICE_INGEST__ROOT", str(root))
         monkeypatch.setenv("SLUICE_QUEUES__STATE_URL", url)
+        monkeypatch.setenv("SLUICE_PIPELINE__DEDUP_HORIZON_S", str(DEDUP_HORIZON_S))
         runtime_config.get_settings.cache_clear()
         handler_module._operations.cache_clear()
         yield root, url, sqs
@@ -150,51 +163,110 @@ def test_every_action_answers_and_is_logged_with_the_caller(
 
 def test_resend_parts_sends_every_part_under_its_id_then_commits(share: tuple[Path, str, Any]) -> None:
     root, url, sqs = share
-    ids = _halted_batch(root, "20261202T100000Z-h1", files=6, recorded=3)
-    status, shown = invoke({"action": "halted.show", "batch": "20261202T100000Z-h1"})
+    ids = _halted_batch(root, BATCH_H1, files=6, recorded=3)
+    status, shown = invoke({"action": "halted.show", "batch": BATCH_H1})
     assert status == 200 and shown["halted_for"] == "past_resend_horizon"
     assert shown["choices"]["members"].startswith("refused") and shown["choices"]["resend-parts"].startswith(
         "ok"
     )
-    request = {"action": "halted.resume", "batch": "20261202T100000Z-h1", "choice": "resend-parts"}
+    request = {"action": "halted.resume", "batch": BATCH_H1, "choice": "resend-parts"}
     status, dry = invoke(request)
     assert status == 200 and dry["applied"] is False and len(dry["resent"]) == 3 and dry["new"]
-    assert _queued(sqs, url) == [] and (root / "halted" / "20261202T100000Z-h1").is_dir()
+    assert _queued(sqs, url) == [] and (root / "halted" / BATCH_H1).is_dir()
     status, done = invoke({**request, "apply": True})
     assert status == 200 and done["applied"] is True
     envelopes = _queued(sqs, url)
     assert sorted(e["id"] for e in envelopes) == sorted(done["resent"] + done["new"])
     assert sorted(item["id"] for e in envelopes for item in e["items"]) == sorted(ids)
-    committed = root / "processed" / "20261202T100000Z-h1"
-    assert (committed / ".committed").is_file() and not (root / "halted" / "20261202T100000Z-h1").exists()
+    committed = root / "processed" / BATCH_H1
+    assert (committed / ".committed").is_file() and not (root / "halted" / BATCH_H1).exists()
     assert len(list((committed / ".parts").glob("*.json"))) == len(envelopes)  # each recorded before sent
 
 
 def test_resend_parts_refuses_a_part_that_does_not_reproduce(share: tuple[Path, str, Any]) -> None:
     root, url, sqs = share
-    _halted_batch(root, "20261202T100000Z-h2", files=4, recorded=2)
-    member = root / "halted" / "20261202T100000Z-h2" / "f0.ndjson"
+    _halted_batch(root, BATCH_H2, files=4, recorded=2)
+    member = root / "halted" / BATCH_H2 / "f0.ndjson"
     member.write_bytes(member.read_bytes().replace(b'"f":0', b'"f":9'))  # same size, other bytes
     request = {
         "action": "halted.resume",
-        "batch": "20261202T100000Z-h2",
+        "batch": BATCH_H2,
         "choice": "resend-parts",
         "apply": True,
     }
     status, refused = invoke(request)
     assert status == 409 and "part 0 does not reproduce" in refused["refused"]
-    assert _queued(sqs, url) == [] and (root / "halted" / "20261202T100000Z-h2" / "f0.ndjson").exists()
+    assert _queued(sqs, url) == [] and (root / "halted" / BATCH_H2 / "f0.ndjson").exists()
+
+
+def test_resend_parts_is_refused_once_the_ledger_may_have_forgotten_the_parts(
+    share: tuple[Path, str, Any],
+) -> None:
+    """The ledger recognises a re-sent part for the dedup horizon after the claim; later, a part
+    the routers processed would be processed again, so resend-parts is no longer offered."""
+    root, url, sqs = share
+    old = new_batch_id(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=DEDUP_HORIZON_S + 3600))
+    _halted_batch(root, old, files=4, recorded=2)
+    status, refused = invoke(
+        {"action": "halted.resume", "batch": old, "choice": "resend-parts", "apply": True}
+    )
+    assert status == 409 and "could be processed twice" in refused["refused"]
+    assert _queued(sqs, url) == [] and (root / "halted" / old).is_dir()
+
+
+def test_a_replay_that_died_after_its_marker_is_not_replayed_again(
+    share: tuple[Path, str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker is written before the file goes back: a replay that dies in between leaves a
+    marker and no file, and a retry is refused (never a second copy after the loader took one)."""
+    root, _url, _sqs = share
+    _reject(root, "b1", "bad.json", b'{"a": 1}', "invalid_json", 0)
+    real_write_new = operations_core._write_new
+
+    def dies_on_the_inbox_file(target: Path, data: bytes) -> None:
+        if target.parent.name == "inbox":
+            raise OSError("the function timed out here")
+        real_write_new(target, data)
+
+    monkeypatch.setattr(operations_core, "_write_new", dies_on_the_inbox_file)
+    with pytest.raises(OSError):
+        operations_core.rejected_replay(root, "b1/bad.json", apply=True)
+    monkeypatch.setattr(operations_core, "_write_new", real_write_new)
+    with pytest.raises(operations_core.Refused, match="already replayed"):
+        operations_core.rejected_replay(root, "b1/bad.json", apply=True)
+    assert not (root / "inbox" / "bad.json").exists()
+
+
+def test_members_go_back_without_the_one_whose_quarantine_was_interrupted(
+    share: tuple[Path, str, Any],
+) -> None:
+    """A member linked into rejected/ whose unlink never ran is the rejected file: giving it back
+    too would let `rejected replay` load it a second time."""
+    root, _url, _sqs = share
+    batch = new_batch_id()
+    halted, rejected = root / "halted" / batch, root / "rejected" / batch
+    halted.mkdir(parents=True)
+    rejected.mkdir(parents=True)
+    for name in ("good.json", "bad.json"):
+        (halted / name).write_bytes(b'{"a": 1}')
+    os.link(halted / "bad.json", rejected / "bad.json")  # the quarantine's link, then the crash
+    (rejected / "bad.json.reason.json").write_text(json.dumps({"code": "invalid_json", "bytes_sent": 0}))
+
+    done = operations_core.halted_resume(root, batch, "members", apply=True)
+
+    assert done["returned"] == ["good.json"]
+    assert (root / "inbox" / "good.json").exists() and not (root / "inbox" / "bad.json").exists()
 
 
 def test_a_failure_is_raised_and_logged_with_who_asked(
     share: tuple[Path, str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     root, url, sqs = share
-    _halted_batch(root, "20261202T100000Z-h3", files=2, recorded=1)
+    _halted_batch(root, BATCH_H3, files=2, recorded=1)
     sqs.delete_queue(QueueUrl=url)  # the loader's queue is gone: the send fails
     request = {
         "action": "halted.resume",
-        "batch": "20261202T100000Z-h3",
+        "batch": BATCH_H3,
         "choice": "resend-parts",
         "apply": True,
     }
@@ -202,7 +274,7 @@ def test_a_failure_is_raised_and_logged_with_who_asked(
         invoke(request)
     (failed,) = [r for r in caplog.records if r.getMessage() == "operation failed"]
     assert vars(failed)["caller"]["userArn"] == CALLER["userArn"] and vars(failed)["request"] == request
-    assert (root / "halted" / "20261202T100000Z-h3").is_dir()  # not committed
+    assert (root / "halted" / BATCH_H3).is_dir()  # not committed
 
 
 # -- the CLI's signed client -----------------------------------------------------------------------
