@@ -51,6 +51,7 @@ RECORD_ONLY = (
     "AWS::SNS::TopicPolicy",
     "AWS::EC2::SecurityGroupEgress",
     "AWS::Lambda::EventInvokeConfig",
+    "AWS::Lambda::Url",
     "AWS::SecretsManager::Secret",
     "AWS::CDK::Metadata",
     "Custom::S3AutoDeleteObjects",
@@ -143,6 +144,11 @@ def _shape(
         secret = str(properties.get("Name") or name)
         arn = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-{_random(6)}"
         return arn, {"Id": arn}
+    if resource_type == "AWS::Lambda::Url":
+        # Ref is the target function's ARN; FunctionUrl is https://<url id>.lambda-url.<region>.on.aws/
+        function_arn = str(properties["TargetFunctionArn"])  # required, resolved by now
+        url = f"https://{_random(32).lower()}.lambda-url.{region}.on.aws/"
+        return function_arn, {"FunctionArn": function_arn, "FunctionUrl": url}
     return name, {}  # policies, CDK metadata, custom resources: an opaque physical id
 
 

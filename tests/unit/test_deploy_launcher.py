@@ -132,6 +132,9 @@ def test_a_dangling_import_fails_the_stack_with_its_reason(launcher: dict[str, A
     assert "nobody:exports-this" in failed["ResourceStatusReason"]
 
 
+FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:operations"
+
+
 def test_record_only_resources_are_recorded_and_answer_ref_and_getatt(launcher: dict[str, Any]) -> None:
     resources = {
         "Redis": {
@@ -141,6 +144,12 @@ def test_record_only_resources_are_recorded_and_answer_ref_and_getatt(launcher: 
         "Api": {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"Name": "api", "ProtocolType": "HTTP"}},
         "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {"Threshold": 1}},
         "Secret": {"Type": "AWS::SecretsManager::Secret", "Properties": {}},
+        "Url": {
+            "Type": "AWS::Lambda::Url",
+            "Properties": {"TargetFunctionArn": FUNCTION_ARN, "AuthType": "AWS_IAM"},
+        },
+        "FunctionUrl": ssm_parameter("/url", {"Fn::GetAtt": ["Url", "FunctionUrl"]}),
+        "UrlRef": ssm_parameter("/url/ref", {"Ref": "Url"}),
         "Address": ssm_parameter("/redis/address", {"Fn::GetAtt": ["Redis", "PrimaryEndPoint.Address"]}),
         "Port": ssm_parameter("/redis/port", {"Fn::GetAtt": ["Redis", "PrimaryEndPoint.Port"]}),
         "Endpoint": ssm_parameter("/api/endpoint", {"Fn::GetAtt": ["Api", "ApiEndpoint"]}),
@@ -165,6 +174,8 @@ def test_record_only_resources_are_recorded_and_answer_ref_and_getatt(launcher: 
         r"arn:aws:secretsmanager:eu-west-1:123456789012:secret:\S+-[a-z0-9]{6}",
         parameter(launcher, "/secret/arn"),
     )
+    assert re.fullmatch(r"https://[a-z0-9]{32}\.lambda-url\.eu-west-1\.on\.aws/", parameter(launcher, "/url"))
+    assert parameter(launcher, "/url/ref") == FUNCTION_ARN
     recorded = [
         entry for entry in json.loads(launcher["record_file"].read_text()) if entry["stack"] == "recorded"
     ]
@@ -173,6 +184,7 @@ def test_record_only_resources_are_recorded_and_answer_ref_and_getatt(launcher: 
         "Api": "AWS::ApiGatewayV2::Api",
         "Alarm": "AWS::CloudWatch::Alarm",
         "Secret": "AWS::SecretsManager::Secret",
+        "Url": "AWS::Lambda::Url",
     }
     assert (
         next(entry for entry in recorded if entry["logical_id"] == "Api")["properties"]["ProtocolType"]
