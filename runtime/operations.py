@@ -32,10 +32,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from runtime import codec
 from runtime.clients import aws_client
@@ -55,6 +55,7 @@ from runtime.ingest.layout import (
 from runtime.ingest.model import Header, PartRecord
 from runtime.ingest.moves import quarantined_as, was_quarantined
 from runtime.ingest.parse import compile_projection, file_items, parse_records
+from runtime.ingest.sender import PartSender
 from runtime.ingest.wiring import part_sender_for
 
 REPLAYED_SUFFIX = ".replayed.json"
@@ -68,12 +69,6 @@ OK = "ok"
 
 class Refused(RuntimeError):
     """The action could duplicate or lose a record; the message says why."""
-
-
-class PartSender(Protocol):
-    """Sends parts to the loader's queue under their ids (the loader's `SqsPartSender`)."""
-
-    def send(self, parts: Sequence[codec.PackedPart]) -> None: ...
 
 
 # -- writing on the share ----------------------------------------------------------------------
