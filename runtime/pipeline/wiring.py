@@ -23,6 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 from runtime import metric_names
+from runtime.clients import aws_client, make_redis  # at import (init phase), not in the first invocation
 from runtime.config import Settings
 from runtime.observability import METRICS_NAMESPACE, logger, metrics
 from runtime.pipeline.batch import BatchResult, Pipeline, PipelineClients, Targets
@@ -38,8 +39,6 @@ def pipeline_clients(
 ) -> PipelineClients:
     """The clients the router talks to: by default the process's real ones (boto3 honours
     AWS_ENDPOINT_URL for moto); tests pass `aws(service)` and `redis_client` of their own."""
-    from runtime.clients import aws_client, make_redis
-
     cfg = settings.require_pipeline()
     aws = aws or aws_client
     if redis_client is None:
