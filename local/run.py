@@ -5,6 +5,7 @@ stop everything, and reconcile what reached the sink against what was expected.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -169,6 +170,7 @@ class LocalRun:
         self.phase = "starting"
         self._rate = RateMeter()
         self._stop_source = threading.Event()
+        self._interrupt = threading.Event()  # set by Ctrl-C (see _catch_sigint)
         self._started_at = time.monotonic()
         self._started_wall = time.time()
         self._user_expectations: list[Expected] | None = None
@@ -220,6 +222,7 @@ class LocalRun:
         stop_clean = True
         sources: list[threading.Thread] = []
         writing_s = 0.0
+        restore_sigint = self._catch_sigint()
         try:
             for system in self.systems:
                 system.start()
@@ -229,6 +232,7 @@ class LocalRun:
             self.phase = "writing" if sources else "loading"
             while alive := [source for source in sources if source.is_alive()]:
                 alive[0].join(POLL_S)
+                self._check_interrupt()
                 self._report()
             writing_s = self._writing_s(time.monotonic() - self._started_at if sources else 0.0)
             self.phase = "draining"
@@ -236,6 +240,7 @@ class LocalRun:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            restore_sigint()
             self._stop_source.set()
             for source in sources:
                 source.join()
@@ -289,9 +294,32 @@ class LocalRun:
             return sources_s
         return writer.stopped_at - writer.started_at
 
+    def _catch_sigint(self) -> Callable[[], None]:
+        """Ctrl-C stops the run even if the KeyboardInterrupt it raises lands in code that swallows
+        it (a library's broad except): the handler also sets an event the run's loops check.
+        Returns what puts the previous handler back (nothing to do off the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self._interrupt.set()
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def _check_interrupt(self) -> None:
+        if self._interrupt.is_set():
+            raise KeyboardInterrupt
+
     def _drain(self, deadline: float) -> bool:
         """Wait for every file's fate, then for the pipeline to fall quiet. False on timeout."""
         while time.monotonic() < deadline:
+            self._check_interrupt()
             reconciliation = self.reconcile_now()
             self._report()
             if reconciliation.settled:
@@ -302,6 +330,7 @@ class LocalRun:
         self.phase = "settling"
         quiet_since: float | None = None
         while time.monotonic() < deadline:
+            self._check_interrupt()
             if self._quiet():
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= self.options.quiet_s:

@@ -195,13 +195,15 @@ def rejected_replay(share: Path, file: str, apply: bool) -> dict[str, Any]:
         # retry is refused as already replayed; the operator checks inbox/ for the file), where
         # an inbox file first and a marker after could be loaded, then replayed again.
         marker = {"replayed_to": f"inbox/{target}", "from_byte": start, "at": time.time()}
+        marker_path = share / "rejected" / batch / f".{name}{REPLAYED_SUFFIX}"
         try:
-            _write_new(share / "rejected" / batch / f".{name}{REPLAYED_SUFFIX}", json.dumps(marker).encode())
+            _write_new(marker_path, json.dumps(marker).encode())
         except FileExistsError:
             raise Refused(f"refusing to replay {file}: already replayed") from None
         try:
             _write_new(share / "inbox" / target, data)
         except FileExistsError:
+            marker_path.unlink()  # nothing was written: the file may be replayed once the name is free
             raise Refused(f"refusing to replay {file}: inbox/{target} appeared meanwhile") from None
     return {"file": file, "to": f"inbox/{target}", "from_byte": start, "applied": apply}
 
