@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -395,15 +394,8 @@ def recompute_parts(header: Header, read: Callable[[int, str, int], bytes | None
 
 
 def part_record(part: codec.PackedPart) -> PartRecord:
-    return PartRecord(
-        k=part.index,
-        id=part.id,
-        first=part.first,
-        last=part.last,
-        count=part.count,
-        size=len(part.body),
-        sha256=hashlib.sha256(part.body).hexdigest(),
-    )
+    """The record the loader writes for a part `recompute_parts` made (first/last already located)."""
+    return PartRecord.of(part, part.first, part.last)
 
 
 def _resend_plan(share: Path, batch: str) -> list[tuple[codec.PackedPart, PartRecord | None]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -304,15 +303,7 @@ class BatchRun:
         return header_index, name, record_number - self._file_starts[slot]
 
     def _record_of(self, part: codec.PackedPart) -> PartRecord:
-        return PartRecord(
-            k=part.index,
-            id=part.id,
-            first=self._locate(part.first),
-            last=self._locate(part.last),
-            count=part.count,
-            size=len(part.body),
-            sha256=hashlib.sha256(part.body).hexdigest(),
-        )
+        return PartRecord.of(part, self._locate(part.first), self._locate(part.last))
 
     def _on_part(self, part: codec.PackedPart) -> None:
         self._computed_parts = part.index + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass, field, fields
@@ -9,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from runtime import codec
 from runtime.config import IngestSettings
 from runtime.ingest.coord import Coordinator
 from runtime.ingest.fs import Fs
@@ -91,6 +93,21 @@ class PartRecord:
     count: int
     size: int  # body bytes
     sha256: str
+
+    @classmethod
+    def of(
+        cls, part: codec.PackedPart, first: tuple[int, str, int], last: tuple[int, str, int]
+    ) -> PartRecord:
+        """The record of a packed part whose first and last records are located at `first`/`last`."""
+        return cls(
+            k=part.index,
+            id=part.id,
+            first=first,
+            last=last,
+            count=part.count,
+            size=len(part.body),
+            sha256=hashlib.sha256(part.body).hexdigest(),
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(
