@@ -74,9 +74,15 @@ run: setup
 # side by side (each stage's output printed whole when it ends, any failure fails `make test`;
 # cfn-lint and checkov wait for the rehearsal's templates).
 TEST_JOBS ?= 1
-test: setup
-	@$(MAKE) --no-print-directory --keep-going -j $(TEST_JOBS) --output-sync=target test-stages \
-		ASSEMBLY=build/rehearsal/cdk.out TEMPLATES_FROM=rehearse
+test:
+	@began=$$(date +%s); \
+	$(MAKE) --no-print-directory setup $(CHECKOV_VENV)/.installed || exit; \
+	checks=$$(date +%s); \
+	$(MAKE) --no-print-directory --keep-going -j $(TEST_JOBS) --output-sync=target test-stages \
+		ASSEMBLY=build/rehearsal/cdk.out TEMPLATES_FROM=rehearse; status=$$?; \
+	ended=$$(date +%s); \
+	echo "make test: set-up $$((checks - began)) s, checks $$((ended - checks)) s, exit status $$status"; \
+	exit $$status
 
 test-stages: lint typecheck complexity pytest rehearse cfn-lint checkov
 

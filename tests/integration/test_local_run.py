@@ -42,6 +42,10 @@ FAST = [
     "--set", "pipeline.timeout_s=3",
     "--schedule", "loader=300ms",
     "--schedule", "checker=500ms",
+    # Locally, a function's concurrent invocations are threads of one process sharing one GIL
+    # (on AWS, each has its sandbox): ten routers at once stretch each past the 3 s above, and
+    # every timed-out batch then waits out its visibility timeout before the run can end.
+    "--concurrency", "router=4",
 ]  # fmt: skip
 GOOD_CODES = {
     "empty",
