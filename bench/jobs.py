@@ -28,13 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import redis
 
 from local.http import SUBMIT_ROUTE, api_event
 from local.servers import FAKE_AWS_ENVIRONMENT, running_moto, running_redis
-from runtime.clients import AWS_CLIENT_CONFIG
+from runtime.clients import AWS_CLIENT_CONFIG, new_session
 from runtime.config import JobsSettings, PipelineSettings, QueueSettings, RedisSettings, Settings
 from runtime.jobs import JobClients, JobOutcome, JobsRouter
 from runtime.jobs.store import make_store
@@ -157,7 +156,7 @@ def jobs_overhead(aws_url: str, redis_url: str, jobs: int) -> dict[str, Any]:
     """Run `jobs` sequential jobs; the figures in milliseconds."""
 
     def aws(service: str) -> Any:
-        return boto3.session.Session().client(  # type: ignore[call-overload]
+        return new_session().client(  # type: ignore[call-overload]
             service, endpoint_url=aws_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
         )
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import redis
 
 from bench.baseline import load_inbox
 from bench.inbox import write_inbox
 from bench.measure import Measurement, SqsMeter, Stopwatch
-from runtime.clients import AWS_CLIENT_CONFIG
+from runtime.clients import AWS_CLIENT_CONFIG, new_session
 from runtime.config import IngestSettings
 from runtime.ingest.coord import Coordinator
 from runtime.ingest.fs import Fs
@@ -69,7 +68,7 @@ class Servers:
         return self.redis_url
 
     def sqs(self, meter: SqsMeter) -> Any:
-        client = boto3.session.Session().client(
+        client = new_session().client(
             "sqs", endpoint_url=self.aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
         )
         return meter.attach(client)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 import redis
 from moto import mock_aws
 
 from bench.measure import Measurement, Stopwatch
 from runtime import codec
-from runtime.clients import AWS_CLIENT_CONFIG
+from runtime.clients import AWS_CLIENT_CONFIG, new_session
 from runtime.config import PipelineSettings, QueueSettings, RedisSettings, Settings
 from runtime.pipeline import DiscardingResultStore, PipelineClients, build_pipeline
 from runtime.pipeline.ledger import create_ledger_table
@@ -64,10 +63,10 @@ def router_alone(redis_url: str, aws_endpoint_url: str | None, batches: int) -> 
 
 
 def _router_alone(redis_url: str, aws_endpoint_url: str | None, batches: int, name: str) -> Measurement:
-    ddb = boto3.session.Session().client(
+    ddb = new_session().client(
         "dynamodb", endpoint_url=aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
     )
-    sqs = boto3.session.Session().client(
+    sqs = new_session().client(
         "sqs", endpoint_url=aws_endpoint_url, region_name="us-east-1", config=AWS_CLIENT_CONFIG
     )
     table = f"bench-ledger-{time.monotonic_ns()}"
@@ -137,8 +136,8 @@ def failing_envelope(redis_url: str, runs: int = FAILING_RUNS) -> Measurement:
     """One loader-sized envelope of FAILING_ITEMS items that all fail: ms per envelope, and
     the bytes its plan costs in the ledger and in the S3 spill (median of `runs`)."""
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1", config=AWS_CLIENT_CONFIG)
-        s3 = boto3.client("s3", region_name="us-east-1", config=AWS_CLIENT_CONFIG)
+        ddb = new_session().client("dynamodb", region_name="us-east-1", config=AWS_CLIENT_CONFIG)
+        s3 = new_session().client("s3", region_name="us-east-1", config=AWS_CLIENT_CONFIG)
         table, bucket = "bench-ledger-failing", "bench-results-failing"
         create_ledger_table(ddb, table)
         s3.create_bucket(Bucket=bucket)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import redis
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,9 +39,32 @@ AWS_CLIENT_CONFIG = Config(
 )
 
 
+class _SearchPaths(list[str]):
+    """boto3 appends its own data directory to the loader of every Session it makes: a loader
+    shared by many Sessions keeps one copy of each path."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+# Every client gets a Session of its own (a boto3 Session is not thread-safe; its clients are),
+# but a new Session would read and parse the service models' JSON again: ~100 ms of CPU per
+# client, which the local runtime and the tests pay thousands of times. The models are read-only
+# data, so all of this process's Sessions share one loader (~15 ms per client).
+_SERVICE_MODELS = botocore.loaders.Loader(extra_search_paths=_SearchPaths())
+
+
+def new_session(**kwargs: Any) -> boto3.session.Session:
+    """A boto3 Session of its own (`kwargs` as for `boto3.session.Session`) on the shared models."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _SERVICE_MODELS)
+    return boto3.session.Session(botocore_session=core, **kwargs)
+
+
 @functools.cache
 def aws_client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
+    return new_session().client(service, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
 
 
 # How long a read of the Redis AUTH token is trusted. Each new connection authenticates with the

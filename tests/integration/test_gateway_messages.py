@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -20,6 +19,7 @@ from runtime.examples import enrich
 from runtime.examples.jobs_worker import text_stats
 from runtime.jobs.model import JOB_FIELD
 from runtime.pipeline.gateway import ITEM_PREFIX, gateway_message, keyed_item_id
+from tests.support.aws import mock_client
 from tests.support.jobs import Jobs
 from tests.support.pipeline import BUCKET, Harness
 
@@ -27,9 +27,7 @@ from tests.support.pipeline import BUCKET, Harness
 @pytest.fixture
 def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Harness]:
     with mock_aws():
-        yield Harness.create(
-            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url
-        )
+        yield Harness.create(mock_client, redis_client, redis_server.url)
 
 
 def post(harness: Harness, body: Any, key: str | None = None) -> str:

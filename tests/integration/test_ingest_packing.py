@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -21,6 +20,7 @@ from runtime import codec
 from runtime.errors import MessageTooLarge
 from runtime.ingest import SqsPartSender, run_loader
 from runtime.ingest.sender import MAX_BATCH_BYTES, call_groups
+from tests.support.aws import mock_client
 from tests.support.ingest import assert_exactly_once, forever, make_ingest, write_file
 
 
@@ -78,7 +78,7 @@ def test_call_groups_respect_entries_and_bytes() -> None:
 @pytest.fixture
 def in_process_sqs() -> Iterator[Any]:
     with mock_aws():
-        yield boto3.client("sqs", region_name="us-east-1")
+        yield mock_client("sqs")
 
 
 def test_sqs_part_sender_retries_entries_that_failed(in_process_sqs: Any) -> None:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -25,6 +24,7 @@ from runtime.jobs import BadJobRequest, JobClients, JobOutcome, job_status, subm
 from runtime.jobs.model import JOB_FIELD, channel, parse_job_body, status_key
 from runtime.observability import metrics
 from runtime.pipeline import PoisonItem
+from tests.support.aws import mock_client
 from tests.support.events import http_api_event, load_event
 from tests.support.jobs import Jobs
 from tests.support.pipeline import BUCKET, Harness
@@ -33,9 +33,7 @@ from tests.support.pipeline import BUCKET, Harness
 @pytest.fixture
 def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Harness]:
     with mock_aws():
-        yield Harness.create(
-            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url
-        )
+        yield Harness.create(mock_client, redis_client, redis_server.url)
 
 
 def budget(seconds: float) -> Any:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local.faults import FaultProxy, SqsFaults, fault_proxy
 from local.servers import MotoServer
+from runtime.clients import new_session
 
 NO_RETRIES = Config(retries={"mode": "standard", "max_attempts": 1})
 
 
 def _client(url: str, config: Config = NO_RETRIES) -> Any:
-    return boto3.session.Session().client("sqs", endpoint_url=url, region_name="us-east-1", config=config)
+    return new_session().client("sqs", endpoint_url=url, region_name="us-east-1", config=config)
 
 
 @pytest.fixture

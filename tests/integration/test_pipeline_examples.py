@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -15,15 +14,14 @@ from local.servers import RedisServer
 from runtime.codec import ATTR_REASON
 from runtime.examples import enrich
 from runtime.examples.stock_image import Greymap, StockImageRouter, decode_pgm, thumbnail
+from tests.support.aws import mock_client
 from tests.support.pipeline import BUCKET, Harness, envelope
 
 
 @pytest.fixture
 def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Harness]:
     with mock_aws():
-        yield Harness.create(
-            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url
-        )
+        yield Harness.create(mock_client, redis_client, redis_server.url)
 
 
 def gradient(width: int, height: int) -> Greymap:

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -26,6 +25,7 @@ from runtime.pipeline import PoisonItem, mutation
 from runtime.pipeline.fifo import ATTEMPTS_TTL_S
 from runtime.pipeline.leases import ATTEMPTS_PREFIX
 from runtime.pipeline.ledger import PLAN_REF_ATTRIBUTE, TTL_ATTRIBUTE
+from tests.support.aws import mock_client
 from tests.support.pipeline import BUCKET, LEDGER_TABLE, Harness, envelope
 
 FAST_REDIS = {"timeout_s": 0.2, "retries": 1}
@@ -34,7 +34,7 @@ FAST_REDIS = {"timeout_s": 0.2, "retries": 1}
 @pytest.fixture
 def aws() -> Iterator[Any]:
     with mock_aws():
-        yield lambda service: boto3.client(service, region_name="us-east-1")
+        yield mock_client
 
 
 @pytest.fixture

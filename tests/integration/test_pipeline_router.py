@@ -6,7 +6,6 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 import redis
@@ -18,6 +17,7 @@ from runtime.codec import ATTR_REASON, ATTR_SOURCE
 from runtime.examples.hello import router as hello_router
 from runtime.pipeline import Pipeline, PoisonItem, mutation
 from runtime.pipeline.leases import Leases
+from tests.support.aws import mock_client
 from tests.support.pipeline import Harness, envelope
 
 
@@ -26,9 +26,7 @@ def make_harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterat
     with mock_aws():
 
         def make(**pipeline: Any) -> Harness:
-            return Harness.create(
-                lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url, **pipeline
-            )
+            return Harness.create(mock_client, redis_client, redis_server.url, **pipeline)
 
         yield make
 
@@ -420,9 +418,7 @@ def test_fifo_handler_takes_the_canonical_lambda_event(
     from tests.support.events import load_event
 
     with mock_aws():
-        h = Harness.create(
-            lambda s: boto3.client(s, region_name="us-east-1"), redis_client, redis_server.url, fifo=True
-        )
+        h = Harness.create(mock_client, redis_client, redis_server.url, fifo=True)
         pipeline = build_pipeline(h.settings, h.clients, router=hello_router, fifo=True)
 
         assert invoke_function(monkeypatch, pipeline, load_event("sqs_fifo"), fifo=True) == {

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 import redis
 from moto import mock_aws
@@ -24,6 +23,7 @@ from runtime import clients
 from runtime.clients import AUTH_TOKEN_MAX_AGE_S, SecretsManagerToken, make_redis
 from runtime.config import RedisSettings
 from runtime.errors import ConfigError
+from tests.support.aws import mock_client
 
 OLD = "old-token-0123456789abcdef"
 NEW = "new-token-fedcba9876543210"
@@ -70,7 +70,7 @@ def rotation(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rotation]:
         admin = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True)
         admin.config_set("requirepass", OLD)
         admin.acl_log_reset()
-        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        secrets = mock_client("secretsmanager")
         arn = secrets.create_secret(Name="sluice/redis-auth", SecretString=OLD)["ARN"]
         try:
             yield Rotation(server, admin, secrets, arn, clock)
@@ -104,7 +104,7 @@ def test_a_new_connection_authenticates_with_the_rotated_token_after_the_cache_a
 def test_the_old_token_is_not_used_beyond_the_cache_age() -> None:
     clock = Clock()
     with mock_aws():
-        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        secrets = mock_client("secretsmanager")
         arn = secrets.create_secret(Name="sluice/redis-auth", SecretString=OLD)["ARN"]
         token = SecretsManagerToken(arn, secrets, max_age_s=300, clock=clock)
         assert token.get_credentials() == (OLD,)
@@ -154,7 +154,7 @@ def test_an_unreadable_secret_is_a_redis_connection_error() -> None:
     unreachable does, which callers that go on without Redis already handle."""
     clock = Clock()
     with mock_aws():
-        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        secrets = mock_client("secretsmanager")
         arn = secrets.create_secret(Name="sluice/redis-auth", SecretString=OLD)["ARN"]
         token = SecretsManagerToken(arn, secrets, clock=clock)
         assert token.get_credentials() == (OLD,)

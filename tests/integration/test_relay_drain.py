@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import redis
 from moto import mock_aws
@@ -23,6 +22,7 @@ from runtime.relay.breaker import BREAKER_KEY
 from runtime.relay.drain import Drain, DrainReport, retry_visibility_s
 from runtime.relay.ledger import DeliveryLedger
 from runtime.relay.wiring import DrainClients, RelayClients, build_drain, build_relay
+from tests.support.aws import mock_client
 from tests.support.relay import stream_record
 
 API_KEY = "test-key-never-logged-7f3a"
@@ -37,9 +37,9 @@ class Env:
     def __init__(self, redis_client: redis.Redis, stub: ApiStub) -> None:
         self.redis = redis_client
         self.stub = stub
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
-        self.ssm = boto3.client("ssm", region_name=REGION)
+        self.sqs = mock_client("sqs")
+        self.dynamodb = mock_client("dynamodb")
+        self.ssm = mock_client("ssm")
         self.parameter_reads = 0
         self.ssm.meta.events.register("before-call.ssm.GetParameter", self._count_read)
         dlq = self.sqs.create_queue(QueueName="relay-dlq.fifo", Attributes={"FifoQueue": "true"})

@@ -9,7 +9,6 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -26,6 +25,7 @@ from local.http import (
     match_route,
 )
 from runtime.config import QueueSettings, Settings
+from tests.support.aws import mock_client
 
 
 def test_routes_match_as_the_api_declares_them() -> None:
@@ -58,7 +58,7 @@ def test_the_event_reads_back_through_powertools() -> None:
 @pytest.fixture
 def api() -> Iterator[tuple[LocalHttpApi, Any]]:
     with mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
+        sqs = mock_client("sqs")
         url = sqs.create_queue(QueueName="state")["QueueUrl"]
         settings = Settings(queues=QueueSettings(state_url=url))
         with build_gateway(settings, GatewayClients(sqs=sqs, jobs=lambda _e, _c: {})) as server:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import boto3
 import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
 from ops.cli import main
 from runtime import metric_names
+from tests.support.aws import mock_client
 
 STATEFUL = {
     "Resources": {
@@ -55,7 +55,7 @@ STATELESS = {
 @pytest.fixture
 def deployed() -> Iterator[None]:
     with mock_aws():
-        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        cfn = mock_client("cloudformation")
         cfn.create_stack(StackName="sluice-t-stateful", TemplateBody=json.dumps(STATEFUL))
         cfn.create_stack(StackName="sluice-t-stateless", TemplateBody=json.dumps(STATELESS))
         yield
@@ -70,19 +70,19 @@ def test_status_of_a_deployed_environment(deployed: None) -> None:
         "sluice-t-state": None,
     }
     assert doc["ingest"]["last_5_min"] == {"files_per_s": None, "records_per_s": None}
-    boto3.client("cloudwatch", region_name="us-east-1").put_metric_data(
+    mock_client("cloudwatch").put_metric_data(
         Namespace="sluice",
         MetricData=[
             {"MetricName": name, "Dimensions": [{"Name": "service", "Value": "sluice"}], "Value": value}
             for name, value in ((metric_names.FILES_LOADED, 600), (metric_names.RECORDS_SENT, 1200))
         ],
     )
-    sqs = boto3.client("sqs", region_name="us-east-1")
+    sqs = mock_client("sqs")
     url = sqs.get_queue_url(QueueName="sluice-t-state-dlq")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody='{"v": 1, "id": "x", "parent": null, "items": []}')
     # moto's CloudFormation does not create alarms: create one named as CloudFormation names them.
     alarm_name = "sluice-t-stateless-DlqDepth-1A2B3C"
-    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    cloudwatch = mock_client("cloudwatch")
     properties = STATELESS["Resources"]["DlqDepth"]["Properties"]
     cloudwatch.put_metric_alarm(**{**properties, "AlarmName": alarm_name})
     cloudwatch.set_alarm_state(AlarmName=alarm_name, StateValue="ALARM", StateReason="made on purpose")

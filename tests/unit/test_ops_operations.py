@@ -36,6 +36,7 @@ from runtime.handlers import operations as handler_module
 from runtime.ingest.layout import new_batch_id
 from runtime.ingest.model import Header, Member, Packing
 from runtime.operations import part_record, recompute_parts
+from tests.support.aws import mock_client
 
 CONTEXT: Any = LambdaContext("operations", 30)  # local's context stands in for Lambda's
 CALLER = {
@@ -74,7 +75,7 @@ def share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pat
     """The share, the loader's queue (moto in-process) and the function's environment."""
     root = make_share(tmp_path / "share")
     with mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
+        sqs = mock_client("sqs")
         url = sqs.create_queue(QueueName="sluice-t-state")["QueueUrl"]
         monkeypatch.setenv("SLUICE_INGEST__ROOT", str(root))
         monkeypatch.setenv("SLUICE_QUEUES__STATE_URL", url)
@@ -348,7 +349,7 @@ def test_the_cli_signs_its_requests_and_reads_the_url_from_the_stack(
 ) -> None:
     root, _url, _sqs = share
     _reject(root, "b1", "late.ndjson", b'{"a": 1}\n{"a": 2}\n{"a": 3}\n', "late_write", 9)
-    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn = mock_client("cloudformation")
     stateless = {
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {OPERATIONS_URL_OUTPUT: {"Value": function_url}},
@@ -377,7 +378,7 @@ def test_deployed_status_reads_the_share_through_the_operations_function(
     _reject(root, "b1", "bad.json", b"{", "invalid_json", 0)
     _halted_batch(root, "b2", files=2, recorded=1)
     (root / "inbox" / "waiting.json").write_bytes(b"{}")
-    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn = mock_client("cloudformation")
     stateless = {
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {OPERATIONS_URL_OUTPUT: {"Value": function_url}},

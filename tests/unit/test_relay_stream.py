@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import pytest
 from boto3.dynamodb.types import Binary, TypeSerializer
 from moto import mock_aws
@@ -15,6 +14,7 @@ from runtime import codec
 from runtime.relay.filters import INSERT_ONLY, is_relayed, matches
 from runtime.relay.images import image_to_plain
 from runtime.relay.stream import SEND_BATCH_MAX_ENTRIES, group_id_for, relay_records
+from tests.support.aws import mock_client
 from tests.support.relay import stream_record
 
 _SERIALIZER = TypeSerializer()
@@ -23,7 +23,7 @@ _SERIALIZER = TypeSerializer()
 @pytest.fixture
 def fifo() -> Any:
     with mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
+        sqs = mock_client("sqs")
         url = sqs.create_queue(QueueName="relay.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
         yield sqs, url
 
