@@ -152,7 +152,7 @@ class MotoServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
+        command = [sys.executable, "-m", "local.moto_server", "-H", LOOPBACK, "-p", str(self.port)]
         env = {**os.environ, **FAKE_AWS_ENVIRONMENT}
         self.process = subprocess.Popen(
             command,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from local.moto_server import check_moto_version, patch_blocked_fifo_long_poll
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
 from tests.support.aws import AwsClientFactory, client_factory
 
@@ -24,6 +25,10 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "sluice-tests")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 # jsii (CDK) prints a Node end-of-life banner on Node 20; the Makefile sets the same.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# moto's in-process `mock_aws` gets the fix the moto server has (local/moto_server.py): a FIFO long
+# poll behind an in-flight group waits instead of spinning this process's core.
+check_moto_version()
+patch_blocked_fifo_long_poll()
 
 
 @pytest.fixture(scope="session")
