@@ -2,7 +2,7 @@
 router, a real redis-server and a moto server; each run must deliver every record written to
 the sink exactly once (the runtime's own check, and these tests' reading of its summary).
 
-Each test is one short run in a child process (a few seconds of writing at a modest rate, small
+Each test is one short run in a child process (two tests read one run) (a few seconds of writing at a modest rate, small
 messages so a few hundred records span many parts). Faults are real: a loader process killed at
 a named step, Redis restarted under the run, a router that fails items at random.
 """
@@ -123,8 +123,24 @@ def aof_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def test_every_record_reaches_the_sink_once_and_bad_files_are_rejected_with_reasons(tmp_path: Path) -> None:
-    summary = Run(tmp_path, "--bad-share", "0.4", "--seed", "11").finish()
+@pytest.fixture(scope="module")
+def racing_run_with_bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run serves two tests: three loaders racing on one inbox (a new one every 100 ms, three
+    files a batch) while the writer puts a bad file beside two in five good ones."""
+    return Run(
+        tmp_path_factory.mktemp("racing"),
+        "--concurrency", "loader=3",
+        "--schedule", "loader=100ms",
+        "--set", "ingest.batch_max_files=3",
+        "--bad-share", "0.4",
+        "--seed", "11",
+    ).finish()  # fmt: skip
+
+
+def test_every_record_reaches_the_sink_once_and_bad_files_are_rejected_with_reasons(
+    racing_run_with_bad_files: dict[str, Any],
+) -> None:
+    summary = racing_run_with_bad_files
     assert_exactly_once(summary)
     rejected = summary["rejected_files"]
     assert len(rejected) >= 3, summary["_output"]
@@ -136,14 +152,8 @@ def test_every_record_reaches_the_sink_once_and_bad_files_are_rejected_with_reas
     assert summary["invocations"]["router"]["invocations"] > 0
 
 
-def test_loaders_racing_on_one_inbox_send_each_record_once(tmp_path: Path) -> None:
-    summary = Run(
-        tmp_path,
-        "--concurrency", "loader=3",
-        "--schedule", "loader=100ms",
-        "--set", "ingest.batch_max_files=3",
-        "--bad-share", "0",
-    ).finish()  # fmt: skip
+def test_loaders_racing_on_one_inbox_send_each_record_once(racing_run_with_bad_files: dict[str, Any]) -> None:
+    summary = racing_run_with_bad_files
     assert_exactly_once(summary)
     assert summary["invocations"]["loader"]["reported"]["batches_committed"] >= 5
 
