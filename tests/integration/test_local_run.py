@@ -3,8 +3,9 @@ router, a real redis-server and a moto server; each run must deliver every recor
 the sink exactly once (the runtime's own check, and these tests' reading of its summary).
 
 Each test is one short run in a child process (a few seconds of writing at a modest rate, small
-messages so a few hundred records span many parts; two tests read the same run). Faults are real: a loader process killed at
-a named step, Redis restarted under the run, a router that fails items at random.
+messages so a few hundred records span many parts; two tests read the same run). Faults are
+real: a loader process killed at a named step, Redis restarted under the run, a router that
+fails items at random.
 """
 
 from __future__ import annotations
