@@ -64,3 +64,9 @@ def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
 def aws(moto: MotoServer) -> AwsClientFactory:
     """Factory of boto3 clients pointed at the moto server."""
     return client_factory(moto.url)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files marked `slow` first: pytest-xdist hands files to its workers in this order, so
+    the longest start early rather than finishing the run alone on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -22,6 +22,8 @@ from local.servers import RedisServer
 from tests.support.jobs import Jobs, serve
 from tests.support.pipeline import Harness
 
+pytestmark = pytest.mark.slow
+
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",

@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench.__main__ import main
 from local.servers import MotoServer, RedisServer
+
+pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_writes_results_and_chart(

@@ -16,6 +16,8 @@ from runtime.ingest.loader import LoaderResult
 from runtime.ingest.processes import HelperFailed, Share, run_shares
 from tests.support.ingest import forever, make_ingest
 
+pytestmark = pytest.mark.slow
+
 NAMES = [f"2026-11-25T13-00-{n:05d}.json" for n in range(2000)]
 
 

@@ -43,6 +43,8 @@ from tests.support.ingest import (
     write_file,
 )
 
+pytestmark = pytest.mark.slow
+
 BAD_FILE = "2026-11-25T13-00003-bad.json"  # sorts among the good ones: rejected mid-batch
 # Issue 22's poison for the kill-point matrix: a 255-byte name (its reason file's name is
 # derived, shortened) holding an integer that cannot travel exactly.

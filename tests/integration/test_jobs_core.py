@@ -29,6 +29,8 @@ from tests.support.events import http_api_event, load_event
 from tests.support.jobs import Jobs
 from tests.support.pipeline import BUCKET, Harness
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Harness]:

@@ -29,6 +29,8 @@ from runtime.pipeline.leases import KEY_PREFIX as LEASE_PREFIX
 from tests.support.jobs import Jobs, Worker, serve
 from tests.support.pipeline import BUCKET, Harness, run_handler_in_child
 
+pytestmark = pytest.mark.slow
+
 Reply = tuple[int, dict[str, str], Any]
 
 

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from runtime.ingest.layout import printable_name
+
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_MESSAGE_BYTES = 65_536

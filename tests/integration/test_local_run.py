@@ -28,6 +28,8 @@ import redis
 from local.servers import RedisServer, running_redis
 from runtime.ingest.coord import PROCESSING
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Small parts (many messages per batch), short writing, every scheduled function ticking fast.
 FAST = [

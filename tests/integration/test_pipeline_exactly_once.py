@@ -22,6 +22,8 @@ from runtime.config import RedisSettings
 from runtime.pipeline.plan import OutputKind
 from tests.support.pipeline import Harness, envelope, run_handler_in_child
 
+pytestmark = pytest.mark.slow
+
 FLAKY_ENV = "SLUICE_TEST_FLAKY"
 
 

@@ -17,6 +17,8 @@ from runtime.codec import ATTR_REASON
 from runtime.pipeline.plan import OutputKind
 from tests.support.pipeline import Harness, envelope, run_handler_in_child
 
+pytestmark = pytest.mark.slow
+
 FAIL_ONCE: dict[str, int] = {}
 
 

@@ -28,6 +28,8 @@ from runtime.pipeline.ledger import PLAN_REF_ATTRIBUTE, TTL_ATTRIBUTE
 from tests.support.aws import mock_client
 from tests.support.pipeline import BUCKET, LEDGER_TABLE, Harness, envelope
 
+pytestmark = pytest.mark.slow
+
 FAST_REDIS = {"timeout_s": 0.2, "retries": 1}
 
 

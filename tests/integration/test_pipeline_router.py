@@ -20,6 +20,8 @@ from runtime.pipeline.leases import Leases
 from tests.support.aws import mock_client
 from tests.support.pipeline import Harness, envelope
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def make_harness(redis_client: redis.Redis, redis_server: RedisServer) -> Iterator[Any]:

@@ -25,6 +25,8 @@ from runtime.relay.wiring import DrainClients, RelayClients, build_drain, build_
 from tests.support.aws import mock_client
 from tests.support.relay import stream_record
 
+pytestmark = pytest.mark.slow
+
 API_KEY = "test-key-never-logged-7f3a"
 PARAMETER = "/sluice/test/relay/api-key"
 REGION = "us-east-1"

@@ -26,6 +26,8 @@ from runtime.relay.drain import IN_FLIGHT_MARGIN_S
 from tests.support.aws import AwsClientFactory
 from tests.support.events import load_event
 
+pytestmark = pytest.mark.slow
+
 PARAMETER = "/sluice/it/relay/api-key"
 API_KEY = "it-key-0f9e"
 GROUPS = ("c1", "c2", "c3")
