@@ -69,7 +69,7 @@ run: setup
 # The rehearsal's synth (every environment, every optional system, account 123456789012 in
 # eu-west-1, cdk-nag inside) is the one whose templates cfn-lint and checkov read; the template
 # tests synthesize every environment in us-east-1 and eu-west-1 with cdk-nag as well.
-# Two stages at a time (this project's machines have 2 cores): pytest (its two workers) beside the
+# Two stages at a time (this project's machines have 2 cores): pytest (on its workers) beside the
 # rehearsal, then cfn-lint and checkov on the rehearsal's templates, then the static checks, so
 # the longest stage starts first; each stage's output is printed whole when it ends and any
 # failure fails `make test`. TEST_JOBS=1 runs them one after another.

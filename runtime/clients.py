@@ -50,7 +50,7 @@ class _SearchPaths(list[str]):
 
 # Every client gets a Session of its own (a boto3 Session is not thread-safe; its clients are),
 # but a new Session would read and parse the service models' JSON again: ~100 ms of CPU per
-# client, which the local runtime and the tests pay thousands of times. The models are read-only
+# client, which the local runtime and the tests pay over and over. The models are read-only
 # data, so all of this process's Sessions share one loader (~15 ms per client).
 _SERVICE_MODELS = botocore.loaders.Loader(extra_search_paths=_SearchPaths())
 
