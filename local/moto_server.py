@@ -41,13 +41,18 @@ def patch_blocked_fifo_long_poll() -> None:
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
 
 
-def check_moto_version() -> None:
+def require_moto(pinned: str, patches: str) -> None:
+    """Refuse to patch a moto other than the one the patches in `patches` were checked against."""
     installed = version("moto")
-    if installed != PINNED_MOTO:
+    if installed != pinned:
         raise SystemExit(
-            f"local.moto_server patches moto {PINNED_MOTO}, not {installed}: re-check "
-            "patch_blocked_fifo_long_poll against moto/sqs/models.py, then move PINNED_MOTO"
+            f"moto {installed} is installed; the patches in {patches} were checked against {pinned}: "
+            "re-check every patch, then move its PINNED_MOTO"
         )
+
+
+def check_moto_version() -> None:
+    require_moto(PINNED_MOTO, "local/moto_server.py")
 
 
 def main(argv: list[str] | None = None) -> None:

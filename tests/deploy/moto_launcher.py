@@ -27,8 +27,9 @@ import sys
 import threading
 import time
 import urllib.request
-from importlib.metadata import version
 from typing import Any
+
+from local.moto_server import require_moto
 
 PINNED_MOTO = "5.2.5"
 RECORD_FILE_ENV = "SLUICE_MOTO_RECORD_FILE"
@@ -62,12 +63,7 @@ REDIS_PORT = "6379"
 
 
 def check_moto_version() -> None:
-    installed = version("moto")
-    if installed != PINNED_MOTO:
-        raise SystemExit(
-            f"moto {installed} is installed, the rehearsal's launcher was checked against {PINNED_MOTO}: "
-            "re-check every patch in tests/deploy/moto_launcher.py, then move PINNED_MOTO"
-        )
+    require_moto(PINNED_MOTO, "tests/deploy/moto_launcher.py")
 
 
 # --- record-only resources ------------------------------------------------------------------
