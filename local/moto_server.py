@@ -8,9 +8,11 @@ belong to a message group already in flight (the FIFO router's or the relay drai
 behind the one being processed), they are visible but not deliverable: the wait returns at once and
 the pass runs again, at full speed, until WaitTimeSeconds ends — a whole core per waiting poller
 (measured: 2.98 s of moto's CPU for a 3 s receive). The fix waits `BLOCKED_POLL_S` between such
-passes; a message sent meanwhile still wakes the wait at once, and a group is released by a delete
-or a visibility timeout, which moto never announces either (with no visible message, it looks
-again every second).
+passes: a message sent meanwhile still wakes the wait at once, and an in-flight message whose
+visibility timeout ends is seen within `BLOCKED_POLL_S` (moto announces neither that nor a
+delete; with no visible message at all it looks again every second, as before). A group freed by
+a delete opens on the next ReceiveMessage, not during a wait already under way: moto reads the
+in-flight groups once per call, patched or not.
 
 The patch is checked against the pinned moto (`PINNED_MOTO`, as requirements-dev.txt pins it):
 another version refuses to start until the patch has been re-checked.

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from local.moto_server import check_moto_version
+
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 # Servers run in their own process group: a Ctrl-C at the terminal reaches only the process that
@@ -152,6 +154,7 @@ class MotoServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
+        check_moto_version()  # here, with its reason: the child's own output is not kept
         command = [sys.executable, "-m", "local.moto_server", "-H", LOOPBACK, "-p", str(self.port)]
         env = {**os.environ, **FAKE_AWS_ENVIRONMENT}
         self.process = subprocess.Popen(

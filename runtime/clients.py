@@ -51,7 +51,8 @@ class _SearchPaths(list[str]):
 # Every client gets a Session of its own (a boto3 Session is not thread-safe; its clients are),
 # but a new Session would read and parse the service models' JSON again: ~100 ms of CPU per
 # client, which the local runtime and the tests pay over and over. The models are read-only
-# data, so all of this process's Sessions share one loader (~15 ms per client).
+# data, so all of this process's Sessions share one loader (~15 ms per client). It reads botocore's
+# and boto3's own data only (no `AWS_DATA_PATH`: sluice ships no model of its own).
 _SERVICE_MODELS = botocore.loaders.Loader(extra_search_paths=_SearchPaths())
 
 
