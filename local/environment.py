@@ -14,19 +14,18 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from local.faults import FaultProxy, SqsFaults, fault_proxy
 from local.relay import ApiStub
 from local.resources import Provisioned, function_settings, provision
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
-from runtime.clients import AWS_CLIENT_CONFIG, aws_client
+from runtime.clients import AWS_CLIENT_CONFIG, aws_client, new_session
 from runtime.config import Settings, get_settings, to_environ
 from stacks.config import EnvironmentConfig, _deep_merge, load_environment
 from stacks.validation import validate_for_synth
@@ -49,20 +48,23 @@ def load_local_config(env: str = "dev", overrides: Mapping[str, Any] | None = No
 
 
 class AwsClients:
-    """boto3 clients on one endpoint, one per service (boto3 clients are thread-safe)."""
+    """boto3 clients on one endpoint, one per service (boto3 clients are thread-safe; the Session
+    that makes them is not, hence the lock)."""
 
     def __init__(self, endpoint_url: str) -> None:
         self.endpoint_url = endpoint_url
-        self._session = boto3.session.Session()
+        self._session = new_session()
+        self._lock = threading.Lock()
 
     @functools.cache  # noqa: B019 - lives as long as the environment
     def __call__(self, service: str) -> Any:
-        return self._session.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=FAKE_AWS_ENVIRONMENT["AWS_REGION"],
-            config=AWS_CLIENT_CONFIG,
-        )
+        with self._lock:
+            return self._session.client(  # type: ignore[call-overload]
+                service,
+                endpoint_url=self.endpoint_url,
+                region_name=FAKE_AWS_ENVIRONMENT["AWS_REGION"],
+                config=AWS_CLIENT_CONFIG,
+            )
 
 
 @dataclass

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from local.environment import AwsClients
 from local.moto_server import check_moto_version, patch_blocked_fifo_long_poll
 from local.servers import FAKE_AWS_ENVIRONMENT, MotoServer, RedisServer, running_moto, running_redis
-from tests.support.aws import AwsClientFactory, client_factory
+from tests.support.aws import AwsClientFactory
 
 # Never let a test reach a real AWS account, whatever the developer's shell has configured.
 for _name, _value in FAKE_AWS_ENVIRONMENT.items():
@@ -62,8 +63,8 @@ def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
 
 @pytest.fixture
 def aws(moto: MotoServer) -> AwsClientFactory:
-    """Factory of boto3 clients pointed at the moto server."""
-    return client_factory(moto.url)
+    """boto3 clients pointed at the moto server, one per service."""
+    return AwsClients(moto.url)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
